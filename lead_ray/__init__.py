@@ -1,0 +1,1 @@
+"""lead-ray: LEAD iterative data selection on Ray."""

@@ -1,0 +1,35 @@
+"""`lead-ray train` (also `python jobs/lead.py`): errors in input become one clear line, not a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lead_ray.config import REPO_ROOT, ConfigError, load_config
+
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lead-ray", description="LEAD data selection for instruction tuning, on Ray")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="ingest → prepare → train with LEAD selection → outputs")
+    train.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/demo.yaml)")
+    train.add_argument("--output-dir", default=None, help="where <run_name>/ goes (overrides output_dir)")
+    train.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. learning_rate=1e-4")
+    args = parser.parse_args(argv)
+
+    from lead_ray.data.pool import DataError
+    from lead_ray.train.model import ModelError
+
+    try:
+        overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
+        cfg = load_config(args.config, overrides)
+        from lead_ray.run import run, summary_table
+
+        summary = run(cfg)
+    except (ConfigError, DataError, ModelError) as e:
+        print(f"lead-ray: error: {e}", file=sys.stderr)
+        return 2
+    print("\nLEAD run summary\n" + summary_table(summary), flush=True)
+    return 0

@@ -1,0 +1,223 @@
+"""One typed config for every stage: YAML file + `key=value` overrides, validated with errors that name the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
+
+
+class ConfigError(ValueError):
+    """A bad config value or key; the message names it."""
+
+
+@dataclass
+class LeadConfig:
+    # run
+    run_name: str = "demo"
+    output_dir: str = "outputs"
+    cache_dir: str = "~/.cache/lead-ray"
+    seed: int = 0
+    ray_address: str | None = None  # None: connect to a running cluster if any, else start a local instance
+    num_cpus: int | None = None  # logical CPUs for a local instance (None: Ray's default)
+    # data
+    data_files: list[str] = field(default_factory=lambda: [str(DEMO_DATA)])
+    max_length: int = 256
+    max_samples: int | None = None  # cap on pool rows kept (after ingest order), for quick runs
+    eval_fraction: float = 0.05  # held out by id hash; never selected
+    # model
+    model_name_or_path: str = "builtin:smollm2"
+    trust_remote_code: bool = False
+    use_lora: bool = True
+    lora_rank: int = 64
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    merge_adapter: bool = False
+    # preparation
+    score_batch_size: int = 8
+    score_concurrency: int = 1
+    # selection (names from lead-method.md)
+    selector: str = "lead"
+    num_arms: int = 7
+    gamma: float = 0.1
+    smoothing: float = 0.1  # b: weight on the new observation
+    sample_rate: float = 0.015  # r
+    max_uses: int = 4
+    budget: float = 0.025  # <= 1: fraction of the selectable pool; > 1: number of unique samples
+    max_rounds: int = 20
+    arms_per_round: int = 1
+    arm_reference: str = "last"
+    use_correction: bool = True
+    uniform_arms: bool = False
+    # training
+    num_workers: int = 1
+    use_gpu: bool = False
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.0
+    lr_decay: float = 0.995  # lr * lr_decay ** (step // lr_decay_every)
+    lr_decay_every: int = 8
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    bf16: bool | None = None  # None: on when training on GPU
+    eval_batch_size: int = 8
+
+    def validate(self) -> LeadConfig:
+        def need(ok: bool, key: str, msg: str) -> None:
+            if not ok:
+                raise ConfigError(f"config key '{key}': {msg} (got {getattr(self, key)!r})")
+
+        need(bool(self.run_name) and "/" not in self.run_name, "run_name", "must be a non-empty name without '/'")
+        need(bool(self.data_files), "data_files", "must list at least one file or folder")
+        need(self.max_length >= 16, "max_length", "must be >= 16")
+        need(0.0 <= self.eval_fraction < 1.0, "eval_fraction", "must be in [0, 1)")
+        need(self.max_samples is None or self.max_samples > 0, "max_samples", "must be > 0 or null")
+        need(self.selector in ("lead",), "selector", "must be 'lead'")
+        need(self.num_arms >= 1, "num_arms", "must be >= 1")
+        need(0.0 < self.gamma <= 1.0, "gamma", "must be in (0, 1]")
+        need(0.0 < self.smoothing <= 1.0, "smoothing", "must be in (0, 1]")
+        need(0.0 < self.sample_rate <= 1.0, "sample_rate", "must be in (0, 1]")
+        need(self.max_uses >= 1, "max_uses", "must be >= 1")
+        need(self.budget > 0, "budget", "must be > 0 (a fraction <= 1, or a count)")
+        need(self.max_rounds >= 1, "max_rounds", "must be >= 1")
+        need(1 <= self.arms_per_round <= self.num_arms, "arms_per_round", "must be in [1, num_arms]")
+        need(self.arm_reference in ("last", "first"), "arm_reference", "must be 'last' or 'first'")
+        need(self.num_workers >= 1, "num_workers", "must be >= 1")
+        need(self.learning_rate > 0, "learning_rate", "must be > 0")
+        need(0.0 < self.lr_decay <= 1.0, "lr_decay", "must be in (0, 1]")
+        need(self.lr_decay_every >= 1, "lr_decay_every", "must be >= 1")
+        need(self.per_device_train_batch_size >= 1, "per_device_train_batch_size", "must be >= 1")
+        need(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be >= 1")
+        need(self.lora_rank >= 1, "lora_rank", "must be >= 1")
+        need(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "must be in [0, 1)")
+        need(self.score_batch_size >= 1, "score_batch_size", "must be >= 1")
+        need(self.score_concurrency >= 1, "score_concurrency", "must be >= 1")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir).expanduser().resolve() / self.run_name
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(os.path.expanduser(self.cache_dir))
+
+    def budget_for(self, num_selectable: int) -> int:
+        """The unique-sample budget B for a pool of this many selectable rows."""
+        if self.budget <= 1:
+            return max(1, int(round(self.budget * num_selectable)))
+        return int(self.budget)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Convert a YAML or command-line value to the field's declared type, or raise ConfigError."""
+    text = str(hint)
+    if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
+        if "None" in text:
+            return None
+        raise ConfigError(f"config key '{key}': may not be null")
+    try:
+        if text.startswith("list"):
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v]
+            if not isinstance(value, list):
+                raise TypeError
+            return [str(v) for v in value]
+        if "bool" in text:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "yes", "on"):
+                return True
+            if str(value).lower() in ("false", "0", "no", "off"):
+                return False
+            raise TypeError
+        if "int" in text and "float" not in text:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if "float" in text:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if isinstance(value, (dict, list)):
+            raise TypeError
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key '{key}': expected {text.replace('NoneType', 'None')}, got {value!r}") from None
+
+
+def build_config(values: dict[str, Any]) -> LeadConfig:
+    hints = get_type_hints(LeadConfig)
+    known = {f.name for f in dataclasses.fields(LeadConfig)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key '{key}'{hint}")
+        kwargs[key] = _coerce(key, value, hints[key])
+    return LeadConfig(**kwargs).validate()
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value) if value else ""
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> LeadConfig:
+    """Load a YAML config (relative data paths resolve against the YAML's folder), then apply overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must be a mapping of key: value")
+        files = loaded.get("data_files")
+        if isinstance(files, list):
+            loaded["data_files"] = [_resolve_data_path(f, p.parent) for f in files]
+        values.update(loaded)
+    if isinstance(overrides, dict):
+        values.update(overrides)
+    elif overrides:
+        values.update(parse_overrides(overrides))
+    return build_config(values)
+
+
+def _resolve_data_path(entry: Any, base: Path) -> Any:
+    """`builtin:demo` names the bundled pool; other relative paths are relative to the repo, then the YAML."""
+    if not isinstance(entry, str):
+        return entry
+    if entry == "builtin:demo":
+        return str(DEMO_DATA)
+    p = Path(entry).expanduser()
+    if p.is_absolute():
+        return str(p)
+    for root in (REPO_ROOT, base):
+        if (root / p).exists():
+            return str((root / p).resolve())
+    return str(p)

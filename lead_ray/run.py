@@ -1,0 +1,151 @@
+"""The LEAD pipeline that `jobs/lead.py` and `lead-ray train` run: ingest → prepare → train → outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lead_ray.config import LeadConfig
+
+
+def log(msg: str) -> None:
+    print(f"[lead-ray] {msg}", flush=True)
+
+
+def init_ray(cfg: LeadConfig) -> None:
+    """Join the cluster we were submitted to (RAY_ADDRESS / ray_address), else start a local instance on 127.0.0.1."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.05", "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        return
+    for k, v in {"RAY_AUTH_MODE": "disabled", **env}.items():
+        os.environ.setdefault(k, v)
+    ray.init(num_cpus=cfg.num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False,
+             _node_ip_address="127.0.0.1", runtime_env={"env_vars": env}, log_to_driver=True)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def _stage_key(*parts: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _stage_current(folder: Path, key: str) -> bool:
+    marker = folder / "stage.json"
+    return marker.exists() and json.loads(marker.read_text()).get("key") == key
+
+
+def _mark_stage(folder: Path, key: str) -> None:
+    (folder / "stage.json").write_text(json.dumps({"key": key}))
+
+
+def run(cfg: LeadConfig) -> dict[str, Any]:
+    """Run LEAD end to end and write every output under `cfg.run_dir`. Returns the summary."""
+    import ray
+
+    from lead_ray.data.pool import discover_files, ingest
+    from lead_ray.prep.prepare import prepare
+    from lead_ray.select.service import start_service
+    from lead_ray.train.model import resolve_model_path
+    from lead_ray.train.trainer import build_trainer
+
+    t_start = time.time()
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "config.yaml")
+    files = discover_files(cfg.data_files)
+    model_path = resolve_model_path(cfg.model_name_or_path, cfg.cache_path)
+    log(f"run {cfg.run_name} → {run_dir}; model {cfg.model_name_or_path}; {len(files)} data file(s)")
+    init_ray(cfg)
+
+    pool_dir = run_dir / "pool"
+    stamps = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files]
+    ingest_key = _stage_key(stamps, model_path, cfg.max_length, cfg.eval_fraction, cfg.max_samples)
+    if _stage_current(pool_dir, ingest_key):
+        log("ingest: up to date, skipped")
+    else:
+        log("ingest: read → normalise → tokenize (Ray Data)")
+        summary = ingest(files, model_path, pool_dir, max_length=cfg.max_length, eval_fraction=cfg.eval_fraction,
+                         max_samples=cfg.max_samples, trust_remote_code=cfg.trust_remote_code)
+        _mark_stage(pool_dir, ingest_key)
+        log(f"ingest: {summary.line()}")
+    shutil.copyfile(pool_dir / "quarantine.parquet", run_dir / "quarantine.parquet")
+
+    prep_dir = run_dir / "prep"
+    prep_key = _stage_key(ingest_key, cfg.num_arms, cfg.seed)
+    if _stage_current(prep_dir, prep_key):
+        log("prepare: up to date, skipped")
+    else:
+        log("prepare: scoring the pool with the base model (initial IDU), then k-means arms")
+        t0 = time.time()
+        prepare(pool_dir, model_path, prep_dir / "enriched.parquet", num_arms=cfg.num_arms, seed=cfg.seed,
+                batch_size=cfg.score_batch_size * 8, concurrency=cfg.score_concurrency,
+                trust_remote_code=cfg.trust_remote_code, num_gpus=1 if cfg.use_gpu else 0)
+        _mark_stage(prep_dir, prep_key)
+        log(f"prepare: done in {time.time() - t0:.1f}s")
+    enriched = pq.read_table(prep_dir / "enriched.parquet", columns=["id", "split"])
+    split = enriched.column("split").to_numpy(zero_copy_only=False)
+    eval_ids = enriched.column("id").to_numpy()[split == "eval"]
+    budget = cfg.budget_for(int((split == "train").sum()))
+    log(f"selection: {int((split == 'train').sum())} selectable rows, budget {budget} unique samples, "
+        f"{cfg.num_arms} arms, gamma {cfg.gamma}, b {cfg.smoothing}")
+
+    params = {"num_arms": cfg.num_arms, "gamma": cfg.gamma, "smoothing": cfg.smoothing,
+              "sample_rate": cfg.sample_rate, "max_uses": cfg.max_uses, "budget": budget,
+              "max_rounds": cfg.max_rounds, "arms_per_round": cfg.arms_per_round,
+              "arm_reference": cfg.arm_reference, "uniform_arms": cfg.uniform_arms,
+              "use_correction": cfg.use_correction, "seed": cfg.seed}
+    service = start_service(str(prep_dir / "enriched.parquet"), params)
+    result = build_trainer(cfg, service, model_path, pool_dir, eval_ids).fit()
+    if result.error is not None:
+        raise RuntimeError(f"training failed: {result.error}")
+    final = json.loads(Path(result.checkpoint.path, "final.json").read_text())
+    for name in ("model", "merged"):
+        src = Path(result.checkpoint.path) / name
+        if src.exists():
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+            shutil.copytree(src, run_dir / name)
+
+    summary = ray.get(service.summary.remote())
+    sel = ray.get(service.selections.remote())
+    pq.write_table(pa.table({k: np.asarray(v) for k, v in sel.items()}), run_dir / "selections.parquet")
+    with open(run_dir / "metrics.jsonl", "w") as f:
+        for s in summary["round_stats"]:
+            f.write(json.dumps({k: v for k, v in s.items() if k not in ("arms", "arm_probs")}) + "\n")
+        f.write(json.dumps({"final": True, **final}) + "\n")
+    with open(run_dir / "bandit.jsonl", "w") as f:
+        for s in summary["round_stats"]:
+            f.write(json.dumps({"round": s["round"], "arm_probs": s["arm_probs"], "arms": s["arms"]}) + "\n")
+    ray.kill(service)
+    out = {"run_dir": str(run_dir), "rounds": summary["rounds"], "num_unique": summary["num_unique"],
+           "budget": summary["budget"], "stop_reason": summary["stop_reason"],
+           "arms_per_round": [[a["arm"] for a in s["arms"]] for s in summary["round_stats"]],
+           "nll_before": final["nll_before"], "nll_after": final["nll_after"], "wall_seconds": time.time() - t_start}
+    (run_dir / "summary.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+def summary_table(s: dict[str, Any]) -> str:
+    arms = " ".join(str(a[0]) if len(a) == 1 else str(a) for a in s["arms_per_round"])
+    rows = [("rounds", s["rounds"]), ("arm per round", arms), ("unique samples", s["num_unique"]),
+            ("budget used", f"{s['num_unique']}/{s['budget']} ({100 * s['num_unique'] / max(s['budget'], 1):.0f}%)"),
+            ("stopped by", s["stop_reason"]), ("held-out NLL before", f"{s['nll_before']:.4f}"),
+            ("held-out NLL after", f"{s['nll_after']:.4f}"), ("wall time", f"{s['wall_seconds']:.1f}s"),
+            ("outputs", s["run_dir"])]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)

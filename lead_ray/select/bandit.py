@@ -1,0 +1,64 @@
+"""EXP3 over arms, with min–max reward rescaling and log-weights so long runs cannot overflow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class Exp3:
+    def __init__(self, num_arms: int, gamma: float, seed: int = 0):
+        if num_arms < 1:
+            raise ValueError(f"num_arms must be >= 1, got {num_arms}")
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+        self.num_arms = num_arms
+        self.gamma = gamma
+        self.log_weights = np.zeros(num_arms)
+        self.rewards: list[float] = []
+        self.rng = np.random.default_rng(seed)
+
+    def probabilities(self, available: np.ndarray | None = None) -> np.ndarray:
+        """p_k = (1-γ) w_k / Σ w + γ/K, restricted to (and renormalised over) the available arms."""
+        w = np.exp(self.log_weights - self.log_weights.max())
+        p = (1.0 - self.gamma) * w / w.sum() + self.gamma / self.num_arms
+        if available is not None:
+            p = np.where(available, p, 0.0)
+            if p.sum() == 0:
+                raise ValueError("no arm is available")
+        return p / p.sum()
+
+    def choose(self, available: np.ndarray | None = None, num: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw `num` distinct arms; returns (arms, the probabilities they were drawn with)."""
+        p = self.probabilities(available)
+        num = min(num, int((p > 0).sum()))
+        arms = self.rng.choice(self.num_arms, size=num, replace=False, p=p)
+        return arms, p
+
+    def rescale(self, reward: float) -> float:
+        """Record a raw reward and map it to [-1, 1] by the running min and max (raw while < 2 seen)."""
+        self.rewards.append(float(reward))
+        if len(self.rewards) < 2:
+            return float(reward)
+        lo, hi = min(self.rewards), max(self.rewards)
+        if hi == lo:
+            return 0.0
+        return float(2.0 * (reward - lo) / (hi - lo) - 1.0)
+
+    def update(self, arm: int, scaled_reward: float, prob: float) -> None:
+        """w_k ← w_k · exp((γ/K) · R̂ / p_k), for the chosen arm only."""
+        self.log_weights[arm] += (self.gamma / self.num_arms) * scaled_reward / prob
+        self.log_weights -= self.log_weights.max()
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "log_weights": self.log_weights.tolist(),
+            "rewards": list(self.rewards),
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.log_weights = np.asarray(state["log_weights"], dtype=np.float64)
+        self.rewards = [float(r) for r in state["rewards"]]
+        self.rng.bit_generator.state = state["rng"]

@@ -1,0 +1,208 @@
+"""The LEAD round loop over a utility store: EXP3 picks arms, per-group top-k by IDU picks samples.
+
+Pure NumPy (no Ray, no torch) so selection can be unit-tested in milliseconds. Row ids are dense
+positions 0..N-1 in the pool; rows that may not be selected (held-out eval rows) have arm = -1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lead_ray.select.bandit import Exp3
+from lead_ray.select.idu import loss_change_correction, smooth_idu
+
+
+@dataclass
+class RoundPlan:
+    round: int
+    arms: np.ndarray  # arm chosen for each selected id
+    ids: np.ndarray
+    arm_probs: np.ndarray  # full EXP3 distribution this round
+
+
+def top_k_per_group(
+    ids: np.ndarray, groups: np.ndarray, scores: np.ndarray, quota: np.ndarray
+) -> np.ndarray:
+    """The `quota[g]` highest-scoring ids of each group g (ties broken by lower id), vectorised."""
+    if len(ids) == 0:
+        return ids
+    order = np.lexsort((ids, -scores, groups))
+    g_sorted = groups[order]
+    first = np.searchsorted(g_sorted, g_sorted, side="left")
+    rank = np.arange(len(order)) - first
+    return ids[order[rank < quota[g_sorted]]]
+
+
+class LeadSelector:
+    """Utility store (idu, uses per id), the EXP3 bandit, and the per-round accounting."""
+
+    def __init__(
+        self,
+        idu0: np.ndarray,
+        arm: np.ndarray,
+        group: np.ndarray,
+        *,
+        num_arms: int,
+        gamma: float = 0.1,
+        smoothing: float = 0.1,
+        sample_rate: float = 0.015,
+        max_uses: int = 4,
+        budget: int,
+        max_rounds: int = 20,
+        arms_per_round: int = 1,
+        arm_reference: str = "last",
+        uniform_arms: bool = False,
+        use_correction: bool = True,
+        seed: int = 0,
+    ):
+        n = len(idu0)
+        if not (len(arm) == len(group) == n):
+            raise ValueError("idu0, arm and group must have the same length")
+        if arm.max(initial=-1) >= num_arms:
+            raise ValueError(f"arm ids must be < num_arms={num_arms}")
+        if not 0.0 < smoothing <= 1.0:
+            raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
+        if arm_reference not in ("last", "first"):
+            raise ValueError(f"arm_reference must be 'last' or 'first', got {arm_reference!r}")
+        self.idu = np.asarray(idu0, dtype=np.float64).copy()
+        self.arm = np.asarray(arm, dtype=np.int64)
+        self.group = np.asarray(group, dtype=np.int64)
+        self.uses = np.zeros(n, dtype=np.int32)
+        self.num_arms, self.smoothing, self.sample_rate = num_arms, smoothing, sample_rate
+        self.max_uses, self.budget, self.max_rounds = max_uses, budget, max_rounds
+        self.arms_per_round, self.arm_reference = arms_per_round, arm_reference
+        self.uniform_arms, self.use_correction = uniform_arms, use_correction
+        self.bandit = Exp3(num_arms, 1.0 if uniform_arms else gamma, seed=seed)
+        num_groups = int(self.group.max(initial=-1)) + 1
+        self.cell_size = np.zeros((num_arms, max(num_groups, 1)), dtype=np.int64)
+        sel = self.arm >= 0
+        np.add.at(self.cell_size, (self.arm[sel], self.group[sel]), 1)
+        self.members = [np.flatnonzero(self.arm == k) for k in range(num_arms)]
+        self.round = 0
+        self.plan: RoundPlan | None = None
+        self.losses = np.full(n, np.nan)  # this round's reported L_t(x)
+        self.g_prev: np.ndarray | None = None
+        self.g_arm: dict[int, np.ndarray] = {}
+        self.log: list[dict[str, np.ndarray]] = []
+        self.round_stats: list[dict[str, Any]] = []
+        self.stop_reason: str | None = None
+
+    @property
+    def num_unique(self) -> int:
+        return int((self.uses > 0).sum())
+
+    def _eligible(self, k: int) -> np.ndarray:
+        m = self.members[k]
+        return m[self.uses[m] < self.max_uses]
+
+    def next_round(self) -> RoundPlan | None:
+        """Choose this round's arms and ids, or None (and set `stop_reason`) when the run is over."""
+        if self.plan is not None:
+            return self.plan  # asked again before end_round (e.g. after a restart): same answer
+        if self.num_unique >= self.budget:
+            self.stop_reason = "budget"
+        elif self.round >= self.max_rounds:
+            self.stop_reason = "max_rounds"
+        available = np.array([len(self._eligible(k)) > 0 for k in range(self.num_arms)])
+        if self.stop_reason is None and not available.any():
+            self.stop_reason = "no_eligible"
+        if self.stop_reason is not None:
+            return None
+        arms, probs = self.bandit.choose(available, self.arms_per_round)
+        chosen, chosen_arm = [], []
+        for k in arms:
+            e = self._eligible(int(k))
+            quota = np.maximum(1, np.floor(self.sample_rate * self.cell_size[k])).astype(np.int64)
+            picked = top_k_per_group(e, self.group[e], self.idu[e], quota)
+            chosen.append(picked)
+            chosen_arm.append(np.full(len(picked), k, dtype=np.int64))
+        ids, ids_arm = np.concatenate(chosen), np.concatenate(chosen_arm)
+        new = self.uses[ids] == 0
+        room = self.budget - self.num_unique
+        if new.sum() > room:  # the last round: only the best `room` new samples fit the budget
+            new_idx = np.flatnonzero(new)
+            keep_new = new_idx[np.lexsort((ids[new_idx], -self.idu[ids[new_idx]]))[:room]]
+            keep = ~new
+            keep[keep_new] = True
+            ids, ids_arm = ids[keep], ids_arm[keep]
+        self.uses[ids] += 1
+        self.losses[ids] = np.nan
+        self.plan = RoundPlan(self.round, ids_arm, ids, probs)
+        return self.plan
+
+    def report(self, ids: np.ndarray, losses: np.ndarray) -> None:
+        """Record per-sample mean response NLL from the training forward pass."""
+        self.losses[np.asarray(ids, dtype=np.int64)] = np.asarray(losses, dtype=np.float64)
+
+    def end_round(self, g_slice: np.ndarray, learning_rate: float) -> dict[str, Any]:
+        """Apply ΔL′ and the IDU update to this round's samples, then reward the bandit."""
+        plan = self.plan
+        if plan is None:
+            raise RuntimeError("end_round() called without a round in progress")
+        g = np.asarray(g_slice, dtype=np.float64) / max(learning_rate, 1e-30)
+        losses = self.losses[plan.ids]
+        seen = ~np.isnan(losses)
+        before = self.idu[plan.ids].copy()
+        stats: dict[str, Any] = {"round": plan.round, "num_selected": int(len(plan.ids))}
+        stats["num_missing_losses"] = int((~seen).sum())
+        arm_stats = []
+        for k in np.unique(plan.arms):
+            sel = (plan.arms == k) & seen
+            correction, beta = 0.0, 0.0
+            if self.use_correction:
+                correction, beta = loss_change_correction(self.g_arm.get(int(k)), self.g_prev, learning_rate)
+            ids_k = plan.ids[sel]
+            self.idu[ids_k] = smooth_idu(self.idu[ids_k], losses[sel], correction, self.smoothing)
+            reward = float(np.mean(before[sel] - self.idu[ids_k])) if sel.any() else 0.0
+            scaled = self.bandit.rescale(reward)
+            if not self.uniform_arms:
+                self.bandit.update(int(k), scaled, float(plan.arm_probs[k]))
+            arm_stats.append({"arm": int(k), "reward": reward, "scaled_reward": scaled,
+                              "delta_l": correction, "beta": beta})
+            if self.arm_reference == "last" or int(k) not in self.g_arm:
+                self.g_arm[int(k)] = g
+        self.g_prev = g
+        after = self.idu[plan.ids]
+        self.log.append({"round": np.full(len(plan.ids), plan.round, dtype=np.int64), "id": plan.ids,
+                         "arm": plan.arms, "group": self.group[plan.ids], "idu_before": before,
+                         "idu_after": after, "loss": losses})
+        stats.update(arms=arm_stats, arm_probs=plan.arm_probs.tolist(), learning_rate=learning_rate,
+                     grad_sq_norm=float(g @ g), num_unique=self.num_unique, budget=self.budget,
+                     mean_loss=float(np.nanmean(losses)) if seen.any() else float("nan"))
+        self.round_stats.append(stats)
+        self.round += 1
+        self.plan = None
+        return stats
+
+    def selections(self) -> dict[str, np.ndarray]:
+        """Every (round, id) trained so far, as columns."""
+        keys = ["round", "id", "arm", "group", "idu_before", "idu_after", "loss"]
+        if not self.log:
+            return {k: np.zeros(0) for k in keys}
+        return {k: np.concatenate([entry[k] for entry in self.log]) for k in keys}
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume; NumPy arrays and plain Python values only (no pickling)."""
+        return {
+            "idu": self.idu.copy(), "uses": self.uses.copy(), "round": self.round,
+            "g_prev": None if self.g_prev is None else self.g_prev.copy(),
+            "g_arm": {k: v.copy() for k, v in self.g_arm.items()},
+            "bandit": self.bandit.state(), "log": [dict(e) for e in self.log],
+            "round_stats": list(self.round_stats), "stop_reason": self.stop_reason,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.idu = np.asarray(state["idu"], dtype=np.float64).copy()
+        self.uses = np.asarray(state["uses"], dtype=np.int32).copy()
+        self.round = int(state["round"])
+        self.g_prev = state["g_prev"]
+        self.g_arm = {int(k): np.asarray(v) for k, v in state["g_arm"].items()}
+        self.bandit.load_state(state["bandit"])
+        self.log = [dict(e) for e in state["log"]]
+        self.round_stats = list(state["round_stats"])
+        self.stop_reason = state["stop_reason"]
+        self.plan = None
+        self.losses[:] = np.nan

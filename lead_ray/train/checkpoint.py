@@ -1,0 +1,49 @@
+"""Round checkpoints (trainable weights as safetensors, optimizer via weights_only, selection snapshot)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ray
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_training_state(folder: Path, model, optimizer, snapshot: dict[str, bytes], step: int,
+                        nll_before: float) -> None:
+    save_file(_trainable_state(model), str(folder / "trainable.safetensors"))
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    (folder / "selection").mkdir()
+    for name, data in snapshot.items():
+        (folder / "selection" / name).write_bytes(data)
+    (folder / "train_state.json").write_text(json.dumps({"step": step, "nll_before": nll_before}))
+
+
+def load_training_state(folder: Path, model, optimizer, service) -> tuple[int, float]:
+    """Restore weights and optimizer; rank 0 also restores the SelectionService from the same checkpoint."""
+    weights = load_file(str(folder / "trainable.safetensors"))
+    missing = set(_trainable_state(model)) - set(weights)
+    if missing:
+        raise RuntimeError(f"checkpoint {folder} lacks {len(missing)} trainable tensors, e.g. {sorted(missing)[0]}")
+    model.load_state_dict(weights, strict=False)
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    if service is not None:
+        files = {p.name: p.read_bytes() for p in (folder / "selection").iterdir()}
+        ray.get(service.restore.remote(files))
+    state = json.loads((folder / "train_state.json").read_text())
+    return int(state["step"]), float(state["nll_before"])
+
+
+def save_final_model(folder: Path, model, tokenizer, merge: bool) -> None:
+    """Hugging Face folders: `model/` (the adapter for LoRA, else the full model) and `merged/` when asked."""
+    model.save_pretrained(folder / "model", safe_serialization=True)
+    tokenizer.save_pretrained(folder / "model")
+    if merge and hasattr(model, "merge_and_unload"):
+        merged = model.merge_and_unload()
+        merged.save_pretrained(folder / "merged", safe_serialization=True)
+        tokenizer.save_pretrained(folder / "merged")

@@ -1,0 +1,189 @@
+"""train_loop_per_worker: one long fit; each round asks the SelectionService what to train on.
+
+The per-sample losses that feed IDU come from the training forward pass itself (no extra inference).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from lead_ray.config import LeadConfig
+from lead_ray.data.store import RowStore
+from lead_ray.train.loss import collate, response_nll
+
+
+def _broadcast(obj: Any, world: int) -> Any:
+    if world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _all_sum(values: list[float], world: int) -> list[float]:
+    if world == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def slice_parameters(model: torch.nn.Module, num_layers: int) -> list[torch.Tensor]:
+    """The last transformer block's trainable parameters: the cheap slice whose change gives g_t for ΔL′."""
+    marker = f".layers.{num_layers - 1}."
+    params = [p for n, p in model.named_parameters() if marker in n and p.requires_grad]
+    if not params:  # e.g. a frozen last block: fall back to every trainable parameter
+        params = [p for p in model.parameters() if p.requires_grad]
+    return params
+
+
+def flat(params: list[torch.Tensor]) -> np.ndarray:
+    return torch.cat([p.detach().float().reshape(-1).cpu() for p in params]).numpy()
+
+
+def evaluate(model, store: RowStore, ids: np.ndarray, batch_size: int, pad_id: int, device, autocast) -> float:
+    """Token-weighted mean response NLL over this worker's share of the held-out rows, summed over workers."""
+    world = ray.train.get_context().get_world_size()
+    total, tokens = 0.0, 0.0
+    model.eval()
+    with torch.inference_mode(), autocast():
+        for s in range(0, len(ids), batch_size):
+            t = collate([store.get(int(i)) for i in ids[s : s + batch_size]], pad_id)
+            t = {k: v.to(device) for k, v in t.items()}
+            logits = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
+            nll, counts = response_nll(logits, t["input_ids"], t["assistant_mask"])
+            total += float((nll * counts).sum())
+            tokens += float(counts.sum())
+    model.train()
+    total, tokens = _all_sum([total, tokens], world)
+    return total / max(tokens, 1.0)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    cfg = LeadConfig(**config["cfg"])
+    service, model_path, pool_dir = config["service"], config["model_path"], Path(config["pool_dir"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.seed + rank)
+    device = ray.train.torch.get_device()
+    use_bf16 = cfg.bf16 if cfg.bf16 is not None else (cfg.use_gpu and torch.cuda.is_available())
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(use_bf16))
+
+    from lead_ray.train.model import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(model_path, cfg.trust_remote_code)
+    lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout} if cfg.use_lora else None
+    base = load_model(model_path, trust_remote_code=cfg.trust_remote_code, lora=lora)
+    num_layers = base.config.num_hidden_layers
+    model = ray.train.torch.prepare_model(base)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    slice_params = slice_parameters(base, num_layers)
+    store = RowStore(pool_dir / "pool.arrow")
+    eval_ids = np.asarray(config["eval_ids"], dtype=np.int64)[rank::world]
+    pad_id = tokenizer.pad_token_id
+
+    step, nll_before = 0, None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            from lead_ray.train.checkpoint import load_training_state
+
+            step, nll_before = load_training_state(Path(d), base, optimizer, service if rank == 0 else None)
+        if rank == 0:
+            print(f"[lead-ray] resumed from checkpoint at optimizer step {step}", flush=True)
+    if nll_before is None:
+        nll_before = evaluate(model, store, eval_ids, cfg.eval_batch_size, pad_id, device, autocast)
+        if rank == 0:
+            print(f"[lead-ray] held-out NLL before training: {nll_before:.4f}", flush=True)
+
+    micro = cfg.per_device_train_batch_size
+    while True:
+        plan = _broadcast(ray.get(service.next_round.remote()) if rank == 0 else None, world)
+        if plan is None:
+            break
+        t0 = time.time()
+        ids = plan["ids"]
+        padded = np.concatenate([ids, np.full(-len(ids) % (micro * world), -1, dtype=np.int64)])
+        mine = padded[rank::world]
+        before = flat(slice_params)
+        lrs, pending, losses_sum, tokens_sum, n_micro = [], None, 0.0, 0.0, 0
+        model.train()
+        for s in range(0, len(mine), micro):
+            chunk = mine[s : s + micro]
+            real = chunk >= 0
+            rows = [store.get(int(i if i >= 0 else ids[0])) for i in chunk]
+            t = {k: v.to(device) for k, v in collate(rows, pad_id).items()}
+            with autocast():
+                logits = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
+            nll, counts = response_nll(logits, t["input_ids"], t["assistant_mask"])
+            weight = counts * torch.from_numpy(real).to(device)
+            loss = (nll * weight).sum() / weight.sum().clamp_min(1.0)
+            (loss / cfg.gradient_accumulation_steps).backward()
+            n_micro += 1
+            if n_micro % cfg.gradient_accumulation_steps == 0:
+                lrs.append(_optimizer_step(cfg, model, optimizer, trainable, step))
+                step += 1
+            if real.any():
+                if pending is not None:
+                    ray.get(pending)  # at most one report in flight per worker
+                pending = service.report.remote(chunk[real], nll.detach()[torch.from_numpy(real)].float().cpu().numpy())
+            losses_sum += float((nll.detach() * weight).sum())
+            tokens_sum += float(weight.sum())
+        if n_micro % cfg.gradient_accumulation_steps:
+            lrs.append(_optimizer_step(cfg, model, optimizer, trainable, step))
+            step += 1
+        if pending is not None:
+            ray.get(pending)
+        losses_sum, tokens_sum = _all_sum([losses_sum, tokens_sum], world)  # also a barrier: all reports are in
+        metrics = {"round": int(plan["round"]), "train_loss": losses_sum / max(tokens_sum, 1.0),
+                   "num_samples": len(ids), "round_seconds": time.time() - t0, "step": step}
+        with tempfile.TemporaryDirectory() as d:
+            if rank == 0:
+                delta = flat(slice_params) - before
+                lr = float(np.mean(lrs)) if lrs else cfg.learning_rate
+                stats = ray.get(service.end_round.remote(delta, lr, {k: v for k, v in metrics.items()}))
+                print(f"[lead-ray] round {plan['round']}: arm {sorted(set(plan['arms'].tolist()))} "
+                      f"{len(ids)} samples, loss {metrics['train_loss']:.4f}, unique {stats['num_unique']}/"
+                      f"{stats['budget']}, {metrics['round_seconds']:.1f}s", flush=True)
+                from lead_ray.train.checkpoint import save_training_state
+
+                save_training_state(Path(d), base, optimizer, ray.get(service.snapshot.remote()), step, nll_before)
+            ckpt = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
+            ray.train.report({**metrics, "nll_before": nll_before}, checkpoint=ckpt)
+
+    nll_after = evaluate(model, store, eval_ids, cfg.eval_batch_size, pad_id, device, autocast)
+    with tempfile.TemporaryDirectory() as d:
+        if rank == 0:
+            print(f"[lead-ray] held-out NLL after training: {nll_after:.4f} (before {nll_before:.4f})", flush=True)
+            from lead_ray.train.checkpoint import save_final_model
+
+            save_final_model(Path(d), base, tokenizer, merge=cfg.merge_adapter)
+            (Path(d) / "final.json").write_text(json.dumps({"nll_before": nll_before, "nll_after": nll_after}))
+        ckpt = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
+        ray.train.report({"final": 1, "nll_before": nll_before, "nll_after": nll_after, "step": step},
+                         checkpoint=ckpt)
+
+
+def _optimizer_step(cfg: LeadConfig, model, optimizer, trainable, step: int) -> float:
+    lr = cfg.learning_rate * cfg.lr_decay ** (step // cfg.lr_decay_every)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if cfg.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return lr
