@@ -197,19 +197,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
             raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must be a mapping of key: value")
-        files = loaded.get("data_files")
-        if isinstance(files, list):
-            loaded["data_files"] = [_resolve_data_path(f, p.parent) for f in files]
+        if "data_files" in loaded:
+            loaded["data_files"] = _resolve_data_files(loaded["data_files"], p.parent)
         values.update(loaded)
-    if isinstance(overrides, dict):
-        values.update(overrides)
-    elif overrides:
-        values.update(parse_overrides(overrides))
+    extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides or [])
+    if "data_files" in extra:
+        extra = {**extra, "data_files": _resolve_data_files(extra["data_files"], Path.cwd())}
+    values.update(extra)
     return build_config(values)
 
 
+def _resolve_data_files(value: Any, base: Path) -> Any:
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v]
+    if not isinstance(value, list):
+        return value  # build_config reports the type error with the key's name
+    return [_resolve_data_path(f, base) for f in value]
+
+
 def _resolve_data_path(entry: Any, base: Path) -> Any:
-    """`builtin:demo` names the bundled pool; other relative paths are relative to the repo, then the YAML."""
+    """`builtin:demo` names the bundled pool; a relative path resolves against `base`, then the repo."""
     if not isinstance(entry, str):
         return entry
     if entry == "builtin:demo":
@@ -217,7 +224,7 @@ def _resolve_data_path(entry: Any, base: Path) -> Any:
     p = Path(entry).expanduser()
     if p.is_absolute():
         return str(p)
-    for root in (REPO_ROOT, base):
+    for root in (base, REPO_ROOT):
         if (root / p).exists():
             return str((root / p).resolve())
     return str(p)

@@ -112,12 +112,6 @@ def test_correction_identical_vectors_value(g: list[float], expected: float) -> 
     assert dl == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.xfail(
-    reason="BUG: identical vectors whose computed cosine rounds to 0.9999999999999998 leave a ~1e-15 denominator "
-    "that passes the 1e-30-relative guard in optimal_beta, so β* comes out 0.5 (or other junk) instead of 0 "
-    "as lead-method.md prescribes when the denominator is 0 (ΔL′ itself is unaffected)",
-    strict=True,
-)
 @pytest.mark.parametrize("g", [[1.0, 1.0], [1.0, 2.0], [0.3, 0.7, 0.1]])
 def test_correction_identical_vectors_beta_zero(g: list[float]) -> None:
     # Denominator δ + δ - 2δ·cos(g, g) = 0 for identical vectors, so the doc sets β* = 0.
@@ -136,7 +130,7 @@ def test_correction_zero_vectors() -> None:
 vec = st.lists(st.floats(-10, 10, allow_nan=False), min_size=3, max_size=3).map(np.array)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, database=None)
 @given(g_arm=vec, g_prev=vec, lr=st.floats(1e-4, 10))
 def test_correction_is_minimum_over_beta(g_arm: np.ndarray, g_prev: np.ndarray, lr: float) -> None:
     # ΔL′ = -η·min_{β∈[0,1]} ‖β g_arm + (1-β) g_prev‖², and the returned β attains it.
@@ -291,10 +285,29 @@ def test_top_k_per_group_ties_by_lower_id() -> None:
 #   (arm 1, group 1): ids 5 9 13 17     (4 rows, quota 2)
 HAND_ARM = np.array([0, 1, 0, -1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, -1, 1, 1, 1])
 HAND_GROUP = np.array([0, 0, 1, 0, 0, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0])
-HAND_IDU = np.array([1.0, 2.0, 3.0, 9.0, 4.0, 1.5, 4.0, 2.0, 0.5, 3.5,
-                     2.5, 0.2, 3.0, 2.8, 3.0, 5.0, 8.0, 0.1, 1.2, 2.0])
-HAND_LOSS = {0: 0.5, 1: 1.0, 2: 1.0, 4: 2.0, 5: 1.0, 6: 2.0, 7: 1.5, 8: 0.3, 9: 2.5, 10: 1.5,
-             11: 0.2, 12: 2.0, 13: 2.3, 14: 1.0, 15: 4.5, 17: 0.1, 18: 1.2, 19: 1.0}
+HAND_IDU = np.array(
+    [1.0, 2.0, 3.0, 9.0, 4.0, 1.5, 4.0, 2.0, 0.5, 3.5, 2.5, 0.2, 3.0, 2.8, 3.0, 5.0, 8.0, 0.1, 1.2, 2.0]
+)
+HAND_LOSS = {
+    0: 0.5,
+    1: 1.0,
+    2: 1.0,
+    4: 2.0,
+    5: 1.0,
+    6: 2.0,
+    7: 1.5,
+    8: 0.3,
+    9: 2.5,
+    10: 1.5,
+    11: 0.2,
+    12: 2.0,
+    13: 2.3,
+    14: 1.0,
+    15: 4.5,
+    17: 0.1,
+    18: 1.2,
+    19: 1.0,
+}
 # Round-1 picks.  arm 0: g0 IDU 0:1 4:4 6:4 10:2.5 14:3 -> {4, 6}; g1 2:3 8:.5 12:3 -> tie -> {2}.
 #                 arm 1: g0 1:2 7:2 11:.2 15:5 18:1.2 19:2 -> 15, then 1 and 7 (tie with 19 at 2.0, lower ids);
 #                        g1 5:1.5 9:3.5 13:2.8 17:.1 -> {9, 13}.
@@ -327,8 +340,19 @@ R2_SCALED = {(0, 0): -1.0, (0, 1): -1.0, (1, 0): 1.0, (1, 1): 1.0}
 
 
 def _hand_selector(seed: int) -> LeadSelector:
-    return LeadSelector(HAND_IDU, HAND_ARM, HAND_GROUP, num_arms=2, gamma=0.1, smoothing=0.1, sample_rate=0.5,
-                        max_uses=1, budget=20, max_rounds=2, seed=seed)
+    return LeadSelector(
+        HAND_IDU,
+        HAND_ARM,
+        HAND_GROUP,
+        num_arms=2,
+        gamma=0.1,
+        smoothing=0.1,
+        sample_rate=0.5,
+        max_uses=1,
+        budget=20,
+        max_rounds=2,
+        seed=seed,
+    )
 
 
 def _report(sel: LeadSelector, plan: RoundPlan) -> None:
@@ -394,20 +418,35 @@ def test_selector_two_rounds_by_hand() -> None:
     assert combos == {(0, 0), (0, 1), (1, 0), (1, 1)}  # every hand-worked branch was exercised
 
 
-@pytest.mark.parametrize("reference, dl3, beta3, after3", [
-    # Round 3, "first": g_{t_k} = g_1 = [2, 0], g_prev = g_2 = [0, 1]: β = 1/5, ‖[.4, .8]‖² = 0.8, ΔL′ = -0.5·0.8 = -0.4.
-    #   row 0: 0.9·1.71 + 0.1·(1 - 0.4) = 1.599; row 1: 0.9·0.9 + 0.06 = 0.87.
-    ("first", -0.4, 0.2, (1.599, 0.87)),
-    # Round 3, "last": g_{t_k} = g_2 = g_prev = [0, 1] (cos = 1 exactly): β = 0, ΔL′ = -0.5·1 = -0.5.
-    #   row 0: 1.539 + 0.05 = 1.589; row 1: 0.81 + 0.05 = 0.86.
-    ("last", -0.5, 0.0, (1.589, 0.86)),
-])
-def test_selector_arm_reference_by_hand(reference: str, dl3: float, beta3: float,
-                                        after3: tuple[float, float]) -> None:
+@pytest.mark.parametrize(
+    "reference, dl3, beta3, after3",
+    [
+        # Round 3, "first": g_{t_k} = g_1 = [2, 0], g_prev = g_2 = [0, 1]: β = 1/5, ‖[.4, .8]‖² = 0.8, ΔL′ = -0.5·0.8 = -0.4.
+        #   row 0: 0.9·1.71 + 0.1·(1 - 0.4) = 1.599; row 1: 0.9·0.9 + 0.06 = 0.87.
+        ("first", -0.4, 0.2, (1.599, 0.87)),
+        # Round 3, "last": g_{t_k} = g_2 = g_prev = [0, 1] (cos = 1 exactly): β = 0, ΔL′ = -0.5·1 = -0.5.
+        #   row 0: 1.539 + 0.05 = 1.589; row 1: 0.81 + 0.05 = 0.86.
+        ("last", -0.5, 0.0, (1.589, 0.86)),
+    ],
+)
+def test_selector_arm_reference_by_hand(
+    reference: str, dl3: float, beta3: float, after3: tuple[float, float]
+) -> None:
     # Row 0 in arm 0, row 1 in arm 1, row 2 held out; both arms every round; quota max(1, floor(0.015)) = 1.
-    sel = LeadSelector(np.array([2.0, 1.0, 100.0]), np.array([0, 1, -1]), np.array([0, 0, 0]), num_arms=2,
-                       gamma=0.1, smoothing=0.1, max_uses=3, budget=10, max_rounds=3, arms_per_round=2,
-                       arm_reference=reference, seed=0)
+    sel = LeadSelector(
+        np.array([2.0, 1.0, 100.0]),
+        np.array([0, 1, -1]),
+        np.array([0, 0, 0]),
+        num_arms=2,
+        gamma=0.1,
+        smoothing=0.1,
+        max_uses=3,
+        budget=10,
+        max_rounds=3,
+        arms_per_round=2,
+        arm_reference=reference,
+        seed=0,
+    )
     grads = [(np.array([1.0, 0.0]), 0.5), (np.array([0.0, 0.25]), 0.25), (np.array([0.5, 0.5]), 0.5)]
     # g_1 = [2, 0] (δ 4), g_2 = [0, 1] (δ 1), g_3 = [1, 1].
     expected = [
@@ -439,9 +478,17 @@ def test_selector_arm_reference_by_hand(reference: str, dl3: float, beta3: float
 
 def test_selector_budget_trim_by_hand() -> None:
     # One arm, one group, IDU [1, 5, 3, 5, 2, 3]; quota floor(0.5·6) = 3; budget 4; b = 1 (IDU := L + ΔL′).
-    sel = LeadSelector(np.array([1.0, 5.0, 3.0, 5.0, 2.0, 3.0]), np.zeros(6, dtype=np.int64),
-                       np.zeros(6, dtype=np.int64), num_arms=1, smoothing=1.0, sample_rate=0.5, max_uses=2,
-                       budget=4, max_rounds=10)
+    sel = LeadSelector(
+        np.array([1.0, 5.0, 3.0, 5.0, 2.0, 3.0]),
+        np.zeros(6, dtype=np.int64),
+        np.zeros(6, dtype=np.int64),
+        num_arms=1,
+        smoothing=1.0,
+        sample_rate=0.5,
+        max_uses=2,
+        budget=4,
+        max_rounds=10,
+    )
     plan = sel.next_round()
     assert plan is not None
     # Top 3: 1 (5), 3 (5), then 2 vs 5 tie at 3 -> 2.
@@ -461,8 +508,16 @@ def test_selector_budget_trim_by_hand() -> None:
 
 
 def test_selector_missing_losses_keep_idu() -> None:
-    sel = LeadSelector(np.array([3.0, 2.0, 1.0]), np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64),
-                       num_arms=1, smoothing=0.5, sample_rate=1.0, budget=10, max_rounds=1)
+    sel = LeadSelector(
+        np.array([3.0, 2.0, 1.0]),
+        np.zeros(3, dtype=np.int64),
+        np.zeros(3, dtype=np.int64),
+        num_arms=1,
+        smoothing=0.5,
+        sample_rate=1.0,
+        budget=10,
+        max_rounds=1,
+    )
     plan = sel.next_round()
     assert plan is not None and sorted(plan.ids.tolist()) == [0, 1, 2]
     sel.report(np.array([1]), np.array([4.0]))  # only row 1 reported: 0.5·2 + 0.5·4 = 3
@@ -491,16 +546,12 @@ def test_selector_no_eligible_and_zero_budget() -> None:
     arm = np.array([-1, -1, -1])
     sel = LeadSelector(np.zeros(3), arm, np.zeros(3, dtype=np.int64), num_arms=2, budget=3)
     assert sel.next_round() is None and sel.stop_reason == "no_eligible"
-    sel = LeadSelector(np.zeros(3), np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64), num_arms=1, budget=0)
+    sel = LeadSelector(
+        np.zeros(3), np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64), num_arms=1, budget=0
+    )
     assert sel.next_round() is None and sel.stop_reason == "budget"
 
 
-@pytest.mark.xfail(
-    reason="BUG (resume): state() taken after next_round() but before end_round() does not hold the round in "
-    "progress; load_state() sets plan=None, so next_round() draws a new round (bandit RNG moved on) and the "
-    "lost round's rows stay counted in `uses`/num_unique although they were never trained",
-    strict=True,
-)
 def test_state_mid_round_resumes_same_plan() -> None:
     idu = np.linspace(0.0, 1.0, 40)
     arm, group = np.arange(40) % 3, np.arange(40) % 2
@@ -547,7 +598,13 @@ def pools(draw: st.DrawFn) -> dict[str, Any]:
         use_correction=draw(st.booleans()),
         seed=draw(st.integers(0, 10_000)),
     )
-    return {"idu0": idu, "arm": arm, "group": group, "kwargs": kwargs, "stream": draw(st.integers(0, 2**32 - 1))}
+    return {
+        "idu0": idu,
+        "arm": arm,
+        "group": group,
+        "kwargs": kwargs,
+        "stream": draw(st.integers(0, 2**32 - 1)),
+    }
 
 
 def _make(pool: dict[str, Any]) -> LeadSelector:
@@ -586,7 +643,7 @@ def _assert_same_selections(a: LeadSelector, b: LeadSelector) -> None:
     np.testing.assert_array_equal(a.bandit.log_weights, b.bandit.log_weights)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, database=None)
 @given(pool=pools())
 def test_selector_invariants(pool: dict[str, Any]) -> None:
     sel = _make(pool)
@@ -639,6 +696,7 @@ def test_selector_invariants(pool: dict[str, Any]) -> None:
         # Training and the IDU update.
         losses, reported, g_slice, lr = _round_inputs(pool["stream"], sel.round, n)
         rewards_before = len(sel.bandit.rewards)
+        max_delta = max([r["grad_sq_norm"] for r in sel.round_stats], default=0.0)
         rep = ids[reported[ids]]
         sel.report(rep, losses[rep])
         stats = sel.end_round(g_slice, lr)
@@ -650,15 +708,18 @@ def test_selector_invariants(pool: dict[str, Any]) -> None:
         b = kw["smoothing"]
         for j, arm_st in enumerate(stats["arms"]):
             k, dl = arm_st["arm"], arm_st["delta_l"]
-            assert dl <= 0.0 and 0.0 <= arm_st["beta"] <= 1.0
+            # ΔL′ = -η‖·‖² <= 0, up to the rounding of the δ/cos form (anti-parallel g's can make the norm ~0).
+            assert dl <= 1e-12 * lr * max_delta and 0.0 <= arm_st["beta"] <= 1.0
             if len(selected_per_round) == 1 or not kw["use_correction"]:
                 assert dl == 0.0
             rows = rep[arm[rep] == k]
-            np.testing.assert_allclose(sel.idu[rows], (1 - b) * idu_before[rows] + b * (losses[rows] + dl),
-                                       rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(
+                sel.idu[rows], (1 - b) * idu_before[rows] + b * (losses[rows] + dl), rtol=1e-9, atol=1e-9
+            )
             if len(rows):
-                assert arm_st["reward"] == pytest.approx(float(np.mean(idu_before[rows] - sel.idu[rows])),
-                                                         rel=1e-9, abs=1e-12)
+                assert arm_st["reward"] == pytest.approx(
+                    float(np.mean(idu_before[rows] - sel.idu[rows])), rel=1e-9, abs=1e-12
+                )
             if rewards_before + j == 0:  # the very first reward is passed on raw
                 assert arm_st["scaled_reward"] == arm_st["reward"]
             else:
@@ -684,7 +745,7 @@ def test_selector_invariants(pool: dict[str, Any]) -> None:
     assert len(np.unique(ids_all)) == sel.num_unique <= budget
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, database=None)
 @given(pool=pools(), split=st.integers(0, 25))
 def test_selector_determinism_and_resume(pool: dict[str, Any], split: int) -> None:
     full = _make(pool)
@@ -709,8 +770,17 @@ def test_selector_determinism_and_resume(pool: dict[str, Any], split: int) -> No
 def test_selector_long_run_large_rewards_stays_finite() -> None:
     rng = np.random.default_rng(5)
     n = 300
-    sel = LeadSelector(rng.normal(0, 1e6, n), rng.integers(0, 7, n), rng.integers(0, 3, n), num_arms=7,
-                       sample_rate=0.01, max_uses=10**9, budget=10**9, max_rounds=2000, seed=1)
+    sel = LeadSelector(
+        rng.normal(0, 1e6, n),
+        rng.integers(0, 7, n),
+        rng.integers(0, 3, n),
+        num_arms=7,
+        sample_rate=0.01,
+        max_uses=10**9,
+        budget=10**9,
+        max_rounds=2000,
+        seed=1,
+    )
     while (plan := sel.next_round()) is not None:
         # Losses swing by ±1e8, so raw rewards are huge; g is large as well.
         sel.report(plan.ids, rng.normal(0, 1e8, len(plan.ids)))

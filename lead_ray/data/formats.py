@@ -57,7 +57,7 @@ def _messages(row: dict[str, Any]) -> list[dict[str, str]]:
         if not isinstance(turn, dict):
             raise BadRow("a message is not an object")
         role = turn.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise BadRow(f"unknown role {role!r}")
         out.append({"role": role, "content": _text(turn.get("content"), f"{role} message")})
     return out

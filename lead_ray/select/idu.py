@@ -12,7 +12,7 @@ def optimal_beta(delta_k: float, delta_prev: float, cos: float) -> float:
     """β* that minimises ‖β g_k + (1-β) g_prev‖², clipped to [0, 1]; 0 when the denominator vanishes."""
     cross = np.sqrt(delta_k * delta_prev) * cos
     denom = delta_k + delta_prev - 2.0 * cross
-    if denom <= 1e-30 * max(delta_k + delta_prev, 1e-300):
+    if denom <= 1e-12 * (delta_k + delta_prev):  # parallel vectors (up to rounding) or zero vectors
         return 0.0
     return float(np.clip((delta_prev - cross) / denom, 0.0, 1.0))
 
@@ -43,7 +43,7 @@ def loss_change_correction(
     beta = optimal_beta(delta_k, delta_prev, c)
     cross = np.sqrt(delta_k * delta_prev) * c
     sq = beta**2 * delta_k + (1 - beta) ** 2 * delta_prev + 2 * beta * (1 - beta) * cross
-    return float(-learning_rate * sq), beta
+    return float(-learning_rate * max(sq, 0.0)), beta
 
 
 def smooth_idu(idu: np.ndarray, losses: np.ndarray, correction: float, smoothing: float) -> np.ndarray:

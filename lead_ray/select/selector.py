@@ -192,6 +192,9 @@ class LeadSelector:
             "g_arm": {k: v.copy() for k, v in self.g_arm.items()},
             "bandit": self.bandit.state(), "log": [dict(e) for e in self.log],
             "round_stats": list(self.round_stats), "stop_reason": self.stop_reason,
+            "plan": None if self.plan is None else {
+                "round": self.plan.round, "arms": self.plan.arms.copy(), "ids": self.plan.ids.copy(),
+                "arm_probs": self.plan.arm_probs.copy(), "losses": self.losses[self.plan.ids].copy()},
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -204,5 +207,9 @@ class LeadSelector:
         self.log = [dict(e) for e in state["log"]]
         self.round_stats = list(state["round_stats"])
         self.stop_reason = state["stop_reason"]
-        self.plan = None
         self.losses[:] = np.nan
+        plan = state.get("plan")
+        self.plan = None if plan is None else RoundPlan(int(plan["round"]), np.asarray(plan["arms"]),
+                                                        np.asarray(plan["ids"]), np.asarray(plan["arm_probs"]))
+        if self.plan is not None:  # a round in progress resumes with the losses it had already received
+            self.losses[self.plan.ids] = plan["losses"]

@@ -21,8 +21,12 @@ def save_state(state: dict[str, Any], folder: Path) -> None:
     for col in LOG_COLUMNS:
         parts = [entry[col] for entry in state["log"]]
         arrays[f"log_{col}"] = np.concatenate(parts) if parts else np.zeros(0)
+    plan = state.get("plan")
+    if plan is not None:
+        for key in ("arms", "ids", "arm_probs", "losses"):
+            arrays[f"plan_{key}"] = plan[key]
     np.savez(folder / "selector.npz", **arrays)
-    meta = {"round": state["round"], "bandit": state["bandit"], "round_stats": state["round_stats"],
+    meta = {"plan_round": None if plan is None else plan["round"], "round": state["round"], "bandit": state["bandit"], "round_stats": state["round_stats"],
             "stop_reason": state["stop_reason"], "g_arm_keys": sorted(state["g_arm"])}
     (folder / "selector.json").write_text(json.dumps(meta))
 
@@ -39,4 +43,6 @@ def load_state(folder: Path) -> dict[str, Any]:
     return {"idu": arrays["idu"], "uses": arrays["uses"], "round": meta["round"],
             "g_prev": arrays.get("g_prev"), "g_arm": {k: arrays[f"g_arm_{k}"] for k in meta["g_arm_keys"]},
             "bandit": meta["bandit"], "log": log, "round_stats": meta["round_stats"],
-            "stop_reason": meta["stop_reason"]}
+            "stop_reason": meta["stop_reason"],
+            "plan": None if meta.get("plan_round") is None else {
+                "round": meta["plan_round"], **{k: arrays[f"plan_{k}"] for k in ("arms", "ids", "arm_probs", "losses")}}}

@@ -1,0 +1,30 @@
+"""Shared fixtures: a real local Ray instance (per module, so `ray stop` tests cannot kill it) and the tiny model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.path.expanduser("~/.cache/lead-ray"))
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    from lead_ray.config import LeadConfig
+    from lead_ray.run import init_ray
+
+    init_ray(LeadConfig(num_cpus=4))
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> str:
+    from lead_ray.train.model import resolve_model_path
+
+    return resolve_model_path("builtin:tiny", CACHE)
