@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +11,18 @@ import numpy as np
 class NLLScorer:
     """Ray Data callable: loads the model once per actor, returns `iu0` per row (HF backend)."""
 
-    def __init__(self, model_path: str, store_path: str, batch_tokens: int = 4096, trust_remote_code: bool = False):
+    def __init__(self, model_path: str, store_path: str, batch_tokens: int = 4096, trust_remote_code: bool = False,
+                 threads_divisor: int = 1):
+        import os
+
         import torch
 
         from lead_ray.data.store import RowStore
         from lead_ray.train.model import load_model
 
         self.torch = torch
+        if not torch.cuda.is_available():  # Ray pins OMP threads to the actor's 1 CPU; use this node's share
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // threads_divisor))
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.model = load_model(model_path, trust_remote_code=trust_remote_code, dtype=dtype).to(self.device).eval()
@@ -49,15 +55,18 @@ def score_pool(pool_dir: Path, model_path: str, *, batch_size: int, concurrency:
 
     ds = ray.data.read_parquet(str(pool_dir / "pool.parquet"), columns=["id"])
     ds = ds.map_batches(NLLScorer, fn_constructor_args=(model_path, str(pool_dir / "pool.arrow")),
-                        fn_constructor_kwargs={"trust_remote_code": trust_remote_code},
+                        fn_constructor_kwargs={"trust_remote_code": trust_remote_code, "threads_divisor": concurrency},
                         batch_size=batch_size, concurrency=concurrency, num_gpus=num_gpus or None,
                         batch_format="numpy")
     n = ray.data.read_parquet(str(pool_dir / "pool.parquet"), columns=["id"]).count()
     iu0 = np.full(n, np.nan, dtype=np.float32)
-    done = 0
+    done, t0, last = 0, time.time(), 0.0
     for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
         iu0[b["id"]] = b["iu0"]
         done += len(b["id"])
+        if time.time() - last > 15 or done == n:
+            last = time.time()
+            print(f"[lead-ray] scoring: {done}/{n} rows ({done / max(last - t0, 1e-9):.1f} rows/s)", flush=True)
     if np.isnan(iu0).any():
         raise RuntimeError(f"scoring lost rows: {int(np.isnan(iu0).sum())} of {n} have no iu0")
     return iu0

@@ -6,6 +6,7 @@ The per-sample losses that feed IDU come from the training forward pass itself (
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -76,6 +77,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.seed + rank)
+    if not torch.cuda.is_available():  # Ray pins OMP threads to 1 CPU per worker; use this node's share
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
     device = ray.train.torch.get_device()
     use_bf16 = cfg.bf16 if cfg.bf16 is not None else (cfg.use_gpu and torch.cuda.is_available())
 
@@ -120,7 +123,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         padded = np.concatenate([ids, np.full(-len(ids) % (micro * world), -1, dtype=np.int64)])
         mine = padded[rank::world]
         before = flat(slice_params)
-        lrs, pending, losses_sum, tokens_sum, n_micro = [], None, 0.0, 0.0, 0
+        lrs, pending, losses_sum, tokens_sum, n_micro, n_tokens = [], None, 0.0, 0.0, 0, 0
         model.train()
         for s in range(0, len(mine), micro):
             chunk = mine[s : s + micro]
@@ -142,15 +145,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     ray.get(pending)  # at most one report in flight per worker
                 pending = service.report.remote(chunk[real], nll.detach()[torch.from_numpy(real)].float().cpu().numpy())
             losses_sum += float((nll.detach() * weight).sum())
+            n_tokens += int(t["attention_mask"][torch.from_numpy(real).to(device)].sum())
             tokens_sum += float(weight.sum())
         if n_micro % cfg.gradient_accumulation_steps:
             lrs.append(_optimizer_step(cfg, model, optimizer, trainable, step))
             step += 1
         if pending is not None:
             ray.get(pending)
-        losses_sum, tokens_sum = _all_sum([losses_sum, tokens_sum], world)  # also a barrier: all reports are in
+        losses_sum, tokens_sum, n_tokens = _all_sum([losses_sum, tokens_sum, n_tokens], world)  # a barrier too
         metrics = {"round": int(plan["round"]), "train_loss": losses_sum / max(tokens_sum, 1.0),
-                   "num_samples": len(ids), "round_seconds": time.time() - t0, "step": step}
+                   "num_samples": len(ids), "num_tokens": int(n_tokens), "round_seconds": time.time() - t0,
+                   "step": step}
         with tempfile.TemporaryDirectory() as d:
             if rank == 0:
                 delta = flat(slice_params) - before

@@ -1,0 +1,174 @@
+"""Benchmark of the SelectionService actor against the pure in-process LeadSelector.
+
+For each pool size (synthetic: random iu0, 7 arms, 64 groups, budget 2.5%, sample_rate 0.015) it measures:
+
+- `next_round` latency: the median over `--rounds` rounds, through the real actor (`start_service` on an
+  enriched Parquet written to a temp dir, a local Ray via `init_ray`) and on the pure `LeadSelector`.
+- update throughput: every id of the pool is reported once per round as `report(ids, losses)` calls of
+  `--batch` ids (ids shuffled over the whole pool, float32 losses as the training loop sends them), from
+  `--workers` simulated workers that each keep at most one call in flight (as the loop does), followed by
+  `end_round` with a `--g-size` float32 proxy gradient. The figure is ids reported per second of wall time
+  (the reports plus end_round); the pure selector doing the same calls in process is the baseline.
+- the actor process's peak RSS (VmHWM), read from /proc via psutil's pid.
+
+Targets: >= 5M ids/s of updates through the actor, and next_round <= 1 s at 10M samples.
+The last line is `update_ids_per_s=<n at the largest size> next_round_s_at_10M=<s>` (n/a when 10M is not run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import ray  # noqa: E402
+
+from lead_ray.config import LeadConfig  # noqa: E402
+from lead_ray.run import init_ray  # noqa: E402
+from lead_ray.select.selector import LeadSelector  # noqa: E402
+from lead_ray.select.service import start_service  # noqa: E402
+
+NUM_ARMS, NUM_GROUPS = 7, 64
+
+
+def make_pool(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"id": np.arange(n, dtype=np.int64), "arm": rng.integers(0, NUM_ARMS, n, dtype=np.int64),
+            "group": rng.integers(0, NUM_GROUPS, n, dtype=np.int64), "iu0": rng.gamma(2.0, 1.0, n)}
+
+
+def selector_params(n: int, rounds: int) -> dict[str, Any]:
+    return {"num_arms": NUM_ARMS, "gamma": 0.1, "smoothing": 0.1, "sample_rate": 0.015, "max_uses": 4,
+            "budget": int(0.025 * n), "max_rounds": rounds + 100, "seed": 0}
+
+
+def report_chunks(n: int, batch: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The whole pool, shuffled, as (ids, float32 losses) chunks; built once, outside the timings."""
+    rng = np.random.default_rng(seed)
+    ids = rng.permutation(n)
+    losses = rng.random(n, dtype=np.float32) * 4
+    return [(ids[s : s + batch], losses[s : s + batch]) for s in range(0, n, batch)]
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except Exception:
+        return None
+
+
+def bench_pure(pool: dict[str, np.ndarray], rounds: int, chunks, g: np.ndarray) -> tuple[list[float], list[float]]:
+    sel = LeadSelector(pool["iu0"], pool["arm"], pool["group"], **selector_params(len(pool["id"]), rounds))
+    next_s, update_rate = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        plan = sel.next_round()
+        next_s.append(time.perf_counter() - t0)
+        assert plan is not None, sel.stop_reason
+        t0 = time.perf_counter()
+        reported = 0
+        for ids, losses in chunks:
+            sel.report(ids, losses)
+            reported += len(ids)
+        sel.end_round(g, 1e-5)
+        update_rate.append(reported / (time.perf_counter() - t0))
+    return next_s, update_rate
+
+
+def bench_actor(path: str, n: int, rounds: int, chunks, g: np.ndarray, workers: int
+                ) -> tuple[list[float], list[float], float, float | None]:
+    t0 = time.perf_counter()
+    service = start_service(path, selector_params(n, rounds))
+    pid = ray.get(service.__ray_call__.remote(lambda self: os.getpid()))
+    startup = time.perf_counter() - t0
+    next_s, update_rate = [], []
+    try:
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            plan = ray.get(service.next_round.remote())
+            next_s.append(time.perf_counter() - t0)
+            assert plan is not None
+            t0 = time.perf_counter()
+            pending: list[ray.ObjectRef | None] = [None] * workers
+            reported = 0
+            for i, (ids, losses) in enumerate(chunks):
+                w = i % workers
+                if pending[w] is not None:
+                    ray.get(pending[w])  # at most one report in flight per worker
+                pending[w] = service.report.remote(ids, losses)
+                reported += len(ids)
+            ray.get([p for p in pending if p is not None])
+            ray.get(service.end_round.remote(g, 1e-5, {}))
+            update_rate.append(reported / (time.perf_counter() - t0))
+        rss = peak_rss_mb(pid)
+    finally:
+        ray.kill(service)
+    return next_s, update_rate, startup, rss
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    ap.add_argument("--rounds", type=int, default=3, help="rounds measured per size (medians reported)")
+    ap.add_argument("--batch", type=int, default=65536, help="ids per report() call")
+    ap.add_argument("--workers", type=int, default=2, help="simulated workers, one report in flight each")
+    ap.add_argument("--g-size", type=int, default=1 << 20, help="length of the proxy gradient sent to end_round")
+    args = ap.parse_args()
+
+    init_ray(LeadConfig(num_cpus=4))
+    g = np.random.default_rng(1).standard_normal(args.g_size).astype(np.float32)
+    rows = []
+    for n in args.sizes:
+        pool = make_pool(n)
+        chunks = report_chunks(n, args.batch, seed=2)
+        p_next, p_upd = bench_pure(pool, args.rounds, chunks, g)
+        with tempfile.TemporaryDirectory() as d:
+            path = str(Path(d) / "enriched.parquet")
+            pq.write_table(pa.table(pool), path)
+            del pool
+            a_next, a_upd, startup, rss = bench_actor(path, n, args.rounds, chunks, g, args.workers)
+        del chunks
+        row = {"n": n, "a_next": statistics.median(a_next), "p_next": statistics.median(p_next),
+               "a_upd": statistics.median(a_upd), "p_upd": statistics.median(p_upd), "startup": startup, "rss": rss}
+        rows.append(row)
+        print(f"[bench] n={n:,}: actor next_round {[round(x, 3) for x in a_next]} s, "
+              f"updates {[f'{x / 1e6:.2f}M' for x in a_upd]} ids/s", flush=True)
+
+    print()
+    header = (f"{'pool':>11} | {'next_round actor':>16} {'pure':>8} {'ratio':>6} | {'update actor':>13} "
+              f"{'pure':>9} {'ratio':>6} | {'startup':>8} {'actor peak RSS':>14}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        rss = f"{r['rss']:.0f} MiB" if r["rss"] is not None else "n/a"
+        print(f"{r['n']:>11,} | {r['a_next']:>14.3f} s {r['p_next']:>6.3f} s {r['a_next'] / r['p_next']:>6.2f} | "
+              f"{r['a_upd'] / 1e6:>7.2f}M id/s {r['p_upd'] / 1e6:>7.2f}M {r['a_upd'] / r['p_upd']:>6.2f} | "
+              f"{r['startup']:>6.2f} s {rss:>14}")
+    print(f"targets: update >= 5M ids/s through the actor; next_round <= 1 s at 10M "
+          f"(rounds={args.rounds}, batch={args.batch}, workers={args.workers})")
+    at_10m = next((r["a_next"] for r in rows if r["n"] == 10_000_000), None)
+    largest = max(rows, key=lambda r: r["n"])
+    print(f"update_ids_per_s={int(largest['a_upd'])} "
+          f"next_round_s_at_10M={'n/a' if at_10m is None else f'{at_10m:.3f}'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""`ray job submit` against a real head node bound to 127.0.0.1, running jobs/lead.py unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.test_e2e import check_run_outputs
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_job_submit_tiny(tmp_path: Path) -> None:
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    ray = str(bin_dir / "ray")
+    port, dash = _free_port(), _free_port()
+    start = subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4",
+                            "--include-dashboard=true", "--disable-usage-stats"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        address = f"http://127.0.0.1:{dash}"
+        deadline = time.time() + 60
+        while time.time() < deadline:  # the job server comes up a moment after `ray start` returns
+            if subprocess.run([ray, "job", "list", "--address", address], env=env, capture_output=True).returncode == 0:
+                break
+            time.sleep(1)
+        out = tmp_path / "out"
+        job = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--",
+                              "python", "jobs/lead.py", "--config", "configs/tiny.yaml", "--output-dir", str(out)],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert job.returncode == 0, (job.stdout[-3000:], job.stderr[-3000:])
+        assert "LEAD run summary" in job.stdout and "succeeded" in job.stdout
+        s = check_run_outputs(out / "tiny", expect_max_uses=4)
+        assert json.loads((out / "tiny" / "summary.json").read_text()) == s
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
