@@ -10,8 +10,10 @@ rows (normalised, chat-templated and tokenized with the tiny tokenizer, collated
   ref is awaited before the next is sent), as in `lead_ray/train/loop.py`.
 
 After warm-up, plain and LEAD blocks alternate (the order flips every pair) and the medians of the per-step
-wall times are compared, which cancels most drift on a noisy machine. Target: ratio <= 1.05 (limit 1.00,
-i.e. no measurable overhead). The last line is `lead_step_over_plain_step=<ratio>`.
+wall times are compared, which cancels most drift on a noisy machine. Torch runs on `--threads` (default 1)
+intra-op threads: on a small box where Ray's processes (or anything else) take a core now and then, a 2-thread
+step stalls in OpenMP barriers (20 ms steps become 2 s), which swamps the difference being measured.
+Target: ratio <= 1.05 (limit 1.00, i.e. no measurable overhead). The last line is `lead_step_over_plain_step=<ratio>`.
 """
 
 from __future__ import annotations
@@ -74,8 +76,11 @@ def main() -> None:
     ap.add_argument("--block-steps", type=int, default=10)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
     args = ap.parse_args()
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model_path = resolve_model_path("builtin:tiny", Path("~/.cache/lead-ray").expanduser())
     tokenizer = load_tokenizer(model_path)
@@ -155,6 +160,8 @@ def main() -> None:
         q = np.quantile(ts, [0.1, 0.9]) * 1e3
         print(f"{name:>6} | {statistics.median(ts) * 1e3:>9.2f} | {statistics.mean(ts) * 1e3:>8.2f} | "
               f"{q[0]:>7.2f} | {q[1]:>7.2f} | {len(ts)}")
+    paired = statistics.median(a / b for a, b in zip(lead_t, plain_t, strict=True))
+    print(f"median of per-batch ratios (same batch, same block position): {paired:.3f}")
     print(f"target: lead/plain <= 1.05 (limit 1.00); blocks={args.blocks} x {args.block_steps} steps, "
           f"warm-up {args.warmup}")
     print(f"lead_step_over_plain_step={ratio:.3f}")

@@ -17,6 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/demo.yaml)")
     train.add_argument("--output-dir", default=None, help="where <run_name>/ goes (overrides output_dir)")
     train.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. learning_rate=1e-4")
+    tune = sub.add_parser("tune", help="Ray Tune search over LEAD hyperparameters (tune_* config keys)")
+    tune.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/demo.yaml)")
+    tune.add_argument("--output-dir", default=None, help="where the sweep folder goes (overrides output_dir)")
+    tune.add_argument("--experiment", default=None, help="sweep name (default: run_name); rerun to resume")
+    tune.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. tune_num_samples=4")
     args = parser.parse_args(argv)
 
     from lead_ray.data.pool import DataError
@@ -25,6 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
         cfg = load_config(args.config, overrides)
+        if args.command == "tune":
+            from lead_ray.sweep import sweep
+
+            result = sweep(cfg, args.experiment)
+            print(f"\nbest {result['best']} held-out NLL {result['best_eval_nll']:.4f}; "
+                  f"{result['stopped_early']}/{result['trials']} trials stopped early\n"
+                  f"run it: python jobs/lead.py --config {result['sweep_dir']}/best_config.yaml", flush=True)
+            return 0
         from lead_ray.run import run, summary_table
 
         summary = run(cfg)

@@ -69,6 +69,15 @@ class LeadConfig:
     max_grad_norm: float = 1.0
     bf16: bool | None = None  # None: on when training on GPU
     eval_batch_size: int = 8
+    eval_every_round: bool = False  # held-out NLL after every round (Tune's ASHA needs it)
+    # Ray Tune sweeps (tune/sweep.py); each space entry: [uniform|loguniform, low, high] or [choice, v1, v2, ...]
+    tune_space: dict[str, list] = field(default_factory=lambda: {"smoothing": ["loguniform", 0.01, 1.0],
+                                                                 "gamma": ["uniform", 0.01, 0.5]})
+    tune_num_samples: int = 8
+    tune_searcher: str = "random"  # random | grid | optuna
+    tune_grid_points: int = 3  # values per range when tune_searcher is grid
+    tune_max_concurrent_trials: int | None = None  # None: as many as the cluster's resources allow
+    tune_grace_period: int = 2  # ASHA: rounds before a trial may be stopped
 
     def validate(self) -> LeadConfig:
         def need(ok: bool, key: str, msg: str) -> None:
@@ -100,6 +109,12 @@ class LeadConfig:
         need(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "must be in [0, 1)")
         need(self.score_batch_size >= 1, "score_batch_size", "must be >= 1")
         need(self.score_concurrency >= 1, "score_concurrency", "must be >= 1")
+        need(self.tune_num_samples >= 1, "tune_num_samples", "must be >= 1")
+        need(self.tune_searcher in ("random", "grid", "optuna"), "tune_searcher", "must be random, grid or optuna")
+        need(self.tune_grid_points >= 2, "tune_grid_points", "must be >= 2")
+        need(self.tune_grace_period >= 1, "tune_grace_period", "must be >= 1")
+        need(self.tune_max_concurrent_trials is None or self.tune_max_concurrent_trials >= 1,
+             "tune_max_concurrent_trials", "must be >= 1 or null")
         return self
 
     @property
@@ -132,6 +147,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             return None
         raise ConfigError(f"config key '{key}': may not be null")
     try:
+        if text.startswith("dict"):
+            if not isinstance(value, dict):
+                raise TypeError
+            return dict(value)
         if text.startswith("list"):
             if isinstance(value, str):
                 value = [v for v in value.split(",") if v]

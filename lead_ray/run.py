@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,26 +55,27 @@ def _mark_stage(folder: Path, key: str) -> None:
     (folder / "stage.json").write_text(json.dumps({"key": key}))
 
 
-def run(cfg: LeadConfig) -> dict[str, Any]:
-    """Run LEAD end to end and write every output under `cfg.run_dir`. Returns the summary."""
-    import ray
+@dataclass
+class PreparedPool:
+    """The outputs of ingest + prepare, read-only for every training run (or Tune trial) that uses them."""
 
+    pool_dir: Path
+    enriched: Path
+    model_path: str
+
+
+def prepare_stages(cfg: LeadConfig, data_dir: Path) -> PreparedPool:
+    """Ingest and score the pool into `data_dir` (pool/, prep/), skipping stages whose output is current."""
     from lead_ray.data.pool import discover_files, ingest
     from lead_ray.prep.prepare import prepare
-    from lead_ray.select.service import start_service
     from lead_ray.train.model import resolve_model_path
-    from lead_ray.train.trainer import build_trainer
 
-    t_start = time.time()
-    run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / "config.yaml")
     files = discover_files(cfg.data_files)
     model_path = resolve_model_path(cfg.model_name_or_path, cfg.cache_path)
-    log(f"run {cfg.run_name} → {run_dir}; model {cfg.model_name_or_path}; {len(files)} data file(s)")
+    log(f"run {cfg.run_name} → {cfg.run_dir}; model {cfg.model_name_or_path}; {len(files)} data file(s)")
     init_ray(cfg)
 
-    pool_dir = run_dir / "pool"
+    pool_dir = data_dir / "pool"
     stamps = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files]
     ingest_key = _stage_key(stamps, model_path, cfg.max_length, cfg.eval_fraction, cfg.max_samples)
     if _stage_current(pool_dir, ingest_key):
@@ -84,9 +86,8 @@ def run(cfg: LeadConfig) -> dict[str, Any]:
                          max_samples=cfg.max_samples, trust_remote_code=cfg.trust_remote_code)
         _mark_stage(pool_dir, ingest_key)
         log(f"ingest: {summary.line()}")
-    shutil.copyfile(pool_dir / "quarantine.parquet", run_dir / "quarantine.parquet")
 
-    prep_dir = run_dir / "prep"
+    prep_dir = data_dir / "prep"
     prep_key = _stage_key(ingest_key, cfg.num_arms, cfg.seed)
     if _stage_current(prep_dir, prep_key):
         log("prepare: up to date, skipped")
@@ -98,7 +99,22 @@ def run(cfg: LeadConfig) -> dict[str, Any]:
                 trust_remote_code=cfg.trust_remote_code, num_gpus=1 if cfg.use_gpu else 0)
         _mark_stage(prep_dir, prep_key)
         log(f"prepare: done in {time.time() - t0:.1f}s")
-    enriched = pq.read_table(prep_dir / "enriched.parquet", columns=["id", "split"])
+    return PreparedPool(pool_dir, prep_dir / "enriched.parquet", model_path)
+
+
+def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: list | None = None) -> dict[str, Any]:
+    """Start this run's SelectionService, run the TorchTrainer, and write the run's outputs."""
+    import ray
+
+    from lead_ray.select.service import start_service
+    from lead_ray.train.trainer import build_trainer
+
+    t_start = time.time()
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "config.yaml")
+    shutil.copyfile(prepared.pool_dir / "quarantine.parquet", run_dir / "quarantine.parquet")
+    enriched = pq.read_table(prepared.enriched, columns=["id", "split"])
     split = enriched.column("split").to_numpy(zero_copy_only=False)
     eval_ids = enriched.column("id").to_numpy()[split == "eval"]
     budget = cfg.budget_for(int((split == "train").sum()))
@@ -110,8 +126,9 @@ def run(cfg: LeadConfig) -> dict[str, Any]:
               "max_rounds": cfg.max_rounds, "arms_per_round": cfg.arms_per_round,
               "arm_reference": cfg.arm_reference, "uniform_arms": cfg.uniform_arms,
               "use_correction": cfg.use_correction, "seed": cfg.seed}
-    service = start_service(str(prep_dir / "enriched.parquet"), params)
-    result = build_trainer(cfg, service, model_path, pool_dir, eval_ids).fit()
+    service = start_service(str(prepared.enriched), params)
+    trainer = build_trainer(cfg, service, prepared.model_path, prepared.pool_dir, eval_ids, callbacks=callbacks)
+    result = trainer.fit()
     if result.error is not None:
         raise RuntimeError(f"training failed: {result.error}")
     final = json.loads(Path(result.checkpoint.path, "final.json").read_text())
@@ -137,6 +154,16 @@ def run(cfg: LeadConfig) -> dict[str, Any]:
            "arms_per_round": [[a["arm"] for a in s["arms"]] for s in summary["round_stats"]],
            "nll_before": final["nll_before"], "nll_after": final["nll_after"], "wall_seconds": time.time() - t_start}
     (run_dir / "summary.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+def run(cfg: LeadConfig) -> dict[str, Any]:
+    """Run LEAD end to end and write every output under `cfg.run_dir`. Returns the summary."""
+    t_start = time.time()
+    prepared = prepare_stages(cfg, cfg.run_dir)
+    out = train_with_selection(cfg, prepared)
+    out["wall_seconds"] = time.time() - t_start
+    (cfg.run_dir / "summary.json").write_text(json.dumps(out, indent=2))
     return out
 
 

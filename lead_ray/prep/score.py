@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 
 class NLLScorer:
@@ -53,12 +54,13 @@ def score_pool(pool_dir: Path, model_path: str, *, batch_size: int, concurrency:
     """iu0 for every pool row, indexed by id."""
     import ray
 
-    ds = ray.data.read_parquet(str(pool_dir / "pool.parquet"), columns=["id"])
+    n = pq.ParquetFile(pool_dir / "pool.parquet").metadata.num_rows
+    ds = ray.data.read_parquet(str(pool_dir / "pool.parquet"), columns=["id"],
+                               override_num_blocks=max(1, n // max(batch_size, 1)))  # blocks stream: progress
     ds = ds.map_batches(NLLScorer, fn_constructor_args=(model_path, str(pool_dir / "pool.arrow")),
                         fn_constructor_kwargs={"trust_remote_code": trust_remote_code, "threads_divisor": concurrency},
                         batch_size=batch_size, concurrency=concurrency, num_gpus=num_gpus or None,
                         batch_format="numpy")
-    n = ray.data.read_parquet(str(pool_dir / "pool.parquet"), columns=["id"]).count()
     iu0 = np.full(n, np.nan, dtype=np.float32)
     done, t0, last = 0, time.time(), 0.0
     for b in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -156,6 +156,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics = {"round": int(plan["round"]), "train_loss": losses_sum / max(tokens_sum, 1.0),
                    "num_samples": len(ids), "num_tokens": int(n_tokens), "round_seconds": time.time() - t0,
                    "step": step}
+        if cfg.eval_every_round:
+            metrics["eval_nll"] = evaluate(model, store, eval_ids, cfg.eval_batch_size, pad_id, device, autocast)
         with tempfile.TemporaryDirectory() as d:
             if rank == 0:
                 delta = flat(slice_params) - before
@@ -179,7 +181,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             save_final_model(Path(d), base, tokenizer, merge=cfg.merge_adapter)
             (Path(d) / "final.json").write_text(json.dumps({"nll_before": nll_before, "nll_after": nll_after}))
         ckpt = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
-        ray.train.report({"final": 1, "nll_before": nll_before, "nll_after": nll_after, "step": step},
+        ray.train.report({"final": 1, "nll_before": nll_before, "nll_after": nll_after, "eval_nll": nll_after,
+                          "step": step},
                          checkpoint=ckpt)
 
 

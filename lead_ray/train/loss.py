@@ -22,10 +22,12 @@ def collate(rows: list[tuple[np.ndarray, np.ndarray]], pad_id: int) -> dict[str,
 
 def response_nll(logits: torch.Tensor, input_ids: torch.Tensor, assistant_mask: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-sample mean NLL over assistant target tokens [B], token count [B]), with the next-token shift."""
-    targets = input_ids[:, 1:]
-    weights = assistant_mask[:, 1:].to(logits.dtype)
-    token_nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), reduction="none")
-    token_nll = token_nll.view_as(targets) * weights
-    counts = weights.sum(dim=1)
+    """(per-sample mean NLL over assistant target tokens [B], token count [B]), with the next-token shift.
+
+    The labels are shifted rather than the logits, so the big logits tensor is never copied.
+    """
+    labels = torch.full_like(input_ids, -100)
+    labels[:, :-1] = torch.where(assistant_mask[:, 1:], input_ids[:, 1:], -100)
+    token_nll = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="none").view_as(labels)
+    counts = (labels != -100).sum(dim=1).to(token_nll.dtype)
     return token_nll.sum(dim=1) / counts.clamp_min(1), counts

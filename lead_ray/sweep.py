@@ -1,0 +1,211 @@
+"""Ray Tune search over LEAD's hyperparameters: each trial is one full LEAD training run.
+
+The pool is prepared once and shared read-only. Each trial is a Tune function that builds its own
+SelectionService and TorchTrainer; Train's per-round reports reach Tune through TuneReportCallback, and ASHA
+stops bad trials early on held-out NLL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lead_ray.config import ConfigError, LeadConfig, build_config
+from lead_ray.run import PreparedPool, init_ray, log, prepare_stages, train_with_selection
+
+ALIASES = {"b": "smoothing", "r": "sample_rate", "k": "num_arms", "lr": "learning_rate"}
+TUNABLE = {"smoothing", "gamma", "num_arms", "sample_rate", "learning_rate", "max_uses", "arms_per_round",
+           "weight_decay", "lora_rank"}
+METRIC = "eval_nll"
+
+
+def parse_space(space: dict[str, list], searcher: str, grid_points: int) -> dict[str, Any]:
+    """Config entries → a Tune param space; every mistake is a ConfigError naming the hyperparameter."""
+    from ray import tune
+
+    if not space:
+        raise ConfigError("config key 'tune_space': is empty; give at least one hyperparameter")
+    out = {}
+    for raw_name, spec in space.items():
+        name = ALIASES.get(raw_name, raw_name)
+        where = f"tune_space.{raw_name}"
+        if name not in TUNABLE:
+            raise ConfigError(f"{where}: unknown hyperparameter; tunable: {', '.join(sorted(TUNABLE))}")
+        if not isinstance(spec, list) or len(spec) < 2 or spec[0] not in ("uniform", "loguniform", "choice"):
+            raise ConfigError(f"{where}: must be [uniform|loguniform, low, high] or [choice, v1, v2, ...]")
+        kind, values = spec[0], spec[1:]
+        if kind == "choice":
+            out[name] = tune.grid_search(values) if searcher == "grid" else tune.choice(values)
+            continue
+        if len(values) != 2 or not all(isinstance(v, (int, float)) for v in values):
+            raise ConfigError(f"{where}: a {kind} range needs exactly two numbers, got {values}")
+        low, high = float(values[0]), float(values[1])
+        if not low < high:
+            raise ConfigError(f"{where}: empty or inverted range [{low}, {high}]")
+        if kind == "loguniform" and low <= 0:
+            raise ConfigError(f"{where}: a loguniform range needs low > 0, got {low}")
+        integer = name in ("num_arms", "max_uses", "arms_per_round", "lora_rank")
+        if searcher == "grid":
+            pts = (np.geomspace if kind == "loguniform" else np.linspace)(low, high, grid_points)
+            out[name] = tune.grid_search(sorted({int(round(p)) for p in pts}) if integer else pts.tolist())
+        elif integer:
+            out[name] = tune.randint(int(low), int(high) + 1)
+        else:
+            out[name] = (tune.loguniform if kind == "loguniform" else tune.uniform)(low, high)
+    return out
+
+
+def trial_config(base: LeadConfig, params: dict[str, Any], trial_dir: Path) -> LeadConfig:
+    values = {**base.to_dict(), **params, "output_dir": str(trial_dir.parent), "run_name": trial_dir.name,
+              "eval_every_round": True}
+    return build_config(values)
+
+
+def _rearm(prepared: PreparedPool, num_arms: int, seed: int, out: Path) -> PreparedPool:
+    """A trial that tunes K gets its own enriched file with new arms (k-means on the shared iu0)."""
+    from lead_ray.prep.cluster import kmeans_1d
+
+    table = pq.read_table(prepared.enriched)
+    arm = table.column("arm").to_numpy().copy()
+    train = arm >= 0
+    arm[train] = kmeans_1d(table.column("iu0").to_numpy()[train], num_arms, seed=seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.set_column(table.schema.get_field_index("arm"), "arm", pa.array(arm)), out)
+    return dataclasses.replace(prepared, enriched=out)
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """The Tune function: one LEAD run with this trial's hyperparameters, in its own folder."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    base = LeadConfig(**config["base"])
+    prepared = PreparedPool(Path(config["pool_dir"]), Path(config["enriched"]), config["model_path"])
+    params = {k: v for k, v in config.items() if k in TUNABLE}
+    trial_dir = Path(config["sweep_dir"]) / "trials" / ray.tune.get_context().get_trial_id()
+    cfg = trial_config(base, params, trial_dir)
+    if cfg.num_arms != base.num_arms:
+        prepared = _rearm(prepared, cfg.num_arms, cfg.seed, trial_dir / "enriched.parquet")
+    train_with_selection(cfg, prepared, callbacks=[TuneReportCallback()])
+
+
+def max_concurrent(cfg: LeadConfig) -> int:
+    """How many trials the cluster can run at once; an explicit setting beyond that is an error."""
+    import ray
+
+    total = ray.cluster_resources()
+    per_trial_cpu, per_trial_gpu = cfg.num_workers, cfg.num_workers if cfg.use_gpu else 0
+    fit = int(total.get("CPU", 0) // per_trial_cpu)
+    if per_trial_gpu:
+        fit = min(fit, int(total.get("GPU", 0) // per_trial_gpu))
+    if fit < 1:
+        raise ConfigError(f"one trial needs {per_trial_cpu} CPU and {per_trial_gpu} GPU; the cluster has "
+                          f"{total.get('CPU', 0)} CPU and {total.get('GPU', 0)} GPU")
+    if cfg.tune_max_concurrent_trials is not None:
+        if cfg.tune_max_concurrent_trials > fit:
+            raise ConfigError(f"config key 'tune_max_concurrent_trials': {cfg.tune_max_concurrent_trials} trials "
+                              f"need more than the cluster has (room for {fit})")
+        return cfg.tune_max_concurrent_trials
+    return fit
+
+
+def sweep(cfg: LeadConfig, experiment: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the search; write trials.csv, the plot and best_config.yaml under the sweep folder."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    space = parse_space(cfg.tune_space, cfg.tune_searcher, cfg.tune_grid_points)  # fail before any work
+    searcher = None
+    if cfg.tune_searcher == "optuna":
+        try:
+            from ray.tune.search.optuna import OptunaSearch
+        except ImportError:
+            raise ConfigError("tune_searcher 'optuna' needs the tune extra: bash scripts/setup.sh tune") from None
+        searcher = OptunaSearch(metric=METRIC, mode="min", seed=cfg.seed)
+    name = experiment or cfg.run_name
+    sweep_dir = cfg.run_dir.parent / name
+    init_ray(cfg)
+    concurrency = max_concurrent(cfg)
+    prepared = prepare_stages(cfg, sweep_dir / "shared")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    constants = {"base": cfg.to_dict(), "pool_dir": str(prepared.pool_dir), "enriched": str(prepared.enriched),
+                 "model_path": prepared.model_path, "sweep_dir": str(sweep_dir)}
+    trainable = tune.with_resources(run_trial, {"CPU": 0})
+    storage = str(sweep_dir / "tune")
+    path = Path(storage) / name
+    if tune.Tuner.can_restore(str(path)):
+        log(f"tune: resuming experiment {name} from {path}")
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True, param_space={**space, **constants})
+    else:
+        num_samples = 1 if cfg.tune_searcher == "grid" else cfg.tune_num_samples
+        log(f"tune: {num_samples if cfg.tune_searcher != 'grid' else 'grid of'} trial(s), up to {concurrency} at once")
+        tuner = tune.Tuner(
+            trainable, param_space={**space, **constants},
+            tune_config=tune.TuneConfig(
+                metric=METRIC, mode="min", num_samples=num_samples, search_alg=searcher,
+                max_concurrent_trials=concurrency,
+                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=cfg.max_rounds + 1,
+                                        grace_period=cfg.tune_grace_period, reduction_factor=2)),
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0))
+    grid = tuner.fit()
+    return write_results(cfg, grid, sweep_dir, list(space))
+
+
+def write_results(cfg: LeadConfig, grid, sweep_dir: Path, names: list[str]) -> dict[str, Any]:
+    rows = []
+    for result in grid:
+        hist = result.metrics_dataframe
+        finished = hist is not None and "final" in hist and hist["final"].fillna(0).max() == 1
+        best = float(hist[METRIC].min()) if hist is not None and METRIC in hist else math.nan
+        rounds = int(hist["round"].max() + 1) if hist is not None and "round" in hist else 0
+        rows.append({"trial_id": result.path.rsplit("_", 2)[0].rsplit("/", 1)[-1] if result.path else "",
+                     **{n: result.config.get(n) for n in names}, "best_eval_nll": best, "rounds": rounds,
+                     "stopped_early": not finished, "error": str(result.error) if result.error else ""})
+    import pandas as pd
+
+    table = pd.DataFrame(rows).sort_values("best_eval_nll")
+    table.to_csv(sweep_dir / "trials.csv", index=False)
+    print(table.to_string(index=False), flush=True)
+    ok = table[~table["best_eval_nll"].isna()]
+    if ok.empty:
+        raise RuntimeError(f"no trial reported {METRIC}; see {sweep_dir / 'tune'}")
+    best = ok.iloc[0]
+    best_cfg = build_config({**cfg.to_dict(), **{n: _plain(best[n]) for n in names}, "run_name": "best"})
+    best_cfg.save(sweep_dir / "best_config.yaml")
+    plot(ok, names, sweep_dir / "sweep.png")
+    summary = {"sweep_dir": str(sweep_dir), "trials": len(table), "stopped_early": int(table["stopped_early"].sum()),
+               "best": {n: _plain(best[n]) for n in names}, "best_eval_nll": float(best["best_eval_nll"])}
+    (sweep_dir / "sweep.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def plot(table, names: list[str], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.8), squeeze=False)
+    for ax, n in zip(axes[0], names):
+        ax.scatter(table[n], table["best_eval_nll"], c=table["stopped_early"].map({True: "tab:gray", False: "tab:blue"}))
+        if n in ("smoothing", "learning_rate"):
+            ax.set_xscale("log")
+        ax.set_xlabel(n + (" (b)" if n == "smoothing" else ""))
+        ax.set_ylabel("best held-out NLL")
+        ax.set_title(f"held-out NLL vs {n}")
+        ax.grid(alpha=0.3)
+    fig.suptitle("LEAD sweep (gray: stopped early by ASHA)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)

