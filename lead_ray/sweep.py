@@ -24,6 +24,7 @@ ALIASES = {"b": "smoothing", "r": "sample_rate", "k": "num_arms", "lr": "learnin
 TUNABLE = {"smoothing", "gamma", "num_arms", "sample_rate", "learning_rate", "max_uses", "arms_per_round",
            "weight_decay", "lora_rank"}
 METRIC = "eval_nll"
+TRIAL_CPU = 0.01  # the trial function only drives its TorchTrainer; Tune needs a non-empty request
 
 
 def parse_space(space: dict[str, list], searcher: str, grid_points: int) -> dict[str, Any]:
@@ -101,7 +102,7 @@ def max_concurrent(cfg: LeadConfig) -> int:
     import ray
 
     total = ray.cluster_resources()
-    per_trial_cpu, per_trial_gpu = cfg.num_workers, cfg.num_workers if cfg.use_gpu else 0
+    per_trial_cpu, per_trial_gpu = cfg.num_workers + TRIAL_CPU, cfg.num_workers if cfg.use_gpu else 0
     fit = int(total.get("CPU", 0) // per_trial_cpu)
     if per_trial_gpu:
         fit = min(fit, int(total.get("GPU", 0) // per_trial_gpu))
@@ -137,7 +138,7 @@ def sweep(cfg: LeadConfig, experiment: str | None = None) -> dict[str, Any]:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     constants = {"base": cfg.to_dict(), "pool_dir": str(prepared.pool_dir), "enriched": str(prepared.enriched),
                  "model_path": prepared.model_path, "sweep_dir": str(sweep_dir)}
-    trainable = tune.with_resources(run_trial, {"CPU": 0})
+    trainable = tune.with_resources(run_trial, {"CPU": TRIAL_CPU})
     storage = str(sweep_dir / "tune")
     path = Path(storage) / name
     if tune.Tuner.can_restore(str(path)):

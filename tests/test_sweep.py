@@ -39,9 +39,10 @@ def test_too_many_concurrent_trials_is_an_error(ray_local) -> None:
     from lead_ray.sweep import max_concurrent
 
     cpus = int(ray_local.cluster_resources()["CPU"])
-    assert max_concurrent(LeadConfig(num_workers=1)) == cpus
+    assert max_concurrent(LeadConfig(num_workers=1)) == cpus - 1  # each trial also holds 0.01 CPU
+    assert max_concurrent(LeadConfig(num_workers=2)) == (cpus - 1) // 2
     with pytest.raises(ConfigError, match="tune_max_concurrent_trials"):
-        max_concurrent(LeadConfig(num_workers=1, tune_max_concurrent_trials=cpus + 1))
+        max_concurrent(LeadConfig(num_workers=1, tune_max_concurrent_trials=cpus))
     with pytest.raises(ConfigError, match="one trial needs"):
         max_concurrent(LeadConfig(num_workers=cpus + 1))
 
