@@ -152,7 +152,8 @@ def sweep(cfg: LeadConfig, experiment: str | None = None) -> dict[str, Any]:
             tune_config=tune.TuneConfig(
                 metric=METRIC, mode="min", num_samples=num_samples, search_alg=searcher,
                 max_concurrent_trials=concurrency,
-                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=cfg.max_rounds + 1,
+                # max_t above the most reports a trial makes (rounds + final), so ASHA never cuts a finishing trial
+                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=cfg.max_rounds + 2,
                                         grace_period=cfg.tune_grace_period, reduction_factor=2)),
             run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0))
     grid = tuner.fit()
@@ -166,7 +167,7 @@ def write_results(cfg: LeadConfig, grid, sweep_dir: Path, names: list[str]) -> d
         finished = hist is not None and "final" in hist and hist["final"].fillna(0).max() == 1
         best = float(hist[METRIC].min()) if hist is not None and METRIC in hist else math.nan
         rounds = int(hist["round"].max() + 1) if hist is not None and "round" in hist else 0
-        rows.append({"trial_id": result.path.rsplit("_", 2)[0].rsplit("/", 1)[-1] if result.path else "",
+        rows.append({"trial_id": (result.metrics or {}).get("trial_id", ""),
                      **{n: result.config.get(n) for n in names}, "best_eval_nll": best, "rounds": rounds,
                      "stopped_early": not finished, "error": str(result.error) if result.error else ""})
     import pandas as pd

@@ -16,7 +16,7 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-def check_run_outputs(run_dir: Path, expect_max_uses: int) -> dict:
+def check_run_outputs(run_dir: Path, expect_max_uses: int, enriched_path: Path | None = None) -> dict:
     """The invariants every finished run must satisfy; returns the summary."""
     for name in ("config.yaml", "selections.parquet", "metrics.jsonl", "bandit.jsonl", "quarantine.parquet",
                  "summary.json", "model"):
@@ -29,7 +29,7 @@ def check_run_outputs(run_dir: Path, expect_max_uses: int) -> dict:
     assert sel.groupby("id").size().max() <= expect_max_uses
     assert not sel["loss"].isna().any()  # every trained sample reported its loss from the training pass
     assert sel["round"].nunique() == summary["rounds"] == len(summary["arms_per_round"])
-    enriched = pq.read_table(run_dir / "prep" / "enriched.parquet").to_pandas().set_index("id")
+    enriched = pq.read_table(enriched_path or run_dir / "prep" / "enriched.parquet").to_pandas().set_index("id")
     assert (enriched.loc[sel["id"], "split"] == "train").all()  # held-out rows are never selected
     assert (enriched.loc[sel["id"], "arm"].to_numpy() == sel["arm"].to_numpy()).all()
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
