@@ -1,4 +1,4 @@
-"""`ray job submit` against a real head node bound to 127.0.0.1, running jobs/lead.py unchanged."""
+"""`ray job submit` against a real head node bound to 127.0.0.1: jobs/lead.py and tune/sweep.py, unchanged."""
 
 from __future__ import annotations
 
@@ -50,5 +50,14 @@ def test_ray_job_submit_tiny(tmp_path: Path) -> None:
         assert "LEAD run summary" in job.stdout and "succeeded" in job.stdout
         s = check_run_outputs(out / "tiny", expect_max_uses=4)
         assert json.loads((out / "tiny" / "summary.json").read_text()) == s
+
+        sweep = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--",
+                                "python", "tune/sweep.py", "--config", "configs/tiny.yaml", "--output-dir",
+                                str(out), "--experiment", "sw", "tune_num_samples=2", "max_rounds=2"],
+                               cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert sweep.returncode == 0, (sweep.stdout[-3000:], sweep.stderr[-3000:])
+        assert "best_config.yaml" in sweep.stdout
+        assert len((out / "sw" / "trials.csv").read_text().strip().splitlines()) == 3  # header + 2 trials
+        assert (out / "sw" / "best_config.yaml").exists()
     finally:
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
