@@ -84,6 +84,7 @@ def test_sweep_asha_isolation_resume_and_best_config(ray_local, tmp_path: Path) 
 
     again = sweep(cfg)  # same experiment name: resumes, runs nothing new
     assert again["trials"] == 4 and again["best"] == result["best"]
+    assert sorted((sweep_dir / "trials").iterdir()) == trials  # no new trial was started
 
     best = sweep_dir / "best_config.yaml"
     assert load_config(best).learning_rate == pytest.approx(3e-3)
@@ -92,3 +93,18 @@ def test_sweep_asha_isolation_resume_and_best_config(ray_local, tmp_path: Path) 
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "best" / "best" / "selections.parquet").exists()
+
+
+@pytest.mark.slow
+def test_optuna_searcher(ray_local, tmp_path: Path) -> None:
+    pytest.importorskip("optuna", reason="the tune extra (bash scripts/setup.sh dev tune) installs optuna")
+    from lead_ray.sweep import sweep
+
+    cfg = load_config(REPO / "configs" / "tiny.yaml", {
+        "output_dir": str(tmp_path), "run_name": "opt", "tune_searcher": "optuna", "tune_num_samples": 2,
+        "max_rounds": 2, "tune_space": {"b": ["loguniform", 0.05, 0.5], "k": ["uniform", 2, 4]}})
+    result = sweep(cfg)
+    table = pd.read_csv(tmp_path / "opt" / "trials.csv")
+    assert result["trials"] == len(table) == 2
+    assert table["smoothing"].between(0.05, 0.5).all() and table["num_arms"].between(2, 4).all()
+    assert load_config(tmp_path / "opt" / "best_config.yaml").num_arms in (2, 3, 4)
