@@ -43,6 +43,7 @@ from lead_ray.run import init_ray  # noqa: E402
 from lead_ray.select.service import start_service  # noqa: E402
 from lead_ray.train.loss import collate, response_nll  # noqa: E402
 from lead_ray.train.model import load_model, load_tokenizer, resolve_model_path  # noqa: E402
+from lead_ray.train.reporter import LossReporter  # noqa: E402
 
 
 def load_rows(tokenizer, num_rows: int, max_length: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -113,7 +114,7 @@ def main() -> None:
                              "group": rng.integers(0, 4, n, dtype=np.int64), "iu0": rng.random(n)}), enriched)
     service = start_service(enriched, {"num_arms": 7, "budget": max(1, n // 4)})
     ray.get(service.summary.remote())  # the actor is up before any timing
-    pending: list[ray.ObjectRef | None] = [None]
+    reporter = LossReporter(service)
 
     def plain_step(b: dict) -> float:
         t0 = time.perf_counter()
@@ -130,9 +131,7 @@ def main() -> None:
         loss.backward()
         lead_opt.step()
         lead_opt.zero_grad(set_to_none=True)
-        if pending[0] is not None:
-            ray.get(pending[0])  # at most one report in flight
-        pending[0] = service.report.remote(b["ids"], nll.detach().float().cpu().numpy())
+        reporter.add(b["ids"], nll)  # the training loop's own reporter: batched, async, <= 1 call in flight
         return time.perf_counter() - t0
 
     def block(step, start: int, steps: int) -> list[float]:
@@ -147,8 +146,7 @@ def main() -> None:
         order = [(plain_step, plain_t), (lead_step, lead_t)]
         for step, out in order if k % 2 == 0 else order[::-1]:
             out.extend(block(step, start, args.block_steps))
-    if pending[0] is not None:
-        ray.get(pending[0])
+    reporter.flush()
     ray.kill(service)
     tmp.cleanup()
 

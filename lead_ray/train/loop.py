@@ -22,6 +22,7 @@ import torch.distributed as dist
 from lead_ray.config import LeadConfig
 from lead_ray.data.store import RowStore
 from lead_ray.train.loss import collate, response_nll
+from lead_ray.train.reporter import LossReporter
 
 
 def _broadcast(obj: Any, world: int) -> Any:
@@ -114,6 +115,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             print(f"[lead-ray] held-out NLL before training: {nll_before:.4f}", flush=True)
 
     micro = cfg.per_device_train_batch_size
+    reporter = LossReporter(service)
     while True:
         plan = _broadcast(ray.get(service.next_round.remote()) if rank == 0 else None, world)
         if plan is None:
@@ -123,7 +125,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         padded = np.concatenate([ids, np.full(-len(ids) % (micro * world), -1, dtype=np.int64)])
         mine = padded[rank::world]
         before = flat(slice_params)
-        lrs, pending, losses_sum, tokens_sum, n_micro, n_tokens = [], None, 0.0, 0.0, 0, 0
+        lrs, losses_sum, tokens_sum, n_micro, n_tokens = [], 0.0, 0.0, 0, 0
         model.train()
         for s in range(0, len(mine), micro):
             chunk = mine[s : s + micro]
@@ -141,17 +143,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 lrs.append(_optimizer_step(cfg, model, optimizer, trainable, step))
                 step += 1
             if real.any():
-                if pending is not None:
-                    ray.get(pending)  # at most one report in flight per worker
-                pending = service.report.remote(chunk[real], nll.detach()[torch.from_numpy(real)].float().cpu().numpy())
+                reporter.add(chunk[real], nll[torch.from_numpy(real).to(device)])
             losses_sum += float((nll.detach() * weight).sum())
             n_tokens += int(t["attention_mask"][torch.from_numpy(real).to(device)].sum())
             tokens_sum += float(weight.sum())
         if n_micro % cfg.gradient_accumulation_steps:
             lrs.append(_optimizer_step(cfg, model, optimizer, trainable, step))
             step += 1
-        if pending is not None:
-            ray.get(pending)
+        reporter.flush()
         losses_sum, tokens_sum, n_tokens = _all_sum([losses_sum, tokens_sum, n_tokens], world)  # a barrier too
         metrics = {"round": int(plan["round"]), "train_loss": losses_sum / max(tokens_sum, 1.0),
                    "num_samples": len(ids), "num_tokens": int(n_tokens), "round_seconds": time.time() - t0,
