@@ -49,13 +49,13 @@ def _stage_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _stage_current(folder: Path, key: str) -> bool:
-    marker = folder / "stage.json"
+def _stage_current(folder: Path, key: str, marker: Path | None = None) -> bool:
+    marker = marker or folder / "stage.json"
     return marker.exists() and json.loads(marker.read_text()).get("key") == key
 
 
-def _mark_stage(folder: Path, key: str) -> None:
-    (folder / "stage.json").write_text(json.dumps({"key": key}))
+def _mark_stage(folder: Path, key: str, marker: Path | None = None) -> None:
+    (marker or folder / "stage.json").write_text(json.dumps({"key": key}))
 
 
 @dataclass
@@ -129,6 +129,7 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
               "max_rounds": cfg.max_rounds, "arms_per_round": cfg.arms_per_round,
               "arm_reference": cfg.arm_reference, "uniform_arms": cfg.uniform_arms,
               "use_correction": cfg.use_correction, "seed": cfg.seed}
+    _resume_or_reset(cfg, run_dir)
     service = start_service(str(prepared.enriched), params)
     trainer = build_trainer(cfg, service, prepared.model_path, prepared.pool_dir, eval_ids, callbacks=callbacks)
     result = trainer.fit()
@@ -158,6 +159,22 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
            "nll_before": final["nll_before"], "nll_after": final["nll_after"], "wall_seconds": time.time() - t_start}
     (run_dir / "summary.json").write_text(json.dumps(out, indent=2))
     return out
+
+
+def _resume_or_reset(cfg: LeadConfig, run_dir: Path) -> None:
+    """A rerun of an interrupted run resumes from its last round checkpoint (Ray Train finds it by storage path
+    and name); a finished run, or one with a different config, starts training afresh."""
+    storage, marker = run_dir / "ray", run_dir / "ray" / "config_key.json"
+    key = _stage_key({k: v for k, v in cfg.to_dict().items() if k not in ("output_dir",)})
+    finished = (run_dir / "summary.json").exists()
+    if storage.exists() and (finished or not _stage_current(storage, key, marker)):
+        log("train: previous run " + ("finished" if finished else "had another config") + "; starting afresh")
+        shutil.rmtree(storage)
+        (run_dir / "summary.json").unlink(missing_ok=True)
+    elif storage.exists():
+        log("train: resuming the interrupted run from its last round checkpoint")
+    storage.mkdir(parents=True, exist_ok=True)
+    _mark_stage(storage, key, marker)
 
 
 def run(cfg: LeadConfig) -> dict[str, Any]:

@@ -102,6 +102,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     step, nll_before = 0, None
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None and _report_again_if_final(checkpoint, rank):
+        return  # the group died after the run had finished: nothing left to train
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             from lead_ray.train.checkpoint import load_training_state
@@ -183,6 +185,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ray.train.report({"final": 1, "nll_before": nll_before, "nll_after": nll_after, "eval_nll": nll_after,
                           "step": step},
                          checkpoint=ckpt)
+
+
+def _report_again_if_final(checkpoint: ray.train.Checkpoint, rank: int) -> bool:
+    """If the restored checkpoint is the final model, report it again so fit() returns it; True if so."""
+    import shutil
+
+    with checkpoint.as_directory() as d:
+        final = Path(d) / "final.json"
+        if not final.exists():
+            return False
+        metrics = json.loads(final.read_text())
+        with tempfile.TemporaryDirectory() as copy:
+            if rank == 0:
+                shutil.copytree(d, copy, dirs_exist_ok=True)
+            ckpt = ray.train.Checkpoint.from_directory(copy) if rank == 0 else None
+            ray.train.report({"final": 1, **metrics, "eval_nll": metrics["nll_after"]}, checkpoint=ckpt)
+    return True
 
 
 def _optimizer_step(cfg: LeadConfig, model, optimizer, trainable, step: int) -> float:

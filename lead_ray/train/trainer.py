@@ -13,7 +13,7 @@ from lead_ray.train.loop import train_loop_per_worker
 
 
 def build_trainer(cfg: LeadConfig, service, model_path: str, pool_dir: Path, eval_ids: np.ndarray,
-                  max_failures: int = 0, callbacks: list | None = None) -> TorchTrainer:
+                  callbacks: list | None = None) -> TorchTrainer:
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.to_dict(), "service": service, "model_path": model_path,
@@ -22,6 +22,6 @@ def build_trainer(cfg: LeadConfig, service, model_path: str, pool_dir: Path, eva
                                      resources_per_worker={"CPU": 1, **({"GPU": 1} if cfg.use_gpu else {})}),
         run_config=RunConfig(name="train", storage_path=str(cfg.run_dir / "ray"),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             failure_config=FailureConfig(max_failures=max_failures),
+                             failure_config=FailureConfig(max_failures=cfg.max_failures),
                              callbacks=callbacks or None),
     )

@@ -1,0 +1,115 @@
+"""Determinism and worker failure on configs/tiny.yaml, with real processes and a real SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from lead_ray.config import LeadConfig, load_config
+from tests.conftest import REPO
+from tests.test_e2e import check_run_outputs
+
+pytestmark = pytest.mark.slow
+# Longer rounds than tiny.yaml's defaults (batch 1, more rounds), so a kill lands mid-run.
+SETTINGS = {"per_device_train_batch_size": 1, "budget": 0.3, "sample_rate": 0.1, "max_rounds": 8, "max_uses": 2}
+
+
+def _cfg(tmp_path: Path, name: str) -> LeadConfig:
+    return load_config(REPO / "configs" / "tiny.yaml", {**SETTINGS, "output_dir": str(tmp_path), "run_name": name})
+
+
+def _selections(run_dir: Path) -> pd.DataFrame:
+    return pq.read_table(run_dir / "selections.parquet").to_pandas()[["round", "id", "arm", "group", "idu_before"]]
+
+
+def _train_workers() -> list[psutil.Process]:
+    procs = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if cmd.startswith("ray::RayTrainWorker"):
+            procs.append(p)
+    return procs
+
+
+@pytest.fixture(scope="module")
+def reference(ray_local, tmp_path_factory) -> tuple[dict, pd.DataFrame]:
+    """An uninterrupted run, twice: the same config and seed must give identical selections."""
+    from lead_ray.run import run
+
+    tmp = tmp_path_factory.mktemp("ref")
+    first, second = run(_cfg(tmp, "a")), run(_cfg(tmp, "b"))
+    ref = _selections(tmp / "a")
+    assert len(ref) > 0 and ref.equals(_selections(tmp / "b"))
+    assert first["num_unique"] == second["num_unique"]
+    return first, ref
+
+
+def test_determinism(reference) -> None:
+    first, ref = reference
+    assert ref["round"].nunique() == first["rounds"] >= 2
+
+
+def test_worker_kill_resumes_identically(reference, tmp_path: Path) -> None:
+    from lead_ray.run import run
+
+    first, ref = reference
+
+    out: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: out.update(run(_cfg(tmp_path, "k"))), daemon=True)
+    thread.start()
+    ckpt_root = tmp_path / "k" / "ray" / "train"
+    killed = None
+    deadline = time.time() + 300
+    while time.time() < deadline and thread.is_alive():
+        n_ckpt = len(list(ckpt_root.glob("checkpoint_*"))) if ckpt_root.exists() else 0
+        workers = _train_workers()
+        if n_ckpt >= 2 and workers:  # at least two rounds are checkpointed: kill in the middle of the run
+            killed = workers[0].pid
+            os.kill(killed, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    thread.join(timeout=600)
+    assert killed is not None, "the run finished before a worker could be killed"
+    assert not thread.is_alive() and out, "the run did not finish after the worker was killed"
+    assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
+    summary = check_run_outputs(tmp_path / "k", expect_max_uses=SETTINGS["max_uses"])
+    assert summary["num_unique"] == first["num_unique"]  # the unique-sample budget is exact
+    assert _selections(tmp_path / "k").equals(ref)  # rounds after the restart match the uninterrupted run
+
+
+def test_driver_kill_and_rerun_resumes(reference, tmp_path: Path) -> None:
+    first, ref = reference
+    cmd = [sys.executable, "jobs/lead.py", "--config", "configs/tiny.yaml", "--output-dir", str(tmp_path),
+           "run_name=d", *[f"{k}={v}" for k, v in SETTINGS.items()]]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    ckpt_root = tmp_path / "d" / "ray" / "train"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt_root.exists() and len(list(ckpt_root.glob("checkpoint_*"))) >= 2:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray instance it started
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before the driver could be killed"
+    assert not (tmp_path / "d" / "summary.json").exists()
+    time.sleep(2)
+    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    for line in ("ingest: up to date, skipped", "prepare: up to date, skipped", "resuming the interrupted run",
+                 "resumed from checkpoint"):
+        assert line in rerun.stdout + rerun.stderr, line
+    summary = check_run_outputs(tmp_path / "d", expect_max_uses=SETTINGS["max_uses"])
+    assert summary["num_unique"] == first["num_unique"]
+    assert _selections(tmp_path / "d").equals(ref)
