@@ -113,3 +113,17 @@ def test_driver_kill_and_rerun_resumes(reference, tmp_path: Path) -> None:
     summary = check_run_outputs(tmp_path / "d", expect_max_uses=SETTINGS["max_uses"])
     assert summary["num_unique"] == first["num_unique"]
     assert _selections(tmp_path / "d").equals(ref)
+
+
+def test_rerun_after_death_past_the_final_report(reference, tmp_path: Path) -> None:
+    """The driver died after the final checkpoint but before writing summary.json: the rerun resumes from the
+    final checkpoint (selection state included) and trains nothing more."""
+    from lead_ray.run import run
+
+    first, ref = reference
+    run(_cfg(tmp_path, "f"))
+    (tmp_path / "f" / "summary.json").unlink()
+    (tmp_path / "f" / "selections.parquet").unlink()
+    again = run(_cfg(tmp_path, "f"))
+    assert again["num_unique"] == first["num_unique"] and again["nll_after"] == first["nll_after"]
+    assert _selections(tmp_path / "f").equals(ref)

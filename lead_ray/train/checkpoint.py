@@ -20,7 +20,7 @@ def save_training_state(folder: Path, model, optimizer, snapshot: dict[str, byte
     torch.save(optimizer.state_dict(), folder / "optimizer.pt")
     (folder / "selection").mkdir()
     for name, data in snapshot.items():
-        (folder / "selection" / name).write_bytes(data)
+        (folder / "selection" / name).write_bytes(data)  # same layout as the final checkpoint's selection/
     (folder / "train_state.json").write_text(json.dumps({"step": step, "nll_before": nll_before}))
 
 

@@ -102,7 +102,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     step, nll_before = 0, None
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None and _report_again_if_final(checkpoint, rank):
+    if checkpoint is not None and _report_again_if_final(checkpoint, service if rank == 0 else None):
         return  # the group died after the run had finished: nothing left to train
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
@@ -180,6 +180,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             from lead_ray.train.checkpoint import save_final_model
 
             save_final_model(Path(d), base, tokenizer, merge=cfg.merge_adapter)
+            _write_snapshot(Path(d) / "selection", ray.get(service.snapshot.remote()))
             (Path(d) / "final.json").write_text(json.dumps({"nll_before": nll_before, "nll_after": nll_after}))
         ckpt = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
         ray.train.report({"final": 1, "nll_before": nll_before, "nll_after": nll_after, "eval_nll": nll_after,
@@ -187,8 +188,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                          checkpoint=ckpt)
 
 
-def _report_again_if_final(checkpoint: ray.train.Checkpoint, rank: int) -> bool:
-    """If the restored checkpoint is the final model, report it again so fit() returns it; True if so."""
+def _write_snapshot(folder: Path, snapshot: dict[str, bytes]) -> None:
+    folder.mkdir()
+    for name, data in snapshot.items():
+        (folder / name).write_bytes(data)
+
+
+def _report_again_if_final(checkpoint: ray.train.Checkpoint, service) -> bool:
+    """If the restored checkpoint is the final model (the group died after finishing), restore the selection
+    state (rank 0 passes the service) and report the checkpoint again so fit() returns it; True if so."""
     import shutil
 
     with checkpoint.as_directory() as d:
@@ -196,10 +204,12 @@ def _report_again_if_final(checkpoint: ray.train.Checkpoint, rank: int) -> bool:
         if not final.exists():
             return False
         metrics = json.loads(final.read_text())
+        if service is not None:
+            ray.get(service.restore.remote({p.name: p.read_bytes() for p in (Path(d) / "selection").iterdir()}))
         with tempfile.TemporaryDirectory() as copy:
-            if rank == 0:
+            if service is not None:
                 shutil.copytree(d, copy, dirs_exist_ok=True)
-            ckpt = ray.train.Checkpoint.from_directory(copy) if rank == 0 else None
+            ckpt = ray.train.Checkpoint.from_directory(copy) if service is not None else None
             ray.train.report({"final": 1, **metrics, "eval_nll": metrics["nll_after"]}, checkpoint=ckpt)
     return True
 
