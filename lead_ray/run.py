@@ -130,7 +130,7 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
               "arm_reference": cfg.arm_reference, "uniform_arms": cfg.uniform_arms,
               "use_correction": cfg.use_correction, "seed": cfg.seed}
     _resume_or_reset(cfg, run_dir)
-    service = start_service(str(prepared.enriched), params)
+    service = start_service(str(prepared.enriched), params, state_dir=str(run_dir / "ray" / "selection_state"))
     trainer = build_trainer(cfg, service, prepared.model_path, prepared.pool_dir, eval_ids, callbacks=callbacks)
     result = trainer.fit()
     if result.error is not None:

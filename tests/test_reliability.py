@@ -33,13 +33,38 @@ def _selections(run_dir: Path) -> pd.DataFrame:
     return pq.read_table(run_dir / "selections.parquet").to_pandas()[["round", "id", "arm", "group", "idu_before"]]
 
 
-def _train_workers() -> list[psutil.Process]:
+def _ray_processes(title: str) -> list[psutil.Process]:
+    """Ray worker processes whose title (`ray::ClassName...`) starts with `title`."""
     procs = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if cmd.startswith("ray::RayTrainWorker"):
+        if cmd.startswith(title):
             procs.append(p)
     return procs
+
+
+def _run_and_kill(cfg: LeadConfig, title: str) -> tuple[dict[str, Any], int | None]:
+    """Run LEAD in a thread; once two rounds are checkpointed, SIGKILL the first process titled `title`."""
+    from lead_ray.run import run
+
+    out: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: out.update(run(cfg)), daemon=True)
+    thread.start()
+    ckpt_root = cfg.run_dir / "ray" / "train"
+    killed = None
+    deadline = time.time() + 300
+    while time.time() < deadline and thread.is_alive():
+        n_ckpt = len(list(ckpt_root.glob("checkpoint_*"))) if ckpt_root.exists() else 0
+        procs = _ray_processes(title) if n_ckpt >= 2 else []
+        if procs:
+            killed = procs[0].pid
+            os.kill(killed, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    thread.join(timeout=600)
+    assert killed is not None, f"the run finished before {title} could be killed"
+    assert not thread.is_alive() and out, f"the run did not finish after {title} was killed"
+    return out, killed
 
 
 @pytest.fixture(scope="module")
@@ -61,31 +86,20 @@ def test_determinism(reference) -> None:
 
 
 def test_worker_kill_resumes_identically(reference, tmp_path: Path) -> None:
-    from lead_ray.run import run
-
     first, ref = reference
-
-    out: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: out.update(run(_cfg(tmp_path, "k"))), daemon=True)
-    thread.start()
-    ckpt_root = tmp_path / "k" / "ray" / "train"
-    killed = None
-    deadline = time.time() + 300
-    while time.time() < deadline and thread.is_alive():
-        n_ckpt = len(list(ckpt_root.glob("checkpoint_*"))) if ckpt_root.exists() else 0
-        workers = _train_workers()
-        if n_ckpt >= 2 and workers:  # at least two rounds are checkpointed: kill in the middle of the run
-            killed = workers[0].pid
-            os.kill(killed, signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    thread.join(timeout=600)
-    assert killed is not None, "the run finished before a worker could be killed"
-    assert not thread.is_alive() and out, "the run did not finish after the worker was killed"
+    _, killed = _run_and_kill(_cfg(tmp_path, "k"), "ray::RayTrainWorker")
     assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
     summary = check_run_outputs(tmp_path / "k", expect_max_uses=SETTINGS["max_uses"])
     assert summary["num_unique"] == first["num_unique"]  # the unique-sample budget is exact
     assert _selections(tmp_path / "k").equals(ref)  # rounds after the restart match the uninterrupted run
+
+
+def test_selection_actor_kill_restarts_and_restores(reference, tmp_path: Path) -> None:
+    first, ref = reference
+    _run_and_kill(_cfg(tmp_path, "s"), "ray::SelectionService")
+    summary = check_run_outputs(tmp_path / "s", expect_max_uses=SETTINGS["max_uses"])  # every loss arrived
+    assert summary["num_unique"] == first["num_unique"]
+    assert _selections(tmp_path / "s").equals(ref)  # restored state + resent losses: nothing changed
 
 
 def test_driver_kill_and_rerun_resumes(reference, tmp_path: Path) -> None:

@@ -1,8 +1,16 @@
-"""SelectionService: the one Ray actor per run that owns LEAD's selection state. A thin shell over LeadSelector."""
+"""SelectionService: the one Ray actor per run that owns LEAD's selection state. A thin shell over LeadSelector.
+
+With a `state_dir` it persists its state after every planned and every finished round, so that Ray can restart
+it after a crash (`max_restarts`) and it carries on from there. Each incarnation has its own token, returned by
+`report`, so workers notice a restart and send the round's losses again.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +23,7 @@ from lead_ray.select.snapshot import load_state, save_state
 
 
 class SelectionService:
-    def __init__(self, enriched_path: str, params: dict[str, Any]):
+    def __init__(self, enriched_path: str, params: dict[str, Any], state_dir: str | None = None):
         table = pq.read_table(enriched_path, columns=["id", "arm", "group", "iu0"])
         ids = table.column("id").to_numpy()
         if not np.array_equal(ids, np.arange(len(ids))):
@@ -23,19 +31,42 @@ class SelectionService:
         arm = table.column("arm").to_numpy().astype(np.int64)
         self.selector = LeadSelector(table.column("iu0").to_numpy().astype(np.float64), arm,
                                      table.column("group").to_numpy(), **params)
+        self.state_dir = Path(state_dir) if state_dir else None
+        self.incarnation = uuid.uuid4().hex
+        if self.state_dir is not None and (self.state_dir / "selector.json").exists():
+            self.selector.load_state(load_state(self.state_dir))
+            print(f"[lead-ray] selection service restored at round {self.selector.round} from {self.state_dir}",
+                  flush=True)
+
+    def _persist(self) -> None:
+        if self.state_dir is None:
+            return
+        tmp = self.state_dir.with_name(self.state_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_state(self.selector.state(), tmp)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        tmp.rename(self.state_dir)
 
     def next_round(self) -> dict[str, Any] | None:
+        fresh = self.selector.plan is None
         plan = self.selector.next_round()
         if plan is None:
             return None
+        if fresh:
+            self._persist()
         return {"round": plan.round, "ids": plan.ids, "arms": plan.arms, "arm_probs": plan.arm_probs}
 
-    def report(self, ids: np.ndarray, losses: np.ndarray) -> None:
+    def report(self, ids: np.ndarray, losses: np.ndarray) -> str:
         self.selector.report(ids, losses)
+        return self.incarnation
 
     def end_round(self, g_slice: np.ndarray, learning_rate: float, extra: dict[str, Any]) -> dict[str, Any]:
-        stats = self.selector.end_round(g_slice, learning_rate)
+        s = self.selector
+        if s.plan is None and s.round_stats and s.round_stats[-1]["round"] == extra.get("round"):
+            return s.round_stats[-1]  # a retry after a restart: this round is already done
+        stats = s.end_round(g_slice, learning_rate)
         stats.update(extra)
+        self._persist()
         return stats
 
     def snapshot(self) -> dict[str, bytes]:
@@ -49,7 +80,11 @@ class SelectionService:
             for name, data in files.items():
                 (Path(d) / Path(name).name).write_bytes(data)
             self.selector.load_state(load_state(Path(d)))
+        self._persist()
         return self.selector.round
+
+    def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "incarnation": self.incarnation, "round": self.selector.round}
 
     def summary(self) -> dict[str, Any]:
         s = self.selector
@@ -60,11 +95,14 @@ class SelectionService:
         return self.selector.selections()
 
 
-def start_service(enriched_path: str, params: dict[str, Any], name: str | None = None) -> ray.actor.ActorHandle:
-    """Create the actor on the driver's node (outputs land next to the driver), using no CPU slot."""
+def start_service(enriched_path: str, params: dict[str, Any], name: str | None = None,
+                  state_dir: str | None = None, max_restarts: int = 3) -> ray.actor.ActorHandle:
+    """Create the actor on the driver's node (outputs land next to the driver), using no CPU slot. Calls to a
+    restarting actor are retried (`max_task_retries=-1`), so callers see a pause, not an error."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     node = ray.get_runtime_context().get_node_id()
-    actor = ray.remote(num_cpus=0, max_restarts=0)(SelectionService)
-    return actor.options(name=name, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
-        enriched_path, params)
+    actor = ray.remote(num_cpus=0)(SelectionService)
+    return actor.options(name=name, max_restarts=max_restarts, max_task_retries=-1 if max_restarts else 0,
+                         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
+        enriched_path, params, state_dir)

@@ -127,6 +127,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         padded = np.concatenate([ids, np.full(-len(ids) % (micro * world), -1, dtype=np.int64)])
         mine = padded[rank::world]
         before = flat(slice_params)
+        reporter.start_round()
         lrs, losses_sum, tokens_sum, n_micro, n_tokens = [], 0.0, 0.0, 0, 0
         model.train()
         for s in range(0, len(mine), micro):

@@ -1,4 +1,8 @@
-"""Per-sample losses → the SelectionService: buffered into batches, sent without waiting, ≤ 1 call in flight."""
+"""Per-sample losses → the SelectionService: buffered into batches, sent without waiting, ≤ 1 call in flight.
+
+The reporter keeps the round's losses until the round ends: if the service restarted meanwhile (its incarnation
+token changed), everything of this round is sent again, so a crash of the service loses nothing.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,11 @@ class LossReporter:
         self.losses: list[torch.Tensor] = []
         self.buffered = 0
         self.pending: ray.ObjectRef | None = None
+        self.sent: list[tuple[np.ndarray, np.ndarray]] = []  # this round's reports, for a resend
+        self.incarnation: str | None = None
+
+    def start_round(self) -> None:
+        self.sent = []
 
     def add(self, ids: np.ndarray, losses: torch.Tensor) -> None:
         """Queue this micro-batch's losses; they leave in one call once `min_batch` samples are buffered."""
@@ -26,16 +35,23 @@ class LossReporter:
     def _send(self) -> None:
         if not self.ids:
             return
-        if self.pending is not None:
-            ray.get(self.pending)  # at most one report in flight per worker
+        self._wait()  # at most one report in flight per worker
         ids = np.concatenate(self.ids)
         losses = torch.cat(self.losses).float().cpu().numpy()
         self.pending = self.service.report.remote(ids, losses)
+        self.sent.append((ids, losses))
         self.ids, self.losses, self.buffered = [], [], 0
+
+    def _wait(self) -> None:
+        if self.pending is None:
+            return
+        token = ray.get(self.pending)
+        self.pending = None
+        if self.incarnation is not None and token != self.incarnation:  # the service restarted: resend
+            token = ray.get([self.service.report.remote(i, v) for i, v in self.sent])[-1]
+        self.incarnation = token
 
     def flush(self) -> None:
         """Send what is buffered and wait until the service has every loss (call before end_round)."""
         self._send()
-        if self.pending is not None:
-            ray.get(self.pending)
-            self.pending = None
+        self._wait()
