@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,37 +32,11 @@ def _selections(run_dir: Path) -> pd.DataFrame:
     return pq.read_table(run_dir / "selections.parquet").to_pandas()[["round", "id", "arm", "group", "idu_before"]]
 
 
-def _ray_processes(title: str) -> list[psutil.Process]:
-    """Ray worker processes whose title (`ray::ClassName...`) starts with `title`."""
-    procs = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if cmd.startswith(title):
-            procs.append(p)
-    return procs
-
-
 def _run_and_kill(cfg: LeadConfig, title: str) -> tuple[dict[str, Any], int | None]:
-    """Run LEAD in a thread; once two rounds are checkpointed, SIGKILL the first process titled `title`."""
-    from lead_ray.run import run
+    from lead_ray.chaos import run_with_kill
 
-    out: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: out.update(run(cfg)), daemon=True)
-    thread.start()
-    ckpt_root = cfg.run_dir / "ray" / "train"
-    killed = None
-    deadline = time.time() + 300
-    while time.time() < deadline and thread.is_alive():
-        n_ckpt = len(list(ckpt_root.glob("checkpoint_*"))) if ckpt_root.exists() else 0
-        procs = _ray_processes(title) if n_ckpt >= 2 else []
-        if procs:
-            killed = procs[0].pid
-            os.kill(killed, signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    thread.join(timeout=600)
+    out, killed = run_with_kill(cfg, title)
     assert killed is not None, f"the run finished before {title} could be killed"
-    assert not thread.is_alive() and out, f"the run did not finish after {title} was killed"
     return out, killed
 
 

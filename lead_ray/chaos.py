@@ -1,0 +1,61 @@
+"""Fault injection for tests and bench/faults.py: run LEAD and SIGKILL one Ray process in the middle."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import psutil
+
+from lead_ray.config import LeadConfig
+
+
+def ray_processes(title: str) -> list[psutil.Process]:
+    """Ray worker processes whose title (`ray::ClassName...`) starts with `title`."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if " ".join(p.info["cmdline"] or []).startswith(title):
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def run_with_kill(cfg: LeadConfig, title: str | None, after_checkpoints: int = 2,
+                  timeout_s: float = 600) -> tuple[dict[str, Any], int | None]:
+    """Run LEAD in a thread; once `after_checkpoints` rounds are checkpointed, SIGKILL the first process titled
+    `title` (None: no kill). Returns (the run's summary, the killed pid or None)."""
+    from lead_ray.run import run
+
+    out: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            out.update(run(cfg))
+        except BaseException as e:  # surfaced to the caller below
+            errors.append(e)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    ckpt_root = cfg.run_dir / "ray" / "train"
+    killed = None
+    deadline = time.time() + timeout_s
+    while title is not None and time.time() < deadline and thread.is_alive():
+        n_ckpt = len(list(ckpt_root.glob("checkpoint_*"))) if ckpt_root.exists() else 0
+        procs = ray_processes(title) if n_ckpt >= after_checkpoints else []
+        if procs:
+            killed = procs[0].pid
+            os.kill(killed, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    thread.join(timeout=max(1.0, deadline - time.time()))
+    if errors:
+        raise errors[0]
+    if thread.is_alive():
+        raise TimeoutError(f"the run did not finish within {timeout_s}s")
+    return out, killed
