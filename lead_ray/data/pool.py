@@ -69,6 +69,8 @@ def _split_file(path: str, data: bytes) -> list[dict[str, Any]]:
     if path.endswith(".jsonl"):
         out = []
         for i, chunk in enumerate(data.split(b"\n")):
+            if i == 0 and chunk.startswith(b"\xef\xbb\xbf"):
+                chunk = chunk[3:]  # a UTF-8 byte-order mark
             if not chunk.strip():
                 continue
             try:
@@ -78,19 +80,24 @@ def _split_file(path: str, data: bytes) -> list[dict[str, Any]]:
         return out
     if path.endswith(".json"):
         try:
-            items = json.loads(data.decode("utf-8"))
+            items = json.loads(data.decode("utf-8-sig"))
         except UnicodeDecodeError:
             return [rec(0, data[:RAW_PREVIEW].decode("utf-8", "replace"), "file is not valid UTF-8")]
-        except json.JSONDecodeError as e:
-            return [rec(0, data[:RAW_PREVIEW].decode("utf-8", "replace"), f"file is not valid JSON: {e}")]
+        except (ValueError, RecursionError) as e:  # bad JSON, absurd nesting, over-long integers
+            return [rec(0, data[:RAW_PREVIEW].decode("utf-8", "replace"), f"file is not valid JSON: {_short(e)}")]
         if not isinstance(items, list):
             items = [items]
-        return [rec(i, json.dumps(item, ensure_ascii=False)) for i, item in enumerate(items)]
+        # ASCII escapes keep every record storable in Arrow, even text with unpaired surrogates
+        return [rec(i, json.dumps(item)) for i, item in enumerate(items)]
     try:
         rows = pq.read_table(io.BytesIO(data)).to_pylist()
     except Exception as e:  # a corrupt Parquet file is one quarantined record, not a crash
-        return [rec(0, "", f"unreadable Parquet file: {type(e).__name__}: {e}")]
-    return [rec(i, json.dumps(row, ensure_ascii=False, default=str)) for i, row in enumerate(rows)]
+        return [rec(0, "", f"unreadable Parquet file: {type(e).__name__}: {_short(e)}")]
+    return [rec(i, json.dumps(row, default=str)) for i, row in enumerate(rows)]
+
+
+def _short(e: BaseException) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
 
 
 class Tokenize:
@@ -115,10 +122,20 @@ class Tokenize:
                 record = json.loads(raw)
             except json.JSONDecodeError as e:
                 raise BadRow(f"invalid JSON: {e.msg}") from None
+            except (ValueError, RecursionError) as e:  # absurd nesting, over-long integers
+                raise BadRow(f"invalid JSON: {_short(e)}") from None
             messages = normalize(record)
+            for m in messages:
+                try:
+                    m["content"].encode("utf-8")
+                except UnicodeEncodeError:
+                    raise BadRow(f"{m['role']} text is not valid Unicode (unpaired surrogate)") from None
             ids, mask = tokenize_messages(self.tokenizer, messages, self.max_length)
         except BadRow as e:
             out["reason"] = str(e)
+            return out
+        except Exception as e:  # never let one row take the whole ingest down: quarantine it, with the cause
+            out["reason"] = f"unexpected {type(e).__name__}: {_short(e)}"
             return out
         source = record.get("source")
         text = json.dumps(messages, ensure_ascii=False)
