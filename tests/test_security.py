@@ -239,6 +239,20 @@ def test_rayjob_creates_no_public_endpoint() -> None:
             assert all("hostPort" not in p for p in container.get("ports") or []), (name, container["name"])
 
 
+def test_rayjob_pods_are_unprivileged() -> None:
+    job = _rayjob(_rayjob_docs())
+    for name, template in _pod_templates(job):
+        spec = template["spec"]
+        for container in spec["containers"]:
+            ctx = container.get("securityContext") or {}
+            assert ctx.get("privileged", False) is False, (name, container["name"])
+            assert ctx.get("allowPrivilegeEscalation") is False, (name, container["name"])
+            assert "ALL" in (ctx.get("capabilities") or {}).get("drop", []), (name, container["name"])
+            assert not (ctx.get("capabilities") or {}).get("add"), (name, container["name"])
+        if name != "head":  # the head keeps its token for the autoscaler sidecar
+            assert spec.get("automountServiceAccountToken") is False, name
+
+
 def test_rayjob_network_policies_are_restrictive() -> None:
     policies = [d for d in _rayjob_docs() if d.get("kind") == "NetworkPolicy"]
     for policy in policies:
@@ -266,6 +280,7 @@ def test_dashboard_reachable_only_through_network_policy_or_localhost() -> None:
 
 def test_dashboard_check_catches_unprotected_wildcard_host() -> None:
     docs = _rayjob_docs()
+    _head_group(_rayjob(docs))["rayStartParams"]["dashboard-host"] = "0.0.0.0"
     without_policies = [d for d in docs if d.get("kind") != "NetworkPolicy"]
     assert _dashboard_problems(without_policies) == ["dashboard-host=0.0.0.0 but no NetworkPolicy selects the head pod"]
     other_target = {"kind": "NetworkPolicy", "metadata": {"name": "x"},

@@ -57,8 +57,9 @@ def _build_smollm2(out: Path) -> None:
     if not ggufs:
         raise ModelError(f"no .gguf file in {folder}")
     print(f"[lead-ray] converting {ggufs[0].name} to a Hugging Face folder (once) ...", flush=True)
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=ggufs[0].name)
-    quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=ggufs[0].name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=ggufs[0].name, trust_remote_code=False)
+    quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=ggufs[0].name, dtype=torch.float32,
+                                                     trust_remote_code=False)
     config = quantised.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
