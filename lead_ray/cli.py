@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from lead_ray.data.pool import DataError
+    from lead_ray.run import RunError
     from lead_ray.train.model import ModelError
 
     try:
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         from lead_ray.run import run, summary_table
 
         summary = run(cfg)
-    except (ConfigError, DataError, ModelError) as e:
+    except (ConfigError, DataError, ModelError, RunError) as e:
         print(f"lead-ray: error: {e}", file=sys.stderr)
         return 2
     print("\nLEAD run summary\n" + summary_table(summary), flush=True)

@@ -71,6 +71,7 @@ class LeadConfig:
     eval_batch_size: int = 8
     max_failures: int = 3  # worker-group restarts (from the last round checkpoint) before the run fails
     eval_every_round: bool = False  # held-out NLL after every round (Tune's ASHA needs it)
+    eval_max_samples: int | None = 1000  # cap on held-out rows evaluated (keeps per-round evaluation cheap)
     # Ray Tune sweeps (tune/sweep.py); each space entry: [uniform|loguniform, low, high] or [choice, v1, v2, ...]
     tune_space: dict[str, list] = field(default_factory=lambda: {"smoothing": ["loguniform", 0.01, 1.0],
                                                                  "gamma": ["uniform", 0.01, 0.5]})
@@ -102,6 +103,7 @@ class LeadConfig:
         need(self.arm_reference in ("last", "first"), "arm_reference", "must be 'last' or 'first'")
         need(self.num_workers >= 1, "num_workers", "must be >= 1")
         need(self.max_failures >= -1, "max_failures", "must be >= 0, or -1 for unlimited")
+        need(self.eval_max_samples is None or self.eval_max_samples >= 1, "eval_max_samples", "must be >= 1 or null")
         need(self.learning_rate > 0, "learning_rate", "must be > 0")
         need(0.0 < self.lr_decay <= 1.0, "lr_decay", "must be in (0, 1]")
         need(self.lr_decay_every >= 1, "lr_decay_every", "must be >= 1")

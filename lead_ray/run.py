@@ -17,6 +17,27 @@ import pyarrow.parquet as pq
 from lead_ray.config import LeadConfig
 
 
+class RunError(RuntimeError):
+    """A run that failed after it started; the message is one line and points at the details."""
+
+
+def check_resources(cfg: LeadConfig) -> None:
+    """On a local instance, asking for more workers or GPUs than exist would wait forever: say so instead."""
+    import ray
+
+    from lead_ray.config import ConfigError
+
+    if cfg.ray_address or os.environ.get("RAY_ADDRESS"):
+        return  # a cluster may autoscale: let it
+    have = ray.cluster_resources()
+    if cfg.use_gpu and have.get("GPU", 0) < cfg.num_workers:
+        raise ConfigError(f"config key 'use_gpu': {cfg.num_workers} worker(s) need a GPU each, this machine has "
+                          f"{int(have.get('GPU', 0))}")
+    if have.get("CPU", 0) < cfg.num_workers:
+        raise ConfigError(f"config key 'num_workers': {cfg.num_workers} workers need a CPU each, the local "
+                          f"instance has {have.get('CPU', 0):g} (raise num_cpus)")
+
+
 def log(msg: str) -> None:
     print(f"[lead-ray] {msg}", flush=True)
 
@@ -71,12 +92,14 @@ def prepare_stages(cfg: LeadConfig, data_dir: Path) -> PreparedPool:
     """Ingest and score the pool into `data_dir` (pool/, prep/), skipping stages whose output is current."""
     from lead_ray.data.pool import discover_files, ingest
     from lead_ray.prep.prepare import prepare
-    from lead_ray.train.model import resolve_model_path
+    from lead_ray.train.model import check_model, resolve_model_path
 
     files = discover_files(cfg.data_files)
     model_path = resolve_model_path(cfg.model_name_or_path, cfg.cache_path)
+    check_model(model_path, cfg.trust_remote_code)
     log(f"run {cfg.run_name} → {cfg.run_dir}; model {cfg.model_name_or_path}; {len(files)} data file(s)")
     init_ray(cfg)
+    check_resources(cfg)
 
     pool_dir = data_dir / "pool"
     stamps = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files]
@@ -132,9 +155,14 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
     _resume_or_reset(cfg, run_dir)
     service = start_service(str(prepared.enriched), params, state_dir=str(run_dir / "ray" / "selection_state"))
     trainer = build_trainer(cfg, service, prepared.model_path, prepared.pool_dir, eval_ids, callbacks=callbacks)
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as e:  # Train V2 raises TrainingFailedError: one line for the user, the cause in a file
+        (run_dir / "error.log").write_text(f"{type(e).__name__}: {e}\n")
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise RunError(f"training failed: {first[:300]} (details: {run_dir / 'error.log'})") from e
     if result.error is not None:
-        raise RuntimeError(f"training failed: {result.error}")
+        raise RunError(f"training failed: {result.error}")
     final = json.loads(Path(result.checkpoint.path, "final.json").read_text())
     for name in ("model", "merged"):
         src = Path(result.checkpoint.path) / name

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,11 @@ def max_concurrent(cfg: LeadConfig) -> int:
     fit = int(total.get("CPU", 0) // per_trial_cpu)
     if per_trial_gpu:
         fit = min(fit, int(total.get("GPU", 0) // per_trial_gpu))
+    if fit < 1 and (cfg.ray_address or os.environ.get("RAY_ADDRESS")):
+        # an autoscaling cluster (GPU workers from 0) may have none of these yet: let the autoscaler add them
+        fit = cfg.tune_max_concurrent_trials or 1
+        log(f"tune: the cluster has no room for a trial yet; running {fit} at a time while it scales up")
+        return fit
     if fit < 1:
         raise ConfigError(f"one trial needs {per_trial_cpu} CPU and {per_trial_gpu} GPU; the cluster has "
                           f"{total.get('CPU', 0)} CPU and {total.get('GPU', 0)} GPU")

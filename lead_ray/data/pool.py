@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,6 @@ class Tokenize:
         return {k: [r[k] for r in rows] for k in rows[0]} if rows else {}
 
 
-POOL_COLUMNS = ["id", "source", "split", "messages", "n_prompt_tokens", "n_response_tokens", "path", "line"]
 
 
 def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: int, eval_fraction: float,
@@ -174,8 +174,12 @@ def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: 
     pool_writer = quarantine_writer = None
     read = kept = quarantined = capped = eval_rows = 0
     threshold = int(eval_fraction * 2**63)
+    t0 = last = time.time()
     for batch in ds.iter_batches(batch_size=1024, batch_format="pyarrow"):
         read += batch.num_rows
+        if time.time() - last > 15:
+            last = time.time()
+            print(f"[lead-ray] ingest: {read} rows written ({read / (last - t0):.0f} rows/s)", flush=True)
         reason = batch.column("reason").to_numpy(zero_copy_only=False)
         bad = reason != ""
         if bad.any():

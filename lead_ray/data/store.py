@@ -1,4 +1,8 @@
-"""Memory-mapped Arrow IPC store of tokenized rows: id == row index, so access by id is O(1)."""
+"""Memory-mapped Arrow IPC store of tokenized rows: id == row index, so access by id is O(1).
+
+The file is never copied into the heap: each record batch stays a view of the mapping, and a row id is found by a
+binary search over the batch starts. Every worker and scoring actor on a node shares the same page cache.
+"""
 
 from __future__ import annotations
 
@@ -12,29 +16,39 @@ STORE_SCHEMA = pa.schema([("id", pa.int64()), ("input_ids", pa.list_(pa.int32())
 
 
 class RowStore:
-    """Read-only view of `pool.arrow`; the file is memory-mapped, so workers share the page cache."""
+    """Read-only view of `pool.arrow`."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"pool store {self.path} does not exist; run the ingest stage first")
-        self.table = pa.ipc.open_file(pa.memory_map(str(self.path), "r")).read_all().combine_chunks()
-        self._ids = self.table.column("input_ids").chunk(0)
-        self._mask = self.table.column("assistant_mask").chunk(0)
-        self._offsets = self._ids.offsets.to_numpy()
-        self._flat_ids = self._ids.values.to_numpy(zero_copy_only=True)
-        self._flat_mask = self._mask.values.to_numpy(zero_copy_only=True)
+            raise FileNotFoundError(f"pool store {self.path} does not exist; run the ingest stage first "
+                                    f"(on a multi-node cluster, output_dir must be on storage every node mounts)")
+        reader = pa.ipc.open_file(pa.memory_map(str(self.path), "r"))
+        self._batches = []
+        starts = [0]
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            ids, mask = batch.column("input_ids"), batch.column("assistant_mask")
+            self._batches.append((ids.offsets.to_numpy(), ids.values.to_numpy(zero_copy_only=True),
+                                  mask.values.to_numpy(zero_copy_only=True)))
+            starts.append(starts[-1] + batch.num_rows)
+        self._starts = np.asarray(starts, dtype=np.int64)
 
     def __len__(self) -> int:
-        return self.table.num_rows
+        return int(self._starts[-1])
 
     def get(self, idx: int) -> tuple[np.ndarray, np.ndarray]:
         """(input_ids, assistant_mask) of row `idx`, as zero-copy views into the mapped file."""
-        a, b = self._offsets[idx], self._offsets[idx + 1]
-        return self._flat_ids[a:b], self._flat_mask[a:b]
+        if not 0 <= idx < len(self):
+            raise IndexError(f"row id {idx} is outside the pool (0..{len(self) - 1})")
+        b = int(np.searchsorted(self._starts, idx, side="right")) - 1
+        offsets, ids, mask = self._batches[b]
+        local = idx - self._starts[b]
+        lo, hi = offsets[local], offsets[local + 1]
+        return ids[lo:hi], mask[lo:hi]
 
     def lengths(self) -> np.ndarray:
-        return np.diff(self._offsets)
+        return np.concatenate([np.diff(o) for o, _, _ in self._batches]) if self._batches else np.zeros(0, np.int64)
 
 
 class StoreWriter:

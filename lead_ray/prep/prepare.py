@@ -11,8 +11,6 @@ import pyarrow.parquet as pq
 from lead_ray.prep.cluster import kmeans_1d
 from lead_ray.prep.score import score_pool
 
-ENRICHED_COLUMNS = ["id", "source", "split", "group", "arm", "iu0", "n_prompt_tokens", "n_response_tokens"]
-
 
 def prepare(pool_dir: Path, model_path: str, out_path: Path, *, num_arms: int, seed: int, batch_size: int,
             concurrency: int, trust_remote_code: bool = False, num_gpus: float = 0) -> Path:

@@ -14,6 +14,8 @@ import numpy as np
 from lead_ray.select.bandit import Exp3
 from lead_ray.select.idu import loss_change_correction, smooth_idu
 
+LOG_COLUMNS = ["round", "id", "arm", "group", "idu_before", "idu_after", "loss"]  # one row per (round, id)
+
 
 @dataclass
 class RoundPlan:
@@ -179,10 +181,9 @@ class LeadSelector:
 
     def selections(self) -> dict[str, np.ndarray]:
         """Every (round, id) trained so far, as columns."""
-        keys = ["round", "id", "arm", "group", "idu_before", "idu_after", "loss"]
         if not self.log:
-            return {k: np.zeros(0) for k in keys}
-        return {k: np.concatenate([entry[k] for entry in self.log]) for k in keys}
+            return {k: np.zeros(0) for k in LOG_COLUMNS}
+        return {k: np.concatenate([entry[k] for entry in self.log]) for k in LOG_COLUMNS}
 
     def state(self) -> dict[str, Any]:
         """Everything needed to resume; NumPy arrays and plain Python values only (no pickling)."""

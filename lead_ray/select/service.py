@@ -24,13 +24,8 @@ from lead_ray.select.snapshot import load_state, save_state
 
 class SelectionService:
     def __init__(self, enriched_path: str, params: dict[str, Any], state_dir: str | None = None):
-        table = pq.read_table(enriched_path, columns=["id", "arm", "group", "iu0"])
-        ids = table.column("id").to_numpy()
-        if not np.array_equal(ids, np.arange(len(ids))):
-            raise ValueError(f"{enriched_path}: ids must be dense 0..N-1 in order")
-        arm = table.column("arm").to_numpy().astype(np.int64)
-        self.selector = LeadSelector(table.column("iu0").to_numpy().astype(np.float64), arm,
-                                     table.column("group").to_numpy(), **params)
+        self.enriched_path, self.params = enriched_path, params
+        self.selector = self._fresh_selector()
         self.state_dir = Path(state_dir) if state_dir else None
         self.incarnation = uuid.uuid4().hex
         if self.state_dir is not None and (self.state_dir / "selector.json").exists():
@@ -38,14 +33,31 @@ class SelectionService:
             print(f"[lead-ray] selection service restored at round {self.selector.round} from {self.state_dir}",
                   flush=True)
 
+    def _fresh_selector(self) -> LeadSelector:
+        table = pq.read_table(self.enriched_path, columns=["id", "arm", "group", "iu0"])
+        ids = table.column("id").to_numpy()
+        if not np.array_equal(ids, np.arange(len(ids))):
+            raise ValueError(f"{self.enriched_path}: ids must be dense 0..N-1 in order")
+        return LeadSelector(table.column("iu0").to_numpy().astype(np.float64),
+                            table.column("arm").to_numpy().astype(np.int64), table.column("group").to_numpy(),
+                            **self.params)
+
+    def reset(self) -> None:
+        """Back to round 0 (training restarted from the base model, with no checkpoint to agree with)."""
+        self.selector = self._fresh_selector()
+        self._persist()
+
     def _persist(self) -> None:
+        """Write the state next to the old one, then swap each file in with an atomic rename."""
         if self.state_dir is None:
             return
         tmp = self.state_dir.with_name(self.state_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         save_state(self.selector.state(), tmp)
-        shutil.rmtree(self.state_dir, ignore_errors=True)
-        tmp.rename(self.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("selector.npz", "selector.json"):  # the json last: it is what marks a state as present
+            os.replace(tmp / name, self.state_dir / name)
+        shutil.rmtree(tmp, ignore_errors=True)
 
     def next_round(self) -> dict[str, Any] | None:
         fresh = self.selector.plan is None
@@ -82,9 +94,6 @@ class SelectionService:
             self.selector.load_state(load_state(Path(d)))
         self._persist()
         return self.selector.round
-
-    def info(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "incarnation": self.incarnation, "round": self.selector.round}
 
     def summary(self) -> dict[str, Any]:
         s = self.selector

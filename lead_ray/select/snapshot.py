@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-LOG_COLUMNS = ["round", "id", "arm", "group", "idu_before", "idu_after", "loss"]
+from lead_ray.select.selector import LOG_COLUMNS
 
 
 def save_state(state: dict[str, Any], folder: Path) -> None:

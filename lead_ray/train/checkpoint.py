@@ -18,10 +18,15 @@ def save_training_state(folder: Path, model, optimizer, snapshot: dict[str, byte
                         nll_before: float) -> None:
     save_file(_trainable_state(model), str(folder / "trainable.safetensors"))
     torch.save(optimizer.state_dict(), folder / "optimizer.pt")
-    (folder / "selection").mkdir()
-    for name, data in snapshot.items():
-        (folder / "selection" / name).write_bytes(data)  # same layout as the final checkpoint's selection/
+    write_snapshot(folder / "selection", snapshot)
     (folder / "train_state.json").write_text(json.dumps({"step": step, "nll_before": nll_before}))
+
+
+def write_snapshot(folder: Path, snapshot: dict[str, bytes]) -> None:
+    """The SelectionService's snapshot files, in a checkpoint's `selection/` folder."""
+    folder.mkdir()
+    for name, data in snapshot.items():
+        (folder / name).write_bytes(data)
 
 
 def load_training_state(folder: Path, model, optimizer, service) -> tuple[int, float]:

@@ -58,6 +58,8 @@ def evaluate(model, store: RowStore, ids: np.ndarray, batch_size: int, pad_id: i
     """Token-weighted mean response NLL over this worker's share of the held-out rows, summed over workers."""
     world = ray.train.get_context().get_world_size()
     total, tokens = 0.0, 0.0
+    if len(ids) == 0 and world == 1:
+        return float("nan")
     model.eval()
     with torch.inference_mode(), autocast():
         for s in range(0, len(ids), batch_size):
@@ -69,7 +71,7 @@ def evaluate(model, store: RowStore, ids: np.ndarray, batch_size: int, pad_id: i
             tokens += float(counts.sum())
     model.train()
     total, tokens = _all_sum([total, tokens], world)
-    return total / max(tokens, 1.0)
+    return total / tokens if tokens else float("nan")
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -97,13 +99,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     slice_params = slice_parameters(base, num_layers)
     store = RowStore(pool_dir / "pool.arrow")
-    eval_ids = np.asarray(config["eval_ids"], dtype=np.int64)[rank::world]
+    eval_ids = np.asarray(config["eval_ids"], dtype=np.int64)[: cfg.eval_max_samples][rank::world]
     pad_id = tokenizer.pad_token_id
 
     step, nll_before = 0, None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None and _report_again_if_final(checkpoint, service if rank == 0 else None):
         return  # the group died after the run had finished: nothing left to train
+    if checkpoint is None and rank == 0:
+        ray.get(service.reset.remote())  # no checkpoint: the model starts from the base, so must selection
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             from lead_ray.train.checkpoint import load_training_state
@@ -112,7 +116,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             print(f"[lead-ray] resumed from checkpoint at optimizer step {step}", flush=True)
     if nll_before is None:
-        nll_before = evaluate(model, store, eval_ids, cfg.eval_batch_size, pad_id, device, autocast)
+        nll_before = evaluate(base, store, eval_ids, cfg.eval_batch_size, pad_id, device, autocast)
         if rank == 0:
             print(f"[lead-ray] held-out NLL before training: {nll_before:.4f}", flush=True)
 
@@ -123,6 +127,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if plan is None:
             break
         t0 = time.time()
+        torch.manual_seed(cfg.seed + 1000 * int(plan["round"]) + rank)  # dropout etc.: the same after a restart
         ids = plan["ids"]
         padded = np.concatenate([ids, np.full(-len(ids) % (micro * world), -1, dtype=np.int64)])
         mine = padded[rank::world]
@@ -159,7 +164,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                    "num_samples": len(ids), "num_tokens": int(n_tokens), "round_seconds": time.time() - t0,
                    "step": step}
         if cfg.eval_every_round:
-            metrics["eval_nll"] = evaluate(model, store, eval_ids, cfg.eval_batch_size, pad_id, device, autocast)
+            metrics["eval_nll"] = evaluate(base, store, eval_ids, cfg.eval_batch_size, pad_id, device, autocast)
         with tempfile.TemporaryDirectory() as d:
             if rank == 0:
                 delta = flat(slice_params) - before
@@ -174,25 +179,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ckpt = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
             ray.train.report({**metrics, "nll_before": nll_before}, checkpoint=ckpt)
 
-    nll_after = evaluate(model, store, eval_ids, cfg.eval_batch_size, pad_id, device, autocast)
+    nll_after = evaluate(base, store, eval_ids, cfg.eval_batch_size, pad_id, device, autocast)
     with tempfile.TemporaryDirectory() as d:
         if rank == 0:
             print(f"[lead-ray] held-out NLL after training: {nll_after:.4f} (before {nll_before:.4f})", flush=True)
-            from lead_ray.train.checkpoint import save_final_model
+            from lead_ray.train.checkpoint import save_final_model, write_snapshot
 
             save_final_model(Path(d), base, tokenizer, merge=cfg.merge_adapter)
-            _write_snapshot(Path(d) / "selection", ray.get(service.snapshot.remote()))
+            write_snapshot(Path(d) / "selection", ray.get(service.snapshot.remote()))
             (Path(d) / "final.json").write_text(json.dumps({"nll_before": nll_before, "nll_after": nll_after}))
         ckpt = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
         ray.train.report({"final": 1, "nll_before": nll_before, "nll_after": nll_after, "eval_nll": nll_after,
                           "step": step},
                          checkpoint=ckpt)
-
-
-def _write_snapshot(folder: Path, snapshot: dict[str, bytes]) -> None:
-    folder.mkdir()
-    for name, data in snapshot.items():
-        (folder / name).write_bytes(data)
 
 
 def _report_again_if_final(checkpoint: ray.train.Checkpoint, service) -> bool:

@@ -125,6 +125,22 @@ def resolve_model_path(name: str, cache_dir: Path) -> str:
     return name  # a Hub id such as "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
+def check_model(path: str, trust_remote_code: bool = False) -> None:
+    """Fail on the driver, in one line, before any Ray work: the tokenizer must load and a local folder must
+    hold safetensors weights (the only format lead-ray loads)."""
+    p = Path(path)
+    if p.is_dir() and not any(p.glob("*.safetensors")):
+        raise ModelError(f"model folder {p} has no .safetensors weights; convert it (save_pretrained with "
+                         f"safe_serialization=True) — lead-ray does not load pickled .bin weights")
+    try:
+        tok = load_tokenizer(path, trust_remote_code)
+    except Exception as e:
+        raise ModelError(f"cannot load the tokenizer of {path!r}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    if not getattr(tok, "chat_template", None):
+        raise ModelError(f"the tokenizer of {path!r} has no chat template")
+
+
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
