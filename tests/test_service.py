@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,40 @@ def test_service_matches_pure_selector_and_restores(ray_local, tmp_path: Path) -
     assert not np.isnan(sel["loss"]).any()  # every selected sample's loss arrived before end_round
     assert np.all(arm[sel["id"]] >= 0)
     assert abs(sum(summary["arm_probs"]) - 1) < 1e-9
+
+
+def test_restart_after_the_last_report_makes_workers_resend(ray_local, tmp_path: Path) -> None:
+    """The service dies after every loss of the round arrived but before end_round: the restored state lacks
+    those losses, so end_round must refuse the stale token, and the workers' resend must fill them all in."""
+    import torch
+
+    from lead_ray.train.loop import _end_round
+    from lead_ray.train.reporter import LossReporter
+
+    ray = ray_local
+    _enriched(tmp_path / "enriched.parquet")
+    actor = start_service(str(tmp_path / "enriched.parquet"), PARAMS, state_dir=str(tmp_path / "state"))
+    plan = ray.get(actor.next_round.remote())
+    reporter = LossReporter(actor, min_batch=4)
+    reporter.start_round()
+    losses = torch.linspace(0.5, 2.5, len(plan["ids"]))
+    for s in range(0, len(plan["ids"]), 3):
+        reporter.add(plan["ids"][s : s + 3], losses[s : s + 3])
+    reporter.flush()
+    old = reporter.incarnation
+    ray.kill(actor, no_restart=False)  # Ray restarts it from the state persisted at next_round
+    empty = (np.empty(0, dtype=np.int64), np.empty(0))
+    deadline = time.time() + 60
+    while ray.get(actor.report.remote(*empty)) == old:  # the kill is asynchronous: wait for the new incarnation
+        assert time.time() < deadline, "the service was not restarted"
+        time.sleep(0.05)
+
+    args = (np.zeros(16), 1e-3, {"round": plan["round"]})
+    assert ray.get(actor.end_round.remote(*args, [old])) is None  # stale token: refused, nothing ended
+    stats = _end_round(actor, reporter, rank=0, world=1, args=args)
+    assert stats is not None and stats["round"] == plan["round"] and reporter.incarnation != old
+    sel = ray.get(actor.selections.remote())
+    assert len(sel["id"]) == len(plan["ids"]) and not np.isnan(sel["loss"]).any()
+    np.testing.assert_allclose(sel["loss"][np.argsort(sel["id"])],
+                               losses.numpy()[np.argsort(plan["ids"])], rtol=1e-6)
+    assert ray.get(actor.end_round.remote(*args, [old])) == stats  # a retried call of a finished round

@@ -2,7 +2,7 @@
 
 With a `state_dir` it persists its state after every planned and every finished round, so that Ray can restart
 it after a crash (`max_restarts`) and it carries on from there. Each incarnation has its own token, returned by
-`report`, so workers notice a restart and send the round's losses again.
+`report` and checked by `end_round`, so workers notice a restart and send the round's losses again.
 """
 
 from __future__ import annotations
@@ -72,10 +72,16 @@ class SelectionService:
         self.selector.report(ids, losses)
         return self.incarnation
 
-    def end_round(self, g_slice: np.ndarray, learning_rate: float, extra: dict[str, Any]) -> dict[str, Any]:
+    def end_round(self, g_slice: np.ndarray, learning_rate: float, extra: dict[str, Any],
+                  incarnations: list[str | None] | None = None) -> dict[str, Any] | None:
+        """End the round. `incarnations` are the tokens the workers last got from `report`: if any differs from
+        this incarnation, some of the round's losses may have died with an earlier one, so the answer is None
+        and the workers send the round's losses again before asking once more."""
         s = self.selector
         if s.plan is None and s.round_stats and s.round_stats[-1]["round"] == extra.get("round"):
             return s.round_stats[-1]  # a retry after a restart: this round is already done
+        if incarnations is not None and any(t != self.incarnation for t in incarnations):
+            return None
         stats = s.end_round(g_slice, learning_rate)
         stats.update(extra)
         self._persist()

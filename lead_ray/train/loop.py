@@ -33,6 +33,26 @@ def _broadcast(obj: Any, world: int) -> Any:
     return box[0]
 
 
+def _gather(obj: Any, world: int) -> list[Any]:
+    if world == 1:
+        return [obj]
+    box: list[Any] = [None] * world
+    dist.all_gather_object(box, obj)
+    return box
+
+
+def _end_round(service, reporter: LossReporter, rank: int, world: int, args: tuple | None) -> dict | None:
+    """Rank 0 ends the round once the service holds every loss of it: a service that restarted after a worker's
+    last report answers None, and every worker sends the round's losses again. Rank 0 gets the stats."""
+    while True:
+        reporter.flush()
+        tokens = _gather(reporter.incarnation, world)
+        stats = ray.get(service.end_round.remote(*args, tokens)) if rank == 0 else None
+        if _broadcast(stats is not None if rank == 0 else None, world):
+            return stats
+        reporter.resend()
+
+
 def _all_sum(values: list[float], world: int) -> list[float]:
     if world == 1:
         return values
@@ -165,11 +185,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                    "step": step}
         if cfg.eval_every_round:
             metrics["eval_nll"] = evaluate(base, store, eval_ids, cfg.eval_batch_size, pad_id, device, autocast)
+        lr = float(np.mean(lrs)) if lrs else cfg.learning_rate
+        stats = _end_round(service, reporter, rank, world,
+                           (flat(slice_params) - before, lr, dict(metrics)) if rank == 0 else None)
         with tempfile.TemporaryDirectory() as d:
             if rank == 0:
-                delta = flat(slice_params) - before
-                lr = float(np.mean(lrs)) if lrs else cfg.learning_rate
-                stats = ray.get(service.end_round.remote(delta, lr, {k: v for k, v in metrics.items()}))
                 print(f"[lead-ray] round {plan['round']}: arm {sorted(set(plan['arms'].tolist()))} "
                       f"{len(ids)} samples, loss {metrics['train_loss']:.4f}, unique {stats['num_unique']}/"
                       f"{stats['budget']}, {metrics['round_seconds']:.1f}s", flush=True)

@@ -1,7 +1,8 @@
 """Per-sample losses → the SelectionService: buffered into batches, sent without waiting, ≤ 1 call in flight.
 
 The reporter keeps the round's losses until the round ends: if the service restarted meanwhile (its incarnation
-token changed), everything of this round is sent again, so a crash of the service loses nothing.
+token changed, seen on a report or at `end_round`), everything of this round is sent again, so a crash of the
+service loses nothing.
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ class LossReporter:
         if self.incarnation is not None and token != self.incarnation:  # the service restarted: resend
             token = ray.get([self.service.report.remote(i, v) for i, v in self.sent])[-1]
         self.incarnation = token
+
+    def resend(self) -> None:
+        """Send every report of this round again (the service restarted since); an empty report if there were
+        none, which still fetches the current incarnation token."""
+        self._wait()
+        batches = self.sent or [(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))]
+        self.incarnation = ray.get([self.service.report.remote(i, v) for i, v in batches])[-1]
 
     def flush(self) -> None:
         """Send what is buffered and wait until the service has every loss (call before end_round)."""
