@@ -17,7 +17,7 @@ def prepare(pool_dir: Path, model_path: str, out_path: Path, *, num_arms: int, s
     pool = pq.read_table(pool_dir / "pool.parquet",
                          columns=["id", "source", "split", "n_prompt_tokens", "n_response_tokens"])
     iu0 = score_pool(pool_dir, model_path, batch_size=batch_size, concurrency=concurrency,
-                     trust_remote_code=trust_remote_code, num_gpus=num_gpus)
+                     trust_remote_code=trust_remote_code, num_gpus=num_gpus)["full"]
     train = pool.column("split").to_numpy(zero_copy_only=False) == "train"
     arm = np.full(pool.num_rows, -1, dtype=np.int64)
     arm[train] = kmeans_1d(iu0[train], num_arms, seed=seed)

@@ -1,4 +1,10 @@
-"""The base model's per-row response NLL (IU, the initial IDU): one batched pass in Ray Data map_batches."""
+"""Per-row response NLLs for IU and IFD: one streaming pass per model in a Ray Data actor pool.
+
+Two sequences can be scored per row (`MODES`):
+- `full`: the whole conversation, assistant tokens counted: NLL(response | instruction), the IU of LEAD;
+- `response`: the assistant tokens alone after one start token: NLL(response), IFD's denominator.
+Backends: `hf` (batched forward passes, here) and `vllm` (prompt logprobs, `lead_ray.prep.score_vllm`).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,44 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+MODES = ("full", "response")
+BACKENDS = ("hf", "vllm")
 
-class NLLScorer:
-    """Ray Data callable: loads the model once per actor, returns `iu0` per row (HF backend)."""
 
-    def __init__(self, model_path: str, store_path: str, batch_tokens: int = 4096, trust_remote_code: bool = False,
-                 threads_divisor: int = 1):
+def scoring_row(ids: np.ndarray, mask: np.ndarray, mode: str, start_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, mask of the tokens whose NLL counts) for one row in one mode."""
+    if mode == "full":
+        return ids, mask
+    if mode == "response":  # every assistant token, predicted from the start token and earlier response tokens
+        resp = ids[np.asarray(mask, dtype=bool)]
+        return (np.concatenate([[start_id], resp]).astype(np.int64),
+                np.concatenate([[0], np.ones(len(resp), dtype=np.int8)]).astype(np.int8))
+    raise ValueError(f"unknown scoring mode {mode!r}; expected one of {MODES}")
+
+
+def start_token_id(model_config) -> int:
+    """The token a response-only sequence starts with: BOS, else EOS, else 0."""
+    for name in ("bos_token_id", "eos_token_id"):
+        value = getattr(model_config, name, None)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def ifd_score(nll_full: np.ndarray, nll_response: np.ndarray) -> np.ndarray:
+    """IFD = NLL(response | instruction) / NLL(response), capped at 1 (a ratio above 1: the instruction hurts)."""
+    ratio = np.divide(nll_full, nll_response, out=np.ones_like(nll_full, dtype=np.float64),
+                      where=nll_response > 0)
+    return np.minimum(ratio, 1.0)
+
+
+class HFScorer:
+    """Ray Data callable: loads the model once per actor; returns `nll_<mode>` per row for each mode."""
+
+    def __init__(self, model_path: str, store_path: str, modes: tuple[str, ...] = ("full",),
+                 batch_tokens: int = 4096, trust_remote_code: bool = False, threads_divisor: int = 1):
         import os
 
         import torch
@@ -28,47 +66,66 @@ class NLLScorer:
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.model = load_model(model_path, trust_remote_code=trust_remote_code, dtype=dtype).to(self.device).eval()
         self.pad_id = self.model.config.pad_token_id or 0
+        self.start_id = start_token_id(self.model.config)
         self.store = RowStore(store_path)
-        self.batch_tokens = batch_tokens
+        self.modes, self.batch_tokens = tuple(modes), batch_tokens
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ids = batch["id"].astype(np.int64)
+        out = {"id": ids}
+        for mode in self.modes:
+            out[f"nll_{mode}"] = self.score([scoring_row(*self.store.get(int(i)), mode, self.start_id) for i in ids])
+        return out
+
+    def score(self, rows: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """Mean NLL of the masked tokens of each row; rows of similar length are batched together."""
         from lead_ray.train.loss import collate, response_nll
 
-        ids = batch["id"].astype(np.int64)
-        out = np.zeros(len(ids), dtype=np.float32)
-        order = np.argsort(self.store.lengths()[ids])  # similar lengths together: little padding
-        step = max(1, self.batch_tokens // int(self.store.lengths()[ids].max()))
+        out = np.zeros(len(rows), dtype=np.float32)
+        lengths = np.array([len(r[0]) for r in rows])
+        order = np.argsort(lengths, kind="stable")  # similar lengths together: little padding
+        step = max(1, self.batch_tokens // int(lengths.max(initial=1)))
         with self.torch.inference_mode():
             for s in range(0, len(order), step):
                 pick = order[s : s + step]
-                t = collate([self.store.get(int(i)) for i in ids[pick]], self.pad_id)
-                logits = self.model(input_ids=t["input_ids"].to(self.device),
-                                    attention_mask=t["attention_mask"].to(self.device)).logits
-                nll, _ = response_nll(logits, t["input_ids"].to(self.device), t["assistant_mask"].to(self.device))
+                t = {k: v.to(self.device) for k, v in collate([rows[i] for i in pick], self.pad_id).items()}
+                logits = self.model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
+                nll, _ = response_nll(logits, t["input_ids"], t["assistant_mask"])
                 out[pick] = nll.float().cpu().numpy()
-        return {"id": ids, "iu0": out}
+        return out
 
 
-def score_pool(pool_dir: Path, model_path: str, *, batch_size: int, concurrency: int,
-               trust_remote_code: bool = False, num_gpus: float = 0) -> np.ndarray:
-    """iu0 for every pool row, indexed by id."""
+def score_pool(pool_dir: Path, model_path: str, *, modes: tuple[str, ...] = ("full",), backend: str = "hf",
+               batch_size: int, concurrency: int, trust_remote_code: bool = False, num_gpus: float = 0,
+               label: str = "scoring") -> dict[str, np.ndarray]:
+    """`{mode: per-row mean NLL}` for every pool row, indexed by id, streamed through a Ray Data actor pool."""
     import ray
 
+    if backend == "hf":
+        scorer, kwargs = HFScorer, {"threads_divisor": concurrency}
+    elif backend == "vllm":
+        from lead_ray.prep.score_vllm import VLLMScorer
+
+        scorer, kwargs = VLLMScorer, {}
+    else:
+        raise ValueError(f"unknown scoring backend {backend!r}; expected one of {BACKENDS}")
     n = pq.ParquetFile(pool_dir / "pool.parquet").metadata.num_rows
     ds = ray.data.read_parquet(str(pool_dir / "pool.parquet"), columns=["id"],
                                override_num_blocks=max(1, n // max(batch_size, 1)))  # blocks stream: progress
-    ds = ds.map_batches(NLLScorer, fn_constructor_args=(model_path, str(pool_dir / "pool.arrow")),
-                        fn_constructor_kwargs={"trust_remote_code": trust_remote_code, "threads_divisor": concurrency},
-                        batch_size=batch_size, concurrency=concurrency, num_gpus=num_gpus or None,
-                        batch_format="numpy")
-    iu0 = np.full(n, np.nan, dtype=np.float32)
+    ds = ds.map_batches(scorer, fn_constructor_args=(model_path, str(pool_dir / "pool.arrow"), tuple(modes)),
+                        fn_constructor_kwargs={"trust_remote_code": trust_remote_code, **kwargs},
+                        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency),
+                        num_gpus=num_gpus or None, batch_format="numpy")
+    out = {mode: np.full(n, np.nan, dtype=np.float32) for mode in modes}
     done, t0, last = 0, time.time(), 0.0
     for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        iu0[b["id"]] = b["iu0"]
+        for mode in modes:
+            out[mode][b["id"]] = b[f"nll_{mode}"]
         done += len(b["id"])
         if time.time() - last > 15 or done == n:
             last = time.time()
-            print(f"[lead-ray] scoring: {done}/{n} rows ({done / max(last - t0, 1e-9):.1f} rows/s)", flush=True)
-    if np.isnan(iu0).any():
-        raise RuntimeError(f"scoring lost rows: {int(np.isnan(iu0).sum())} of {n} have no iu0")
-    return iu0
+            print(f"[lead-ray] {label}: {done}/{n} rows ({done / max(last - t0, 1e-9):.1f} rows/s)", flush=True)
+    for mode, values in out.items():
+        if np.isnan(values).any():
+            raise RuntimeError(f"{label} lost rows: {int(np.isnan(values).sum())} of {n} have no nll_{mode}")
+    return out
