@@ -17,12 +17,22 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/demo.yaml)")
     train.add_argument("--output-dir", default=None, help="where <run_name>/ goes (overrides output_dir)")
     train.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. learning_rate=1e-4")
+    prep = sub.add_parser("prepare", help="ingest → embed → groups → scores → warm-up IFD → arms (resumable)")
+    prep.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/demo.yaml)")
+    prep.add_argument("--output-dir", default=None, help="where <run_name>/ goes (overrides output_dir)")
+    prep.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. group_by=source")
+    report = sub.add_parser("report", help="(re)write <run>/report/: plots and summary.md of a finished run")
+    report.add_argument("run_dir", help="a run folder, e.g. outputs/demo")
     tune = sub.add_parser("tune", help="Ray Tune search over LEAD hyperparameters (tune_* config keys)")
     tune.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/demo.yaml)")
     tune.add_argument("--output-dir", default=None, help="where the sweep folder goes (overrides output_dir)")
     tune.add_argument("--experiment", default=None, help="sweep name (default: run_name); rerun to resume")
     tune.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. tune_num_samples=4")
     args = parser.parse_args(argv)
+    if args.command == "report":
+        from lead_ray.report import main_report
+
+        return main_report(args.run_dir)
 
     from lead_ray.data.pool import DataError
     from lead_ray.run import RunError
@@ -38,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nbest {result['best']} held-out NLL {result['best_eval_nll']:.4f}; "
                   f"{result['stopped_early']}/{result['trials']} trials stopped early\n"
                   f"run it: python jobs/lead.py --config {result['sweep_dir']}/best_config.yaml", flush=True)
+            return 0
+        if args.command == "prepare":
+            from lead_ray.run import prepare_stages
+
+            prepared = prepare_stages(cfg, cfg.run_dir)
+            print(f"\nenriched pool: {prepared.enriched}", flush=True)
             return 0
         from lead_ray.run import run, summary_table
 

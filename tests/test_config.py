@@ -239,7 +239,13 @@ def test_wrong_type_in_yaml_names_the_key(tmp_path: Path) -> None:
         ("lr_decay=1.5", "lr_decay"),
         ("lora_dropout=1", "lora_dropout"),
         ("max_samples=0", "max_samples"),
-        ("selector=random", "selector"),
+        ("selector=oracle", "selector"),
+        ("scoring_backend=onnx", "scoring_backend"),
+        ("group_by=length", "group_by"),
+        ("arm_by=source", "arm_by"),
+        ("ifd_model=large", "ifd_model"),
+        ("warmup_fraction=0", "warmup_fraction"),
+        ("num_groups=0", "num_groups"),
         ("arm_reference=middle", "arm_reference"),
         ("run_name=a/b", "run_name"),
         ("run_name=", "run_name"),
@@ -250,6 +256,19 @@ def test_wrong_type_in_yaml_names_the_key(tmp_path: Path) -> None:
 def test_out_of_range_names_the_key(item: str, key: str) -> None:
     with pytest.raises(ConfigError, match=f"'{key}'"):
         load_config(None, [item])
+
+
+def test_ifd_none_conflicts_name_the_key() -> None:
+    with pytest.raises(ConfigError, match="'ifd_model'.*arm_by"):
+        load_config(None, ["ifd_model=none"])  # arms by ifd is the default
+    assert load_config(None, ["ifd_model=none", "arm_by=iu0"]).ifd_model == "none"
+    with pytest.raises(ConfigError, match="'ifd_model'.*static_ifd"):
+        load_config(None, ["ifd_model=none", "arm_by=iu0", "selector=static_ifd"])
+
+
+def test_full_selector_budget_is_the_whole_pool() -> None:
+    assert load_config(None, ["selector=full", "budget=0.1"]).budget_for(500) == 500
+    assert load_config(None, ["selector=random", "budget=0.1"]).budget_for(500) == 50
 
 
 def test_boundary_values_are_accepted() -> None:

@@ -1,8 +1,13 @@
-"""Arms: faiss k-means on a 1-D score (LEAD's level 1), with arms ordered by centroid so arm 0 is lowest."""
+"""faiss k-means: arms on a 1-D score (LEAD's level 1, ordered by centroid so arm 0 is lowest), and spherical
+k-means of instruction embeddings (task groups, or arms by embedding), trained on a sample, assigned in Ray Data."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 
 def kmeans_1d(values: np.ndarray, k: int, seed: int = 0, niter: int = 25) -> np.ndarray:
@@ -18,3 +23,61 @@ def kmeans_1d(values: np.ndarray, k: int, seed: int = 0, niter: int = 25) -> np.
     _, assign = km.index.search(x, 1)
     rank = np.argsort(np.argsort(km.centroids[:, 0]))  # relabel so arms are sorted by centroid
     return rank[assign[:, 0]].astype(np.int64)
+
+
+def spherical_kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = 20) -> np.ndarray:
+    """Unit-norm centroids (k, dim) of L2-normalised rows; k shrinks to the number of rows if needed."""
+    import faiss
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    k = int(max(1, min(k, len(x))))
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=True, verbose=False,
+                      min_points_per_centroid=1, max_points_per_centroid=max(256, len(x) // k + 1))
+    km.train(x)
+    return km.centroids.copy()
+
+
+def sample_embeddings(path: Path, size: int, seed: int = 0) -> np.ndarray:
+    """A seeded uniform sample of about `size` rows of an embeddings Parquet, read in batches (bounded memory)."""
+    from lead_ray.prep.embed import embedding_matrix
+
+    f = pq.ParquetFile(path)
+    p = min(1.0, size / max(f.metadata.num_rows, 1))
+    rng = np.random.default_rng(seed)
+    parts = []
+    for batch in f.iter_batches(batch_size=65536, columns=["embedding"]):
+        keep = rng.random(batch.num_rows) < p
+        if keep.any():
+            parts.append(embedding_matrix(batch.column(0).filter(pa.array(keep))))
+    return np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+
+
+class AssignCentroids:
+    """Ray Data callable: nearest centroid by inner product (cosine, as rows and centroids are unit-norm)."""
+
+    def __init__(self, centroids: np.ndarray):
+        import faiss
+
+        self.index = faiss.IndexFlatIP(centroids.shape[1])
+        self.index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+
+    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        from lead_ray.prep.embed import embedding_matrix
+
+        _, nearest = self.index.search(embedding_matrix(batch.column("embedding")), 1)
+        return {"id": batch.column("id").to_numpy(), "cluster": nearest[:, 0].astype(np.int64)}
+
+
+def assign_clusters(embeddings_path: Path, centroids: np.ndarray, n: int, concurrency: int = 1) -> np.ndarray:
+    """Cluster id per pool row (indexed by id), assigned in a Ray Data `map_batches` stage."""
+    import ray
+
+    ds = ray.data.read_parquet(str(embeddings_path), override_num_blocks=max(1, n // 8192))
+    ds = ds.map_batches(AssignCentroids, fn_constructor_args=(centroids,), batch_size=8192, batch_format="pyarrow",
+                        compute=ray.data.ActorPoolStrategy(size=concurrency))
+    out = np.full(n, -1, dtype=np.int64)
+    for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        out[b["id"]] = b["cluster"]
+    if (out < 0).any():
+        raise RuntimeError(f"cluster assignment lost rows: {int((out < 0).sum())} of {n}")
+    return out

@@ -1,32 +1,178 @@
-"""Minimal LEAD preparation: iu0 from the base model, arms by 1-D k-means on iu0, groups = source."""
+"""LEAD's offline preparation, as resumable stages over the ingested pool (architecture.md, "prepare").
+
+    embed instructions → faiss spherical k-means → task group   (group_by: embedding | source)
+    base model NLL(response | instruction)       → iu0 (IDU_0)
+    warm-up LoRA on a random slice → NLL ratio   → ifd          (ifd_model: warmup | base | none)
+    1-D k-means on ifd (or iu0, or embeddings)   → arm          (arm_by)
+
+The output, `prep/enriched.parquet`, has one row per pool row, in id order:
+`id, source, split, group, arm, iu0, ifd, n_prompt_tokens, n_response_tokens` (+ `embedding` with
+store_embeddings). Eval-split rows get arm -1: no selector may pick them.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lead_ray.prep.cluster import kmeans_1d
-from lead_ray.prep.score import score_pool
+from lead_ray.config import LeadConfig
+from lead_ray.prep.cluster import assign_clusters, kmeans_1d, sample_embeddings, spherical_kmeans
+from lead_ray.stages import run_stage, stage_key
 
 
-def prepare(pool_dir: Path, model_path: str, out_path: Path, *, num_arms: int, seed: int, batch_size: int,
-            concurrency: int, trust_remote_code: bool = False, num_gpus: float = 0) -> Path:
+def _scores(path: Path) -> dict[str, np.ndarray]:
+    t = pq.read_table(path)
+    order = np.argsort(t.column("id").to_numpy())
+    return {name: t.column(name).to_numpy()[order] for name in t.column_names}
+
+
+def _write_scores(tmp: Path, values: dict[str, np.ndarray]) -> None:
+    n = len(next(iter(values.values())))
+    pq.write_table(pa.table({"id": np.arange(n, dtype=np.int64), **{f"nll_{k}": v for k, v in values.items()}}),
+                   tmp)
+
+
+def prepare(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, ingest_key: str,
+            log: Callable[[str], None]) -> tuple[Path, str]:
+    """Run the stages that are not current; returns (enriched.parquet, its stage key)."""
+    from lead_ray.prep.embed import embed_pool
+    from lead_ray.prep.score import score_pool
+
     pool = pq.read_table(pool_dir / "pool.parquet",
                          columns=["id", "source", "split", "n_prompt_tokens", "n_response_tokens"])
-    iu0 = score_pool(pool_dir, model_path, batch_size=batch_size, concurrency=concurrency,
-                     trust_remote_code=trust_remote_code, num_gpus=num_gpus)["full"]
+    n = pool.num_rows
     train = pool.column("split").to_numpy(zero_copy_only=False) == "train"
-    arm = np.full(pool.num_rows, -1, dtype=np.int64)
-    arm[train] = kmeans_1d(iu0[train], num_arms, seed=seed)
-    sources = pool.column("source").to_numpy(zero_copy_only=False)
-    _, group = np.unique(sources, return_inverse=True)
-    table = pa.table({"id": pool.column("id"), "source": pool.column("source"), "split": pool.column("split"),
-                      "group": group.astype(np.int64), "arm": arm, "iu0": iu0.astype(np.float64),
-                      "n_prompt_tokens": pool.column("n_prompt_tokens"),
-                      "n_response_tokens": pool.column("n_response_tokens")})
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out_path)
-    return out_path
+    num_gpus = 1 if cfg.use_gpu else 0
+    scoring = {"batch_size": cfg.score_batch_size * 8, "concurrency": cfg.score_concurrency,
+               "backend": cfg.scoring_backend, "trust_remote_code": cfg.trust_remote_code, "num_gpus": num_gpus}
+    keys: dict[str, str] = {}
+
+    need_embeddings = cfg.group_by == "embedding" or cfg.arm_by == "embedding" or cfg.store_embeddings
+    if need_embeddings:
+        keys["embed"] = stage_key(ingest_key, cfg.embedding_model)
+        run_stage("embed", prep_dir / "embeddings.parquet", keys["embed"],
+                  lambda tmp: embed_pool(pool_dir, tmp, model=cfg.embedding_model,
+                                         batch_size=cfg.embedding_batch_size, concurrency=cfg.embedding_concurrency,
+                                         num_gpus=num_gpus, trust_remote_code=cfg.trust_remote_code), log)
+
+    def clusters(name: str, k: int) -> Callable[[Path], None]:
+        def build(tmp: Path) -> None:
+            sample = sample_embeddings(prep_dir / "embeddings.parquet", cfg.cluster_sample_size, cfg.seed)
+            centroids = spherical_kmeans(sample, k, seed=cfg.seed)
+            log(f"{name}: k-means of {len(sample)} sampled embeddings into {len(centroids)} clusters; assigning")
+            cluster = assign_clusters(prep_dir / "embeddings.parquet", centroids, n, cfg.embedding_concurrency)
+            pq.write_table(pa.table({"id": np.arange(n, dtype=np.int64), "cluster": cluster}), tmp)
+        return build
+
+    if cfg.group_by == "embedding":
+        keys["groups"] = stage_key(keys["embed"], cfg.num_groups, cfg.cluster_sample_size, cfg.seed)
+        run_stage("groups", prep_dir / "groups.parquet", keys["groups"],
+                  clusters("groups", cfg.num_groups), log)
+    if cfg.arm_by == "embedding":
+        keys["arm_clusters"] = stage_key(keys["embed"], cfg.num_arms, cfg.cluster_sample_size, cfg.seed)
+        run_stage("arm clusters", prep_dir / "arm_clusters.parquet", keys["arm_clusters"],
+                  clusters("arm clusters", cfg.num_arms), log)
+
+    base_modes = ("full", "response") if cfg.ifd_model == "base" else ("full",)
+    keys["score_base"] = stage_key(ingest_key, model_path, cfg.scoring_backend, base_modes)
+    log("score: base model NLL per row (initial IDU" + (" and IFD)" if cfg.ifd_model == "base" else ")"))
+    run_stage("score (base model)", prep_dir / "score_base.parquet", keys["score_base"],
+              lambda tmp: _write_scores(tmp, score_pool(pool_dir, model_path, modes=base_modes, label="score",
+                                                        **scoring)), log)
+    base = _scores(prep_dir / "score_base.parquet")
+    iu0 = base["nll_full"].astype(np.float64)
+
+    ifd = np.full(n, np.nan)
+    if cfg.ifd_model == "base":
+        from lead_ray.prep.score import ifd_score
+
+        ifd = ifd_score(base["nll_full"], base["nll_response"])
+    elif cfg.ifd_model == "warmup":
+        ifd = _warmup_ifd(cfg, pool_dir, prep_dir, model_path, ingest_key, keys, scoring, log)
+
+    keys["enriched"] = stage_key(keys, cfg.group_by, cfg.arm_by, cfg.num_arms, cfg.seed, cfg.store_embeddings)
+
+    def build_enriched(tmp: Path) -> None:
+        if cfg.group_by == "embedding":
+            group = _scores(prep_dir / "groups.parquet")["cluster"]
+        else:
+            _, group = np.unique(pool.column("source").to_numpy(zero_copy_only=False), return_inverse=True)
+        arm = np.full(n, -1, dtype=np.int64)
+        if cfg.arm_by == "embedding":
+            arm[train] = _scores(prep_dir / "arm_clusters.parquet")["cluster"][train]
+        else:
+            arm[train] = kmeans_1d((ifd if cfg.arm_by == "ifd" else iu0)[train], cfg.num_arms, seed=cfg.seed)
+        table = pa.table({"id": pool.column("id"), "source": pool.column("source"), "split": pool.column("split"),
+                          "group": group.astype(np.int64), "arm": arm, "iu0": iu0, "ifd": ifd.astype(np.float64),
+                          "n_prompt_tokens": pool.column("n_prompt_tokens"),
+                          "n_response_tokens": pool.column("n_response_tokens")})
+        _write_enriched(table, tmp, prep_dir / "embeddings.parquet" if cfg.store_embeddings else None)
+        log(f"enriched pool: {n} rows, {len(np.unique(group))} groups, {len(np.unique(arm[train]))} arms "
+            f"by {cfg.arm_by}" + (f", ifd mean {np.nanmean(ifd):.3f}" if cfg.ifd_model != "none" else ""))
+
+    run_stage("enriched pool", prep_dir / "enriched.parquet", keys["enriched"], build_enriched, log)
+    return prep_dir / "enriched.parquet", keys["enriched"]
+
+
+def _write_enriched(table: pa.Table, out: Path, embeddings: Path | None, chunk: int = 65536) -> None:
+    """Write in id order; with embeddings, stream them alongside (embed_pool writes them in id order)."""
+    if embeddings is None:
+        pq.write_table(table, out)
+        return
+    writer = None
+    batches = pq.ParquetFile(embeddings).iter_batches(batch_size=chunk, columns=["id", "embedding"])
+    for start in range(0, table.num_rows, chunk):
+        part = table.slice(start, chunk)
+        emb = next(batches)
+        if not np.array_equal(emb.column(0).to_numpy(), part.column("id").to_numpy()):
+            raise RuntimeError(f"{embeddings} is not in id order; delete it to recompute")
+        part = part.append_column("embedding", emb.column(1))
+        writer = writer or pq.ParquetWriter(out, part.schema)
+        writer.write_table(part)
+    writer.close()
+
+
+def _warmup_ifd(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, ingest_key: str,
+                keys: dict[str, str], scoring: dict[str, Any], log: Callable[[str], None]) -> np.ndarray:
+    """IFD with a warm-up model: a short LoRA fine-tune on a random `warmup_fraction` of the train split, run by
+    the same TorchTrainer loop with selection turned off (the `random` selector), then one scoring pass."""
+    from lead_ray.prep.score import ifd_score, score_pool
+
+    recipe = {k: getattr(cfg, k) for k in ("learning_rate", "weight_decay", "lr_decay", "lr_decay_every",
+                                           "per_device_train_batch_size", "gradient_accumulation_steps",
+                                           "max_grad_norm", "lora_rank", "lora_alpha", "lora_dropout", "bf16",
+                                           "sample_rate", "seed", "warmup_fraction")}
+    keys["warmup"] = stage_key(ingest_key, model_path, recipe)
+
+    def build_warmup(tmp: Path) -> None:
+        from lead_ray.run import PreparedPool, train_with_selection
+
+        pool = pq.read_table(pool_dir / "pool.parquet", columns=["id", "split"])
+        train = pool.column("split").to_numpy(zero_copy_only=False) == "train"
+        tmp.mkdir(parents=True)
+        selectable = tmp / "warmup_pool.parquet"  # one arm, one group: every train row may be drawn
+        pq.write_table(pa.table({"id": pool.column("id"), "split": pool.column("split"),
+                                 "arm": np.where(train, 0, -1).astype(np.int64),
+                                 "group": np.zeros(pool.num_rows, np.int64), "iu0": np.zeros(pool.num_rows)}),
+                       selectable)
+        wcfg = dataclasses.replace(cfg, run_name="run", output_dir=str(tmp), selector="random",
+                                   budget=cfg.warmup_fraction, max_uses=1, num_arms=1, arms_per_round=1,
+                                   use_lora=True, merge_adapter=True, eval_every_round=False)
+        log(f"warm-up: LoRA fine-tune on a random {cfg.warmup_fraction:g} of the train split (selection off)")
+        train_with_selection(wcfg, PreparedPool(pool_dir, selectable, model_path))
+
+    run_stage("warm-up model", prep_dir / "warmup", keys["warmup"], build_warmup, log)
+    warm_model = str(prep_dir / "warmup" / "run" / "merged")
+    keys["score_warmup"] = stage_key(keys["warmup"], cfg.scoring_backend)
+    log("score: warm-up model NLL(response | instruction) and NLL(response) per row (IFD)")
+    run_stage("score (warm-up model)", prep_dir / "score_warmup.parquet", keys["score_warmup"],
+              lambda tmp: _write_scores(tmp, score_pool(pool_dir, warm_model, modes=("full", "response"),
+                                                        label="score (warm-up)", **scoring)), log)
+    warm = _scores(prep_dir / "score_warmup.parquet")
+    return ifd_score(warm["nll_full"], warm["nll_response"])

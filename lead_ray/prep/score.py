@@ -47,21 +47,28 @@ def ifd_score(nll_full: np.ndarray, nll_response: np.ndarray) -> np.ndarray:
     return np.minimum(ratio, 1.0)
 
 
+def cpu_threads(divisor: int) -> None:
+    """Ray pins an actor to 1 OMP thread; on CPU give each of `divisor` actors its share of this node's cores."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(divisor, 1)))
+
+
 class HFScorer:
     """Ray Data callable: loads the model once per actor; returns `nll_<mode>` per row for each mode."""
 
     def __init__(self, model_path: str, store_path: str, modes: tuple[str, ...] = ("full",),
                  batch_tokens: int = 4096, trust_remote_code: bool = False, threads_divisor: int = 1):
-        import os
-
         import torch
 
         from lead_ray.data.store import RowStore
         from lead_ray.train.model import load_model
 
         self.torch = torch
-        if not torch.cuda.is_available():  # Ray pins OMP threads to the actor's 1 CPU; use this node's share
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // threads_divisor))
+        cpu_threads(threads_divisor)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.model = load_model(model_path, trust_remote_code=trust_remote_code, dtype=dtype).to(self.device).eval()

@@ -1,4 +1,5 @@
-"""SelectionService: the one Ray actor per run that owns LEAD's selection state. A thin shell over LeadSelector.
+"""SelectionService: the one Ray actor per run that owns the selection state. A thin shell over LeadSelector
+(or a static baseline, `lead_ray.baselines`).
 
 With a `state_dir` it persists its state after every planned and every finished round, so that Ray can restart
 it after a crash (`max_restarts`) and it carries on from there. Each incarnation has its own token, returned by
@@ -34,13 +35,15 @@ class SelectionService:
                   flush=True)
 
     def _fresh_selector(self) -> LeadSelector:
-        table = pq.read_table(self.enriched_path, columns=["id", "arm", "group", "iu0"])
+        from lead_ray.baselines import build_selector
+
+        wanted = {"lead": [], "longest": ["n_response_tokens"], "static_ifd": ["ifd"]}.get(
+            self.params.get("selector", "lead"), [])
+        table = pq.read_table(self.enriched_path, columns=["id", "arm", "group", "iu0", *wanted])
         ids = table.column("id").to_numpy()
         if not np.array_equal(ids, np.arange(len(ids))):
             raise ValueError(f"{self.enriched_path}: ids must be dense 0..N-1 in order")
-        return LeadSelector(table.column("iu0").to_numpy().astype(np.float64),
-                            table.column("arm").to_numpy().astype(np.int64), table.column("group").to_numpy(),
-                            **self.params)
+        return build_selector({name: table.column(name).to_numpy() for name in table.column_names}, self.params)
 
     def reset(self) -> None:
         """Back to round 0 (training restarted from the base model, with no checkpoint to agree with)."""

@@ -1,0 +1,122 @@
+"""Preparation pieces on their own: scoring sequences and IFD, faiss clustering, embeddings, static baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lead_ray.baselines import StaticSelector, baseline_scores, build_selector
+from lead_ray.prep.cluster import assign_clusters, sample_embeddings, spherical_kmeans
+from lead_ray.prep.score import ifd_score, scoring_row, start_token_id
+
+
+def test_scoring_row_modes_by_hand() -> None:
+    ids, mask = np.array([5, 6, 7, 8, 9]), np.array([0, 0, 1, 1, 0], dtype=np.int8)
+    full_ids, full_mask = scoring_row(ids, mask, "full", start_id=1)
+    assert full_ids is ids and full_mask is mask
+    r_ids, r_mask = scoring_row(ids, mask, "response", start_id=1)
+    assert r_ids.tolist() == [1, 7, 8] and r_mask.tolist() == [0, 1, 1]  # both response tokens are scored
+    with pytest.raises(ValueError, match="unknown scoring mode"):
+        scoring_row(ids, mask, "prompt", 1)
+
+
+def test_ifd_score_by_hand_and_capped() -> None:
+    got = ifd_score(np.array([1.0, 3.0, 2.0, 1.0]), np.array([2.0, 2.0, 2.0, 0.0]))
+    assert got.tolist() == [0.5, 1.0, 1.0, 1.0]  # 3/2 capped at 1; a zero denominator counts as "no help"
+
+
+def test_start_token_id_prefers_bos() -> None:
+    class C:
+        bos_token_id, eos_token_id = None, [4, 5]
+
+    assert start_token_id(C()) == 4
+    C.bos_token_id = 2
+    assert start_token_id(C()) == 2
+
+
+def _blobs(n_per: int, centers: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([c + 0.05 * rng.normal(size=(n_per, centers.shape[1])) for c in centers])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), np.repeat(np.arange(len(centers)), n_per)
+
+
+def _write_embeddings(path: Path, x: np.ndarray) -> None:
+    pq.write_table(pa.table({"id": np.arange(len(x), dtype=np.int64),
+                             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])}),
+                   path, row_group_size=100)
+
+
+def test_spherical_kmeans_sample_and_ray_assignment_recover_blobs(ray_local, tmp_path: Path) -> None:
+    centers = np.eye(16)[:4]  # four orthogonal directions
+    x, truth = _blobs(250, centers)
+    _write_embeddings(tmp_path / "emb.parquet", x)
+    sample = sample_embeddings(tmp_path / "emb.parquet", size=300, seed=1)
+    assert 200 < len(sample) < 400 and sample.shape[1] == 16  # a Bernoulli sample of about 300 of 1000
+    centroids = spherical_kmeans(sample, 4, seed=0)
+    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
+    cluster = assign_clusters(tmp_path / "emb.parquet", centroids, len(x))
+    # each true blob maps to exactly one cluster and each cluster to one blob: a perfect partition
+    pairs = set(zip(truth.tolist(), cluster.tolist()))
+    assert len(pairs) == 4 and len({c for _, c in pairs}) == 4
+
+
+def test_embed_pool_is_normalised_ordered_and_semantic(ray_local, tmp_path: Path) -> None:
+    from lead_ray.prep.embed import embed_pool, instruction_text
+
+    texts = ["What is 12 plus 30?", "What is 12 plus 31?", "Explain Python's garbage collector.",
+             "Describe how CPython frees unreachable objects."] * 5
+    msgs = [json.dumps([{"role": "user", "content": t}, {"role": "assistant", "content": "ok"}]) for t in texts]
+    (tmp_path / "pool").mkdir()
+    pq.write_table(pa.table({"id": np.arange(len(msgs), dtype=np.int64), "messages": msgs}),
+                   tmp_path / "pool" / "pool.parquet")
+    assert instruction_text(msgs[0]) == texts[0]  # the answer is not embedded
+    dim = embed_pool(tmp_path / "pool", tmp_path / "emb.parquet", model="builtin:minilm", batch_size=8,
+                     concurrency=1)
+    t = pq.read_table(tmp_path / "emb.parquet")
+    assert dim == 384 and t.num_rows == len(msgs) and t.schema.field("embedding").type.list_size == 384
+    assert t.column("id").to_numpy().tolist() == list(range(len(msgs)))  # id order (enriched relies on it)
+    from lead_ray.prep.embed import embedding_matrix
+
+    e = embedding_matrix(t.column("embedding"))
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    assert e[0] @ e[1] > 0.9 and e[2] @ e[3] > e[0] @ e[2] + 0.2  # similar tasks are close, unlike ones far
+
+
+def _columns(n: int = 12) -> dict[str, np.ndarray]:
+    return {"id": np.arange(n), "arm": np.where(np.arange(n) < 10, np.arange(n) % 2, -1),
+            "group": np.zeros(n, dtype=np.int64), "iu0": np.linspace(1, 2, n), "ifd": np.linspace(1, 0, n),
+            "n_response_tokens": np.array([5, 9, 1, 9, 3, 7, 2, 8, 6, 4, 100, 100])}
+
+
+def test_static_selectors_rank_budget_and_epochs_by_hand() -> None:
+    cols = _columns()
+    sel = build_selector(cols, {"selector": "longest", "num_arms": 2, "budget": 4, "max_uses": 2,
+                                "round_size": 3})
+    assert isinstance(sel, StaticSelector)
+    assert sel.order.tolist() == [1, 3, 7, 5]  # longest 9, 9 (lower id first), 8, 7; eval rows 10, 11 never
+    plans = []
+    while (plan := sel.next_round()) is not None:
+        plans.append(plan.ids.tolist())
+        sel.report(plan.ids, np.ones(len(plan.ids)))
+        sel.end_round(np.zeros(2), 1.0)
+    assert plans == [[1, 3, 7], [5], [1, 3, 7], [5]]  # two epochs of 3 + 1
+    assert sel.num_unique == 4 and sel.uses.max() == 2 and sel.stop_reason == "budget"
+    assert build_selector(cols, {"selector": "static_ifd", "num_arms": 2, "budget": 2}).order.tolist() == [0, 1]
+    assert build_selector(cols, {"selector": "static_iu", "num_arms": 2, "budget": 2}).order.tolist() == [9, 8]
+    full = build_selector(cols, {"selector": "full", "num_arms": 2, "budget": 10})
+    assert sorted(full.order.tolist()) == list(range(10))
+
+
+def test_random_baseline_is_seeded_and_unknown_kind_fails() -> None:
+    cols = _columns()
+    a = baseline_scores("random", cols, seed=3)
+    assert np.array_equal(a, baseline_scores("random", cols, seed=3))
+    assert not np.array_equal(a, baseline_scores("random", cols, seed=4))
+    with pytest.raises(ValueError, match="unknown static selector"):
+        baseline_scores("oracle", cols)

@@ -1,0 +1,104 @@
+"""`lead-ray prepare` end to end: embedding groups, warm-up-model IFD arms, the enriched schema, and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import REPO
+
+LEAD_RAY = str(Path(sys.executable).parent / "lead-ray")
+ENRICHED_COLUMNS = ["id", "source", "split", "group", "arm", "iu0", "ifd", "n_prompt_tokens", "n_response_tokens"]
+
+
+def _prepare(out: Path, *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run([LEAD_RAY, "prepare", "--config", "configs/tiny.yaml", "--output-dir", str(out),
+                           "max_samples=300", "ifd_model=warmup", "warmup_fraction=0.05", *overrides],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _check_enriched(prep: Path, num_arms: int) -> dict:
+    t = pq.read_table(prep / "enriched.parquet")
+    assert t.column_names == ENRICHED_COLUMNS
+    e = {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
+    pool = pq.read_table(prep.parent / "pool" / "pool.parquet").to_pandas()
+    n = len(pool)
+    assert n == 300 and np.array_equal(e["id"], np.arange(n))  # nothing lost, dense ids in order
+    train = e["split"] == "train"
+    assert (e["arm"][~train] == -1).all() and set(e["arm"][train]) == set(range(num_arms))
+    assert set(e["group"]) <= set(range(8)) and len(set(e["group"])) >= 3  # embedding k-means, K = 8
+    assert np.isfinite(e["iu0"]).all() and (e["iu0"] > 0).all()
+    assert np.isfinite(e["ifd"]).all() and (e["ifd"] > 0).all() and (e["ifd"] <= 1).all()
+    assert np.array_equal(e["n_response_tokens"], pool["n_response_tokens"].to_numpy())
+    # arms are 1-D k-means on ifd, ordered by centroid: every row of arm k has ifd below every row of arm k+2
+    for k in range(num_arms - 2):
+        assert e["ifd"][e["arm"] == k].max() <= e["ifd"][e["arm"] == k + 2].min()
+    return e
+
+
+@pytest.mark.slow
+def test_prepare_interrupted_after_a_stage_resumes_and_skips_it(tmp_path: Path) -> None:
+    prep = tmp_path / "tiny" / "prep"
+    cmd = [LEAD_RAY, "prepare", "--config", "configs/tiny.yaml", "--output-dir", str(tmp_path),
+           "max_samples=300", "ifd_model=warmup", "warmup_fraction=0.05"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (prep / "embeddings.parquet.stage.json").exists():
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray instance it started
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "prepare finished before it could be interrupted"
+    assert not (prep / "enriched.parquet").exists()
+    embedded_at = (prep / "embeddings.parquet").stat().st_mtime_ns
+    time.sleep(2)
+
+    rerun = _prepare(tmp_path)
+    log = rerun.stdout + rerun.stderr
+    assert "embed: up to date, skipped" in log and "embed: done" not in log
+    assert (prep / "embeddings.parquet").stat().st_mtime_ns == embedded_at  # not rewritten
+    for stage in ("groups: done", "score (base model): done", "warm-up model: done", "score (warm-up model): done",
+                  "enriched pool: done"):
+        assert stage in log, stage
+    first = _check_enriched(prep, num_arms=3)
+
+    # the warm-up was the same TorchTrainer loop with the random selector: 5% of the train split, each once
+    warm = prep / "warmup" / "run"
+    summary = json.loads((warm / "summary.json").read_text())
+    sel = pq.read_table(warm / "selections.parquet").to_pandas()
+    assert summary["num_unique"] == summary["budget"] == round(0.05 * int((first["split"] == "train").sum()))
+    assert sel["id"].is_unique and (first["split"][sel["id"]] == "train").all()
+    assert (warm / "merged" / "model.safetensors").exists()
+
+    # a partial stage (output without its marker) is redone; a later-only change redoes only the later stage
+    (prep / "groups.parquet.stage.json").unlink()
+    again = _prepare(tmp_path, "num_arms=2")
+    log = again.stdout + again.stderr
+    for stage in ("embed", "score (base model)", "warm-up model", "score (warm-up model)"):
+        assert f"{stage}: up to date, skipped" in log, stage
+    assert "groups: done" in log and "enriched pool: done" in log
+    second = _check_enriched(prep, num_arms=2)
+    np.testing.assert_array_equal(first["ifd"], second["ifd"])
+    np.testing.assert_array_equal(first["group"], second["group"])  # seeded k-means: the same groups again
+
+
+def test_missing_embedding_model_is_one_line_before_any_work(tmp_path: Path) -> None:
+    proc = subprocess.run([LEAD_RAY, "prepare", "--config", "configs/tiny.yaml", "--output-dir", str(tmp_path),
+                           "embedding_model=/no/such/model"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["lead-ray: error: config key 'embedding_model': no such folder "
+                                                "/no/such/model"]
+    assert not (tmp_path / "tiny" / "pool").exists()  # nothing started
