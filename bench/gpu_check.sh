@@ -25,3 +25,36 @@ print(f"{run.rsplit('/', 1)[1]}: rounds={len(rounds)} steps_per_s={steps / max(s
       f"nll_after={final['nll_after']:.4f} job_wall_s={wall}")
 PY
 done
+
+# Preparation on the GPU: the embedding stage (MiniLM actor pool, num_gpus=1) and the vllm scoring stage
+# (pip install vllm on this machine; one engine per GPU), on the demo pool, with rows/s and tokens/s.
+.venv/bin/pip install -q "vllm" || { echo "vllm install failed"; exit 1; }
+.venv/bin/python - "$OUT/prep_gpu" <<'PY'
+import sys, time
+from pathlib import Path
+import pyarrow.parquet as pq
+from lead_ray.config import load_config
+from lead_ray.prep.embed import embed_pool
+from lead_ray.prep.score import score_pool
+from lead_ray.run import init_ray, prepare_stages
+
+out = Path(sys.argv[1])
+cfg = load_config("configs/demo.yaml", {"output_dir": str(out), "use_gpu": True, "max_samples": None,
+                                         "ifd_model": "base", "scoring_backend": "hf"})
+prepared = prepare_stages(cfg, cfg.run_dir)  # ingest etc.; then time the two stages on their own
+pool = prepared.pool_dir
+meta = pq.read_table(pool / "pool.parquet", columns=["n_prompt_tokens", "n_response_tokens"])
+n = meta.num_rows
+tokens = sum(meta.column(c).to_numpy().sum() for c in meta.column_names)
+t0 = time.time()
+embed_pool(pool, out / "emb_gpu.parquet", model="builtin:minilm", batch_size=256, concurrency=1, num_gpus=1)
+e = time.time() - t0
+print(f"embed (GPU, MiniLM): {n / e:.0f} rows/s over {n} rows, incl. actor start")
+for backend in ("hf", "vllm"):
+    t0 = time.time()
+    score_pool(pool, prepared.model_path, modes=("full", "response"), backend=backend, batch_size=512,
+               concurrency=1, num_gpus=1)
+    s = time.time() - t0
+    print(f"score ({backend}, full + response): {n / s:.0f} rows/s, {tokens / s:.0f} tokens/s (full pass) "
+          f"over {n} rows, incl. engine start")
+PY

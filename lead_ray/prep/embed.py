@@ -69,8 +69,8 @@ def embed_pool(pool_dir: Path, out_path: Path, *, model: str, batch_size: int, c
 
     n = pq.ParquetFile(pool_dir / "pool.parquet").metadata.num_rows
     block = max(batch_size * 4, 256)
-    ds = ray.data.read_parquet(str(pool_dir / "pool.parquet"), columns=["id", "messages"],
-                               override_num_blocks=max(1, n // block))
+    ds = ray.data.read_parquet(str(pool_dir / "pool.parquet"), columns=["id", "messages"])
+    ds = ds.repartition(target_num_rows_per_block=block)  # small blocks stream back: progress while it runs
     ds.context.execution_options.preserve_order = True  # written in id order: enriched.parquet streams alongside
     ds = ds.map_batches(Embedder, fn_constructor_args=(model, batch_size, trust_remote_code, concurrency),
                         batch_size=block, compute=ray.data.ActorPoolStrategy(size=concurrency),

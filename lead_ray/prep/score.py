@@ -117,8 +117,9 @@ def score_pool(pool_dir: Path, model_path: str, *, modes: tuple[str, ...] = ("fu
     else:
         raise ValueError(f"unknown scoring backend {backend!r}; expected one of {BACKENDS}")
     n = pq.ParquetFile(pool_dir / "pool.parquet").metadata.num_rows
-    ds = ray.data.read_parquet(str(pool_dir / "pool.parquet"), columns=["id"],
-                               override_num_blocks=max(1, n // max(batch_size, 1)))  # blocks stream: progress
+    # ids are dense 0..n-1; `range` makes many small blocks, so results stream back (and progress shows) while
+    # the pass runs, where one Parquet file would be one block that returns only at the end
+    ds = ray.data.range(n, override_num_blocks=max(1, n // max(batch_size, 1)))
     ds = ds.map_batches(scorer, fn_constructor_args=(model_path, str(pool_dir / "pool.arrow"), tuple(modes)),
                         fn_constructor_kwargs={"trust_remote_code": trust_remote_code, **kwargs},
                         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency),
