@@ -70,14 +70,14 @@ def trial_config(base: LeadConfig, params: dict[str, Any], trial_dir: Path) -> L
     return build_config(values)
 
 
-def _rearm(prepared: PreparedPool, num_arms: int, seed: int, out: Path) -> PreparedPool:
-    """A trial that tunes K gets its own enriched file with new arms (k-means on the shared iu0)."""
+def _rearm(prepared: PreparedPool, num_arms: int, seed: int, out: Path, arm_by: str) -> PreparedPool:
+    """A trial that tunes K gets its own enriched file with new arms (1-D k-means on the shared ifd or iu0)."""
     from lead_ray.prep.cluster import kmeans_1d
 
     table = pq.read_table(prepared.enriched)
     arm = table.column("arm").to_numpy().copy()
     train = arm >= 0
-    arm[train] = kmeans_1d(table.column("iu0").to_numpy()[train], num_arms, seed=seed)
+    arm[train] = kmeans_1d(table.column(arm_by).to_numpy()[train], num_arms, seed=seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table.set_column(table.schema.get_field_index("arm"), "arm", pa.array(arm)), out)
     return dataclasses.replace(prepared, enriched=out)
@@ -94,7 +94,7 @@ def run_trial(config: dict[str, Any]) -> None:
     trial_dir = Path(config["sweep_dir"]) / "trials" / ray.tune.get_context().get_trial_id()
     cfg = trial_config(base, params, trial_dir)
     if cfg.num_arms != base.num_arms:
-        prepared = _rearm(prepared, cfg.num_arms, cfg.seed, trial_dir / "enriched.parquet")
+        prepared = _rearm(prepared, cfg.num_arms, cfg.seed, trial_dir / "enriched.parquet", cfg.arm_by)
     train_with_selection(cfg, prepared, callbacks=[TuneReportCallback()])
 
 
@@ -129,6 +129,9 @@ def sweep(cfg: LeadConfig, experiment: str | None = None) -> dict[str, Any]:
     from ray.tune.schedulers import ASHAScheduler
 
     space = parse_space(cfg.tune_space, cfg.tune_searcher, cfg.tune_grid_points)  # fail before any work
+    if "num_arms" in space and cfg.arm_by == "embedding":
+        raise ConfigError("tune_space: num_arms can be tuned with arm_by ifd or iu0 (1-D k-means per trial), "
+                          "not with arm_by embedding")
     searcher = None
     if cfg.tune_searcher == "optuna":
         try:

@@ -76,8 +76,10 @@ def test_embed_pool_is_normalised_ordered_and_semantic(ray_local, tmp_path: Path
     pq.write_table(pa.table({"id": np.arange(len(msgs), dtype=np.int64), "messages": msgs}),
                    tmp_path / "pool" / "pool.parquet")
     assert instruction_text(msgs[0]) == texts[0]  # the answer is not embedded
-    dim = embed_pool(tmp_path / "pool", tmp_path / "emb.parquet", model="builtin:minilm", batch_size=8,
-                     concurrency=1)
+    stats = embed_pool(tmp_path / "pool", tmp_path / "emb.parquet", model="builtin:minilm", batch_size=8,
+                       concurrency=1)
+    dim = stats["dim"]
+    assert stats["rows"] == len(msgs) and stats["seconds"] > 0
     t = pq.read_table(tmp_path / "emb.parquet")
     assert dim == 384 and t.num_rows == len(msgs) and t.schema.field("embedding").type.list_size == 384
     assert t.column("id").to_numpy().tolist() == list(range(len(msgs)))  # id order (enriched relies on it)

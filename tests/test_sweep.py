@@ -36,6 +36,16 @@ def test_space_aliases_and_grid() -> None:
     assert space["num_arms"]["grid_search"] == [3, 5, 7]
 
 
+def test_tuning_k_with_embedding_arms_is_refused_before_work(tmp_path: Path) -> None:
+    from lead_ray.sweep import sweep
+
+    cfg = load_config(None, {"arm_by": "embedding", "tune_space": {"k": ["choice", 3, 5]},
+                             "output_dir": str(tmp_path)})
+    with pytest.raises(ConfigError, match="num_arms can be tuned with arm_by ifd or iu0"):
+        sweep(cfg)
+    assert not any(tmp_path.iterdir())  # nothing was prepared
+
+
 def test_too_many_concurrent_trials_is_an_error(ray_local) -> None:
     from lead_ray.sweep import max_concurrent
 
