@@ -92,7 +92,7 @@ def cheap_embedder(out: Path) -> str:
 
     from lead_ray.prep.embed import embedding_model_path
 
-    tok = AutoTokenizer.from_pretrained(embedding_model_path("builtin:minilm"))
+    tok = AutoTokenizer.from_pretrained(embedding_model_path("builtin:minilm"), trust_remote_code=False)
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=384, num_hidden_layers=1, num_attention_heads=4,
                      intermediate_size=768, max_position_embeddings=128)
     (out / "hf").mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/demo.yaml)")
     prep.add_argument("--output-dir", default=None, help="where <run_name>/ goes (overrides output_dir)")
     prep.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. group_by=source")
+    ev = sub.add_parser("eval", help="held-out NLL (per source and group) and exact match of a saved run's model")
+    ev.add_argument("--run-dir", default=None, help="a run folder, e.g. outputs/demo")
+    ev.add_argument("--config", default=None, help="or the config that made the run")
+    ev.add_argument("--model", default=None, help="a model folder to evaluate instead of <run>/model")
+    ev.add_argument("--max-samples", type=int, default=1000, help="held-out rows for the NLL")
+    ev.add_argument("--generation-samples", type=int, default=64, help="held-out rows for exact match")
+    ev.add_argument("--max-new-tokens", type=int, default=32)
     report = sub.add_parser("report", help="(re)write <run>/report/: plots and summary.md of a finished run")
     report.add_argument("run_dir", help="a run folder, e.g. outputs/demo")
     tune = sub.add_parser("tune", help="Ray Tune search over LEAD hyperparameters (tune_* config keys)")
@@ -29,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     tune.add_argument("--experiment", default=None, help="sweep name (default: run_name); rerun to resume")
     tune.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. tune_num_samples=4")
     args = parser.parse_args(argv)
+    if args.command == "eval":
+        from lead_ray.eval import main_eval
+
+        return main_eval(args.model, args.config, args.run_dir, max_samples=args.max_samples,
+                         generation_samples=args.generation_samples, max_new_tokens=args.max_new_tokens)
     if args.command == "report":
         from lead_ray.report import main_report
 

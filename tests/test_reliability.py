@@ -94,7 +94,8 @@ def test_driver_kill_and_rerun_resumes(reference, tmp_path: Path) -> None:
     time.sleep(2)
     rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    for line in ("ingest: up to date, skipped", "prepare: up to date, skipped", "resuming the interrupted run",
+    for line in ("ingest: up to date, skipped", "embed: up to date, skipped", "score (base model): up to date, skipped",
+                 "enriched pool: up to date, skipped", "resuming the interrupted run",
                  "resumed from checkpoint"):
         assert line in rerun.stdout + rerun.stderr, line
     summary = check_run_outputs(tmp_path / "d", expect_max_uses=SETTINGS["max_uses"])

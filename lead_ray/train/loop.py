@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from lead_ray.config import LeadConfig
 from lead_ray.data.store import RowStore
+from lead_ray.eval.nll import batch_response_nll
 from lead_ray.train.loss import collate, response_nll
 from lead_ray.train.reporter import LossReporter
 
@@ -81,14 +82,9 @@ def evaluate(model, store: RowStore, ids: np.ndarray, batch_size: int, pad_id: i
     if len(ids) == 0 and world == 1:
         return float("nan")
     model.eval()
-    with torch.inference_mode(), autocast():
-        for s in range(0, len(ids), batch_size):
-            t = collate([store.get(int(i)) for i in ids[s : s + batch_size]], pad_id)
-            t = {k: v.to(device) for k, v in t.items()}
-            logits = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
-            nll, counts = response_nll(logits, t["input_ids"], t["assistant_mask"])
-            total += float((nll * counts).sum())
-            tokens += float(counts.sum())
+    for nll, counts in batch_response_nll(model, store, ids, batch_size, pad_id, device, autocast):
+        total += float((nll * counts).sum())
+        tokens += float(counts.sum())
     model.train()
     total, tokens = _all_sum([total, tokens], world)
     return total / tokens if tokens else float("nan")
