@@ -1,9 +1,13 @@
-"""Selection turned off: a fixed ranking of the pool, trained in order. Pure NumPy.
+"""The baselines LEAD is measured against, on LEAD's own bookkeeping. Pure NumPy.
 
 The static baselines (random, full, longest, static top-IU / top-IFD) and the IFD warm-up run through the same
 SelectionService and training loop as LEAD, so only the choice of samples differs. A static selector takes the
 `budget` best rows by its score once, before training, and trains them `max_uses` times (epochs), `round_size`
 rows per round.
+
+`iterative_rescore` is the expensive model-aware method LEAD replaces: before every round the training workers
+score every eligible sample with the current model (a full forward pass over them), and the round takes the
+highest-NLL ones.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 from lead_ray.select.selector import LeadSelector, RoundPlan
 
 STATIC_SELECTORS = ("random", "full", "longest", "static_iu", "static_ifd")
-SELECTORS = ("lead", *STATIC_SELECTORS)
+SELECTORS = ("lead", *STATIC_SELECTORS, "iterative_rescore")
 
 
 def baseline_scores(kind: str, columns: dict[str, np.ndarray], seed: int = 0) -> np.ndarray:
@@ -60,6 +64,48 @@ class StaticSelector(LeadSelector):
         return self.plan
 
 
+class IterativeRescoreSelector(LeadSelector):
+    """Each round: the current model's NLL of every eligible sample (uses < max_uses), then the `round_size`
+    highest, until the unique-sample budget is spent. The scores come from the workers (`rescore_request` →
+    `report_scores`); a round cannot start before all of them are in."""
+
+    def __init__(self, idu0: np.ndarray, arm: np.ndarray, group: np.ndarray, *, round_size: int, **params: Any):
+        super().__init__(idu0, arm, group, **{**params, "uniform_arms": True})
+        self.round_size = max(1, int(round_size))
+        self.scores = np.full(len(self.idu), np.nan)
+
+    def rescore_request(self) -> np.ndarray | None:
+        if self.plan is not None or self.stopped():
+            return None
+        eligible = np.flatnonzero(self.eligible_mask())
+        missing = eligible[np.isnan(self.scores[eligible])]
+        return missing if len(missing) else None
+
+    def report_scores(self, ids: np.ndarray, nll: np.ndarray) -> None:
+        self.scores[np.asarray(ids, dtype=np.int64)] = np.asarray(nll, dtype=np.float64)
+
+    def next_round(self) -> RoundPlan | None:
+        if self.plan is not None:
+            return self.plan
+        if self.stopped():
+            return None
+        eligible = np.flatnonzero(self.eligible_mask())
+        if np.isnan(self.scores[eligible]).any():
+            raise RuntimeError("iterative_rescore: next_round before every eligible sample was scored")
+        ids = eligible[np.lexsort((eligible, -self.scores[eligible]))][: self.round_size]
+        ids = ids[self.within_budget(ids, self.scores)]
+        return self.start_round(ids, self.arm[ids], self.bandit.probabilities())
+
+    def end_round(self, g_slice: np.ndarray, learning_rate: float) -> dict[str, Any]:
+        stats = super().end_round(g_slice, learning_rate)
+        self.scores[:] = np.nan  # the model moved: every score is stale
+        return stats
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.scores[:] = np.nan
+
+
 def build_selector(columns: dict[str, np.ndarray], params: dict[str, Any]) -> LeadSelector:
     """LEAD or a static baseline over the enriched pool's columns (`id, arm, group, iu0`, and what it ranks by)."""
     params = dict(params)
@@ -69,6 +115,12 @@ def build_selector(columns: dict[str, np.ndarray], params: dict[str, Any]) -> Le
     arm, group = np.asarray(columns["arm"], dtype=np.int64), np.asarray(columns["group"], dtype=np.int64)
     if kind == "lead":
         return LeadSelector(iu0, arm, group, **params)
+    if kind == "iterative_rescore":
+        sel = IterativeRescoreSelector(iu0, arm, group, round_size=round_size or 1, **params)
+        if round_size is None:  # rounds as large as LEAD's, on average over its arms
+            quota = np.maximum(1, np.floor(sel.sample_rate * sel.cell_size)) * (sel.cell_size > 0)
+            sel.round_size = max(1, int(np.ceil(quota.sum(axis=1).mean())))
+        return sel
     if round_size is None:
         round_size = int(np.ceil(params.get("sample_rate", 0.015) * int((arm >= 0).sum())))
     return StaticSelector(iu0, arm, group, scores=baseline_scores(kind, columns, params.get("seed", 0)),

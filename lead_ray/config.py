@@ -68,6 +68,7 @@ class LeadConfig:
     arm_reference: str = "last"
     use_correction: bool = True
     uniform_arms: bool = False
+    reuse_after_budget: bool = False  # after the unique budget: keep training the chosen rows up to max_uses each
     # training
     num_workers: int = 1
     use_gpu: bool = False

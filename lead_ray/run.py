@@ -145,7 +145,8 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
               "sample_rate": cfg.sample_rate, "max_uses": cfg.max_uses, "budget": budget,
               "max_rounds": cfg.max_rounds, "arms_per_round": cfg.arms_per_round,
               "arm_reference": cfg.arm_reference, "uniform_arms": cfg.uniform_arms,
-              "use_correction": cfg.use_correction, "seed": cfg.seed, "selector": cfg.selector}
+              "use_correction": cfg.use_correction, "reuse_after_budget": cfg.reuse_after_budget,
+              "seed": cfg.seed, "selector": cfg.selector}
     _resume_or_reset(cfg, run_dir)
     service = start_service(str(prepared.enriched), params, state_dir=str(run_dir / "ray" / "selection_state"))
     trainer = build_trainer(cfg, service, prepared.model_path, prepared.pool_dir, eval_ids, callbacks=callbacks)
@@ -178,7 +179,8 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
     out = {"run_dir": str(run_dir), "rounds": summary["rounds"], "num_unique": summary["num_unique"],
            "budget": summary["budget"], "stop_reason": summary["stop_reason"],
            "arms_per_round": [[a["arm"] for a in s["arms"]] for s in summary["round_stats"]],
-           "nll_before": final["nll_before"], "nll_after": final["nll_after"], "wall_seconds": time.time() - t_start}
+           "nll_before": final["nll_before"], "nll_after": final["nll_after"],
+           "selection_seconds": final.get("selection_seconds"), "wall_seconds": time.time() - t_start}
     (run_dir / "summary.json").write_text(json.dumps(out, indent=2))
     return out
 

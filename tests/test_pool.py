@@ -100,3 +100,18 @@ def test_all_bad_rows_is_a_clear_error(ray_local, tiny_model_path: str, tmp_path
     with pytest.raises(DataError, match="all 2 were quarantined"):
         ingest(discover_files([str(tmp_path)]), tiny_model_path, tmp_path / "p", max_length=64, eval_fraction=0.0)
     assert pq.read_table(tmp_path / "p" / "quarantine.parquet").num_rows == 2
+
+
+def test_rows_may_name_their_split(ray_local, tiny_model_path: str, tmp_path: Path) -> None:
+    """A row's own `split` wins over the id hash (a separate held-out set); other rows follow eval_fraction."""
+    rows = [{"instruction": f"Q{i}?", "output": f"A{i}.", "split": s}
+            for i, s in enumerate(["eval", "eval", "train", "bogus", None, "eval"])]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    files = discover_files([str(tmp_path / "in")])
+    s = ingest(files, tiny_model_path, tmp_path / "p0", max_length=128, eval_fraction=0.0)
+    split = pq.read_table(tmp_path / "p0" / "pool.parquet").column("split").to_pylist()
+    assert s.eval_rows == 3 and split == ["eval", "eval", "train", "train", "train", "eval"]  # no hash eval rows at fraction 0
+    ingest(files, tiny_model_path, tmp_path / "p1", max_length=128, eval_fraction=0.999999)
+    split = pq.read_table(tmp_path / "p1" / "pool.parquet").column("split").to_pylist()
+    assert split == ["eval", "eval", "train", "eval", "eval", "eval"]  # an explicit train row stays train

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lead_ray.baselines import StaticSelector, baseline_scores, build_selector
+from lead_ray.baselines import IterativeRescoreSelector, StaticSelector, baseline_scores, build_selector
 from lead_ray.prep.cluster import assign_clusters, sample_embeddings, spherical_kmeans
 from lead_ray.prep.score import ifd_score, scoring_row, start_token_id
 
@@ -122,3 +122,39 @@ def test_random_baseline_is_seeded_and_unknown_kind_fails() -> None:
     assert not np.array_equal(a, baseline_scores("random", cols, seed=4))
     with pytest.raises(ValueError, match="unknown static selector"):
         baseline_scores("oracle", cols)
+
+
+def test_iterative_rescore_asks_for_scores_then_takes_the_highest_by_hand() -> None:
+    cols = _columns()  # 10 selectable rows (ids 0..9), eval rows 10 and 11
+    sel = build_selector(cols, {"selector": "iterative_rescore", "num_arms": 2, "budget": 5, "max_uses": 2,
+                                "round_size": 3})
+    assert isinstance(sel, IterativeRescoreSelector)
+    assert sel.rescore_request().tolist() == list(range(10))  # every eligible row, never the eval rows
+    sel.report_scores(np.arange(5), np.zeros(5))
+    assert sel.rescore_request().tolist() == [5, 6, 7, 8, 9]  # only what is still missing
+    with pytest.raises(RuntimeError, match="before every eligible sample was scored"):
+        sel.next_round()
+    sel.report_scores(np.arange(10), np.array([0.1, 0.9, 0.5, 0.9, 0.2, 0.3, 0.8, 0.0, 0.4, 0.6]))
+    assert sel.rescore_request() is None
+    plan = sel.next_round()
+    assert plan.ids.tolist() == [1, 3, 6]  # 0.9, 0.9 (lower id first), 0.8
+    assert sel.rescore_request() is None and sel.next_round() is plan  # asked again mid-round: same plan
+    sel.report(plan.ids, np.ones(3))
+    sel.end_round(np.zeros(2), 1.0)
+    assert sel.rescore_request().tolist() == list(range(10))  # the model moved: everything again
+    # round 2: rows 1 and 3 still score highest; only 2 new rows fit the budget of 5 (3 used)
+    sel.report_scores(np.arange(10), np.array([0.1, 0.9, 0.5, 0.95, 0.2, 0.3, 0.1, 0.0, 0.4, 0.6]))
+    plan = sel.next_round()
+    assert plan.ids.tolist() == [3, 1, 9]  # 0.95, 0.9 (both re-used), then the best new row, 0.6
+    sel.report(plan.ids, np.ones(3))
+    sel.end_round(np.zeros(2), 1.0)
+    # rows 1 and 3 are used up (max_uses 2); the budget has one new row left, filled by the best new score
+    sel.report_scores(np.arange(10), np.array([0.1, 9.0, 0.5, 9.0, 0.2, 0.3, 0.1, 0.0, 0.7, 0.6]))
+    assert sel.rescore_request() is None
+    plan = sel.next_round()
+    assert plan.ids.tolist() == [8, 9]  # by score: 8 (0.7, new), 9 (0.6, re-used); new 2 (0.5) does not fit
+    assert sel.uses[[1, 3]].tolist() == [2, 2]
+    sel.report(plan.ids, np.ones(2))
+    sel.end_round(np.zeros(2), 1.0)
+    assert sel.num_unique == 5 and sel.next_round() is None and sel.stop_reason == "budget"
+    assert sel.rescore_request() is None

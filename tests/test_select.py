@@ -507,6 +507,26 @@ def test_selector_budget_trim_by_hand() -> None:
     assert sel.uses.tolist() == [0, 2, 1, 1, 0, 1]
 
 
+def test_selector_reuse_after_budget_by_hand() -> None:
+    # As above, but the run goes on after the budget: only the 4 chosen rows stay eligible, up to max_uses each.
+    sel = LeadSelector(np.array([1.0, 5.0, 3.0, 5.0, 2.0, 3.0]), np.zeros(6, dtype=np.int64),
+                       np.zeros(6, dtype=np.int64), num_arms=1, smoothing=1.0, sample_rate=0.5, max_uses=2,
+                       budget=4, max_rounds=10, reuse_after_budget=True)
+    for losses in ([10.0, 0.0, 0.0], None):
+        plan = sel.next_round()
+        sel.report(plan.ids, np.array(losses) if losses else np.zeros(len(plan.ids)))
+        sel.end_round(np.zeros(2), 1.0)
+    assert sel.num_unique == 4 and sel.uses.tolist() == [0, 2, 1, 1, 0, 1]  # as without reuse so far
+    assert sel.eligible_mask().tolist() == [False, False, True, True, False, True]  # never a new row again
+    # IDU [1, 0, 0, 0, 2, 0]: rows 2, 3, 5 (ties by lower id) are the 3 left; quota 3 takes them all.
+    plan = sel.next_round()
+    assert sorted(plan.ids.tolist()) == [2, 3, 5]
+    sel.report(plan.ids, np.zeros(3))
+    sel.end_round(np.zeros(2), 1.0)
+    assert sel.next_round() is None and sel.stop_reason == "budget"
+    assert sel.num_unique == 4 and sel.uses.tolist() == [0, 2, 2, 2, 0, 2]  # budget × max_uses presentations
+
+
 def test_selector_missing_losses_keep_idu() -> None:
     sel = LeadSelector(
         np.array([3.0, 2.0, 1.0]),

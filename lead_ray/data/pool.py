@@ -115,7 +115,7 @@ class Tokenize:
 
         out = {"path": path, "line": line, "reason": error, "raw": raw[:RAW_PREVIEW], "source": "",
                "messages": "", "input_ids": [], "assistant_mask": [], "n_prompt_tokens": 0,
-               "n_response_tokens": 0, "key": 0}
+               "n_response_tokens": 0, "key": 0, "split": ""}
         if error:
             return out
         try:
@@ -139,6 +139,8 @@ class Tokenize:
             out["reason"] = f"unexpected {type(e).__name__}: {_short(e)}"
             return out
         source = record.get("source")
+        if record.get("split") in ("train", "eval"):  # a row may say which split it is in; else the id hash says
+            out["split"] = record["split"]
         text = json.dumps(messages, ensure_ascii=False)
         out.update(source=source if isinstance(source, str) and source else Path(path).stem, messages=text,
                    input_ids=ids.tolist(), assistant_mask=mask.tolist(), n_response_tokens=int(mask.sum()),
@@ -195,7 +197,8 @@ def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: 
             continue
         ids = np.arange(kept, kept + good.num_rows, dtype=np.int64)
         keys = good.column("key").to_numpy()
-        split = np.where(keys < threshold, "eval", "train")
+        given = good.column("split").to_numpy(zero_copy_only=False)
+        split = np.where(given != "", given, np.where(keys < threshold, "eval", "train"))
         eval_rows += int((split == "eval").sum())
         store.write(ids, good.column("input_ids").to_pylist(), good.column("assistant_mask").to_pylist())
         table = pa.table({"id": ids, "source": good.column("source"), "split": split,

@@ -58,6 +58,7 @@ class LeadSelector:
         arm_reference: str = "last",
         uniform_arms: bool = False,
         use_correction: bool = True,
+        reuse_after_budget: bool = False,
         seed: int = 0,
     ):
         n = len(idu0)
@@ -77,6 +78,7 @@ class LeadSelector:
         self.max_uses, self.budget, self.max_rounds = max_uses, budget, max_rounds
         self.arms_per_round, self.arm_reference = arms_per_round, arm_reference
         self.uniform_arms, self.use_correction = uniform_arms, use_correction
+        self.reuse_after_budget = reuse_after_budget
         self.bandit = Exp3(num_arms, 1.0 if uniform_arms else gamma, seed=seed)
         num_groups = int(self.group.max(initial=-1)) + 1
         self.cell_size = np.zeros((num_arms, max(num_groups, 1)), dtype=np.int64)
@@ -96,44 +98,71 @@ class LeadSelector:
     def num_unique(self) -> int:
         return int((self.uses > 0).sum())
 
-    def _eligible(self, k: int) -> np.ndarray:
-        m = self.members[k]
-        return m[self.uses[m] < self.max_uses]
+    def eligible_mask(self) -> np.ndarray:
+        """Rows a round may take: selectable, used fewer than `max_uses` times, and, once the unique budget is
+        spent (only reachable with `reuse_after_budget`), already used."""
+        ok = (self.arm >= 0) & (self.uses < self.max_uses)
+        if self.num_unique >= self.budget:
+            ok &= self.uses > 0
+        return ok
 
     def next_round(self) -> RoundPlan | None:
         """Choose this round's arms and ids, or None (and set `stop_reason`) when the run is over."""
         if self.plan is not None:
             return self.plan  # asked again before end_round (e.g. after a restart): same answer
-        if self.num_unique >= self.budget:
-            self.stop_reason = "budget"
-        elif self.round >= self.max_rounds:
-            self.stop_reason = "max_rounds"
-        available = np.array([len(self._eligible(k)) > 0 for k in range(self.num_arms)])
-        if self.stop_reason is None and not available.any():
-            self.stop_reason = "no_eligible"
-        if self.stop_reason is not None:
+        if self.stopped():
             return None
+        ok = self.eligible_mask()
+        eligible = [m[ok[m]] for m in self.members]
+        available = np.array([len(e) > 0 for e in eligible])
         arms, probs = self.bandit.choose(available, self.arms_per_round)
         chosen, chosen_arm = [], []
         for k in arms:
-            e = self._eligible(int(k))
+            e = eligible[int(k)]
             quota = np.maximum(1, np.floor(self.sample_rate * self.cell_size[k])).astype(np.int64)
             picked = top_k_per_group(e, self.group[e], self.idu[e], quota)
             chosen.append(picked)
             chosen_arm.append(np.full(len(picked), k, dtype=np.int64))
         ids, ids_arm = np.concatenate(chosen), np.concatenate(chosen_arm)
+        keep = self.within_budget(ids, self.idu)
+        return self.start_round(ids[keep], ids_arm[keep], probs)
+
+    def stopped(self) -> bool:
+        """Whether the run is over (and why, in `stop_reason`): budget spent, rounds used up, nothing eligible."""
+        if self.stop_reason is None:
+            spent = self.num_unique >= self.budget
+            if spent and not self.reuse_after_budget:
+                self.stop_reason = "budget"
+            elif self.round >= self.max_rounds:
+                self.stop_reason = "max_rounds"
+            elif not self.eligible_mask().any():  # with reuse_after_budget: every chosen row used max_uses times
+                self.stop_reason = "budget" if spent else "no_eligible"
+        return self.stop_reason is not None
+
+    def within_budget(self, ids: np.ndarray, priority: np.ndarray) -> np.ndarray:
+        """Mask of `ids` to train: all re-used ones, and of the new ones only the `priority`-best that still fit
+        the unique-sample budget (the last round is cut, never the budget overshot)."""
         new = self.uses[ids] == 0
         room = self.budget - self.num_unique
-        if new.sum() > room:  # the last round: only the best `room` new samples fit the budget
-            new_idx = np.flatnonzero(new)
-            keep_new = new_idx[np.lexsort((ids[new_idx], -self.idu[ids[new_idx]]))[:room]]
-            keep = ~new
-            keep[keep_new] = True
-            ids, ids_arm = ids[keep], ids_arm[keep]
+        if new.sum() <= room:
+            return np.ones(len(ids), dtype=bool)
+        new_idx = np.flatnonzero(new)
+        keep = ~new
+        keep[new_idx[np.lexsort((ids[new_idx], -priority[ids[new_idx]]))[:room]]] = True
+        return keep
+
+    def start_round(self, ids: np.ndarray, arms: np.ndarray, probs: np.ndarray) -> RoundPlan:
         self.uses[ids] += 1
         self.losses[ids] = np.nan
-        self.plan = RoundPlan(self.round, ids_arm, ids, probs)
+        self.plan = RoundPlan(self.round, arms, ids, probs)
         return self.plan
+
+    def rescore_request(self) -> np.ndarray | None:
+        """Ids the workers must score with the current model before `next_round` (LEAD needs none)."""
+        return None
+
+    def report_scores(self, ids: np.ndarray, nll: np.ndarray) -> None:
+        raise RuntimeError(f"{type(self).__name__} asks for no scores")
 
     def report(self, ids: np.ndarray, losses: np.ndarray) -> None:
         """Record per-sample mean response NLL from the training forward pass."""

@@ -63,6 +63,11 @@ class SelectionService:
         shutil.rmtree(tmp, ignore_errors=True)
 
     def next_round(self) -> dict[str, Any] | None:
+        """The next round's plan; or `{"rescore": ids}` when the selector first needs the current model's NLL of
+        those ids (iterative_rescore), which the workers send with `report_scores` before asking again."""
+        need = self.selector.rescore_request()
+        if need is not None:
+            return {"round": self.selector.round, "rescore": need}
         fresh = self.selector.plan is None
         plan = self.selector.next_round()
         if plan is None:
@@ -73,6 +78,10 @@ class SelectionService:
 
     def report(self, ids: np.ndarray, losses: np.ndarray) -> str:
         self.selector.report(ids, losses)
+        return self.incarnation
+
+    def report_scores(self, ids: np.ndarray, nll: np.ndarray) -> str:
+        self.selector.report_scores(ids, nll)
         return self.incarnation
 
     def end_round(self, g_slice: np.ndarray, learning_rate: float, extra: dict[str, Any],

@@ -90,6 +90,16 @@ def evaluate(model, store: RowStore, ids: np.ndarray, batch_size: int, pad_id: i
     return total / tokens if tokens else float("nan")
 
 
+def rescore(service, model, store: RowStore, ids: np.ndarray, batch_size: int, pad_id: int, device,
+            autocast) -> None:
+    """iterative_rescore's extra pass: this worker's share of the eligible pool, scored with the current model."""
+    model.eval()
+    parts = [nll.float().cpu().numpy()
+             for nll, _ in batch_response_nll(model, store, ids, batch_size, pad_id, device, autocast)]
+    model.train()
+    ray.get(service.report_scores.remote(ids, np.concatenate(parts) if parts else np.zeros(0, np.float32)))
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     cfg = LeadConfig(**config["cfg"])
     service, model_path, pool_dir = config["service"], config["model_path"], Path(config["pool_dir"])
@@ -138,10 +148,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     micro = cfg.per_device_train_batch_size
     reporter = LossReporter(service)
+    selection_seconds = 0.0  # what the loop waits on selection: service calls and any re-scoring pass
     while True:
+        t_select = time.time()
         plan = _broadcast(ray.get(service.next_round.remote()) if rank == 0 else None, world)
+        if plan is not None and "rescore" in plan:
+            rescore(service, base, store, plan["rescore"][rank::world], cfg.eval_batch_size, pad_id, device,
+                    autocast)
+            _all_sum([0.0], world)  # a barrier: every worker's scores are in before rank 0 asks again
+        selection_seconds += time.time() - t_select
         if plan is None:
             break
+        if "rescore" in plan:
+            continue
         t0 = time.time()
         torch.manual_seed(cfg.seed + 1000 * int(plan["round"]) + rank)  # dropout etc.: the same after a restart
         ids = plan["ids"]
@@ -182,8 +201,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if cfg.eval_every_round:
             metrics["eval_nll"] = evaluate(base, store, eval_ids, cfg.eval_batch_size, pad_id, device, autocast)
         lr = float(np.mean(lrs)) if lrs else cfg.learning_rate
+        t_select = time.time()
+        metrics["selection_seconds"] = selection_seconds  # cumulative, up to this round's plan
         stats = _end_round(service, reporter, rank, world,
                            (flat(slice_params) - before, lr, dict(metrics)) if rank == 0 else None)
+        selection_seconds += time.time() - t_select
         with tempfile.TemporaryDirectory() as d:
             if rank == 0:
                 print(f"[lead-ray] round {plan['round']}: arm {sorted(set(plan['arms'].tolist()))} "
@@ -203,7 +225,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
             save_final_model(Path(d), base, tokenizer, merge=cfg.merge_adapter)
             write_snapshot(Path(d) / "selection", ray.get(service.snapshot.remote()))
-            (Path(d) / "final.json").write_text(json.dumps({"nll_before": nll_before, "nll_after": nll_after}))
+            (Path(d) / "final.json").write_text(json.dumps({"nll_before": nll_before, "nll_after": nll_after,
+                                                            "selection_seconds": selection_seconds}))
         ckpt = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
         ray.train.report({"final": 1, "nll_before": nll_before, "nll_after": nll_after, "eval_nll": nll_after,
                           "step": step},

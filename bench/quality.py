@@ -1,0 +1,309 @@
+"""Does LEAD beat cheap baselines at the same unique-sample budget? Every method × budget × seed, side by side.
+
+The pool (bench/quality_pool.py) has learnable task families at graded difficulty, near-duplicate families and
+noisy families with wrong answers; the held-out set covers the learnable families only. One preparation (ingest,
+embeddings, task groups, base-model IU, IFD, arms) is shared by every run; each run is then the real
+`train_with_selection` (SelectionService + TorchTrainer) with only the selector, the budget and the seed changed,
+followed by greedy exact match on the held-out set.
+
+    python bench/quality.py                 # the full table (tiny model built from a config, ~1 h on 2 CPUs)
+    python bench/quality.py --quick         # a small subset in a few minutes (tests/test_quality_bench.py)
+    python bench/quality.py --model smollm2 # SmolLM2-135M with LoRA on a small budget grid (meant for a GPU)
+
+Writes runs.csv (one row per run), table.csv (method × budget: mean ± std over seeds) and quality.png to --out.
+The last line is `lead_vs_random_nll_gain=<x> lead_vs_iterative_time_ratio=<y>`: the mean over budgets of
+(random NLL - LEAD NLL) / random NLL, and LEAD's mean run time over iterative_rescore's (same budgets and seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality_pool import pretraining_rows, write_pool  # noqa: E402
+
+from lead_ray.config import LeadConfig  # noqa: E402
+
+# method name → config overrides; the ablations are LEAD with one part switched off
+METHODS: dict[str, dict] = {
+    "lead": {},
+    "random": {"selector": "random"},
+    "longest": {"selector": "longest"},
+    "static_iu": {"selector": "static_iu"},
+    "static_ifd": {"selector": "static_ifd"},
+    "iterative_rescore": {"selector": "iterative_rescore"},
+    "lead_uniform_arms": {"uniform_arms": True},
+    "lead_no_correction": {"use_correction": False},
+    "lead_no_smoothing": {"smoothing": 1.0},
+    "lead_stop_at_budget": {"reuse_after_budget": False},  # the paper's stop rule: less training than the rest
+    "full": {"selector": "full"},
+}
+FULL = dict(budgets=[0.025, 0.05, 0.1], seeds=3, per_family=200, eval_per_family=50, methods=list(METHODS))
+QUICK = dict(budgets=[0.05, 0.1], seeds=1, per_family=40, eval_per_family=10,
+             methods=["lead", "random", "longest", "iterative_rescore", "full"])
+
+
+def log(msg: str) -> None:
+    print(f"[quality] {msg}", flush=True)
+
+
+def build_tiny_base(out: Path, cache: Path, pretrain_rows: int, seed: int = 0) -> str:
+    """A 2-layer Llama built from a config (the builtin tiny model's tokenizer and shape), then pre-trained on
+    level-1 rows of the learnable families, so that its IU and IFD carry signal. Built once per --work folder."""
+    if (out / "config.json").exists():
+        return str(out)
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lead_ray.data.tokenize import tokenize_messages
+    from lead_ray.train.loss import collate, response_nll
+    from lead_ray.train.model import load_tokenizer, resolve_model_path
+
+    tiny = resolve_model_path("builtin:tiny", cache)
+    tok = load_tokenizer(tiny)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny))
+    rows = [tokenize_messages(tok, r["messages"], 64) for r in pretraining_rows(pretrain_rows, seed + 1)]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    t0 = time.time()
+    for epoch in range(3):
+        order = np.random.default_rng(epoch).permutation(len(rows))
+        for s in range(0, len(order), 32):
+            t = collate([rows[i] for i in order[s : s + 32]], tok.pad_token_id)
+            nll, counts = response_nll(model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits,
+                                       t["input_ids"], t["assistant_mask"])
+            loss = (nll * counts).sum() / counts.sum()
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        log(f"base model pre-training: epoch {epoch + 1}/3, last batch NLL {loss.item():.3f}")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    tmp.rename(out)
+    log(f"base model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, pre-trained on "
+        f"{pretrain_rows} rows in {time.time() - t0:.0f}s → {out}")
+    return str(out)
+
+
+def base_config(args: argparse.Namespace, work: Path, model_path: str) -> LeadConfig:
+    """The one training recipe every method shares (only selector, budget and seed change per run)."""
+    # reuse_after_budget: every method presents budget × max_uses samples (the static ones train max_uses epochs),
+    # so that methods differ in which samples they train on, not in how much they train
+    common = dict(data_files=[str(work / "data")], output_dir=str(work / "runs"), eval_fraction=0.0,
+                  eval_max_samples=None, max_rounds=10_000, num_workers=1, seed=0, num_cpus=4,
+                  reuse_after_budget=True, cache_dir=str(args.cache_dir))
+    if args.model == "smollm2":
+        return LeadConfig(**common, model_name_or_path="builtin:smollm2", use_lora=True, learning_rate=2e-4,
+                          max_length=128, per_device_train_batch_size=8, use_gpu=args.use_gpu,
+                          eval_batch_size=32, score_batch_size=32).validate()
+    quick = dict(group_by="source", ifd_model="base") if args.quick else {}
+    return LeadConfig(**common, model_name_or_path=model_path, use_lora=False, learning_rate=1e-3, max_length=64,
+                      per_device_train_batch_size=8, eval_batch_size=64, score_batch_size=64, **quick).validate()
+
+
+def exact_match_of(run_dir: Path, eval_rows: list[tuple[list[dict], str]], cfg: LeadConfig) -> float:
+    """Greedy exact match of the run's saved model on the held-out prompts."""
+    import torch
+
+    from lead_ray.eval import load_eval_model
+    from lead_ray.eval.generate import exact_match
+
+    model, tok = load_eval_model(run_dir / "model", cfg, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    return float(exact_match(model, tok, eval_rows, batch_size=64, max_new_tokens=16)["accuracy"])
+
+
+def run_all(args: argparse.Namespace) -> list[dict]:
+    from lead_ray.run import init_ray, prepare_stages, train_with_selection
+
+    work = Path(args.work).expanduser().resolve()
+    counts = write_pool(work / "data", args.per_family, args.eval_per_family)
+    log(f"pool: {counts['train']} training rows ({args.per_family} per family), {counts['eval']} held-out rows")
+    model_path = "builtin:smollm2" if args.model == "smollm2" else build_tiny_base(
+        work / "base_model", Path(args.cache_dir).expanduser(), args.pretrain_rows)
+    cfg = base_config(args, work, model_path)
+    init_ray(cfg)
+    t0 = time.time()
+    prepared = prepare_stages(cfg, work / "prepared")
+    prep_seconds = time.time() - t0
+    log(f"preparation (ingest, embeddings, groups, IU, IFD, arms): {prep_seconds:.0f}s")
+    held_out = [json.loads(line) for line in (work / "data" / "eval.jsonl").read_text().splitlines()]
+    eval_rows = [(r["messages"][:-1], r["messages"][-1]["content"]) for r in held_out]
+
+    rows, runs = [], [(m, b, s) for s in range(args.seeds) for b in args.budgets for m in args.methods
+                      if m != "full" or b == args.budgets[0]]
+    for i, (method, budget, seed) in enumerate(runs):
+        name = f"{method}-b{budget:g}-s{seed}"
+        run_cfg = dataclasses.replace(cfg, run_name=name, budget=budget, seed=seed, **METHODS[method])
+        t = time.time()
+        out = train_with_selection(run_cfg, prepared)
+        train_seconds = time.time() - t
+        metrics = [json.loads(line) for line in (run_cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+        em = exact_match_of(run_cfg.run_dir, eval_rows, run_cfg)
+        row = {"method": method, "budget": budget if method != "full" else 1.0, "seed": seed,
+               "budget_samples": out["budget"], "unique_samples": out["num_unique"],
+               "trained_samples": int(sum(m.get("num_samples", 0) for m in metrics if not m.get("final"))),
+               "rounds": out["rounds"], "stop_reason": out["stop_reason"], "nll_before": out["nll_before"],
+               "heldout_nll": out["nll_after"], "exact_match": em, "wall_seconds": train_seconds,
+               "selection_seconds": out["selection_seconds"], "prep_seconds": prep_seconds}
+        rows.append(row)
+        log(f"[{i + 1}/{len(runs)}] {name}: NLL {row['heldout_nll']:.4f}, exact match {em:.3f}, "
+            f"{row['unique_samples']}/{row['budget_samples']} unique, {row['trained_samples']} trained, "
+            f"{train_seconds:.0f}s (selection {row['selection_seconds']:.1f}s)")
+        if not args.keep_runs:
+            shutil.rmtree(run_cfg.run_dir, ignore_errors=True)
+    return rows
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """method × budget: mean and std over seeds of the quality and time columns."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        for budget in sorted({r["budget"] for r in rows if r["method"] == method}):
+            cell = [r for r in rows if r["method"] == method and r["budget"] == budget]
+            s = {"method": method, "budget": budget, "seeds": len(cell), "budget_samples": cell[0]["budget_samples"]}
+            for key in ("heldout_nll", "exact_match", "wall_seconds", "selection_seconds", "trained_samples"):
+                v = np.array([r[key] for r in cell], dtype=float)
+                s[f"{key}_mean"], s[f"{key}_std"] = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+            out.append(s)
+    return out
+
+
+def headline(table: list[dict], budgets: list[float]) -> tuple[float, float]:
+    """(mean relative NLL gain of LEAD over random, LEAD's mean run time / iterative_rescore's), over budgets."""
+    cell = {(s["method"], s["budget"]): s for s in table}
+    gains = [(cell["random", b]["heldout_nll_mean"] - cell["lead", b]["heldout_nll_mean"])
+             / cell["random", b]["heldout_nll_mean"] for b in budgets if ("lead", b) in cell and ("random", b) in cell]
+    times = [(cell["lead", b]["wall_seconds_mean"], cell["iterative_rescore", b]["wall_seconds_mean"])
+             for b in budgets if ("lead", b) in cell and ("iterative_rescore", b) in cell]
+    gain = float(np.mean(gains)) if gains else math.nan
+    ratio = sum(a for a, _ in times) / sum(b for _, b in times) if times else math.nan
+    return gain, ratio
+
+
+def print_table(table: list[dict]) -> None:
+    head = f"{'method':<20} {'budget':>6} {'n':>4} {'held-out NLL':>17} {'exact match':>15} {'trained':>8} " \
+           f"{'wall s':>8} {'select s':>9}"
+    print(head)
+    print("-" * len(head))
+    for s in table:
+        print(f"{s['method']:<20} {s['budget']:>6.3f} {s['budget_samples']:>4d} "
+              f"{s['heldout_nll_mean']:>9.4f} ± {s['heldout_nll_std']:.4f} "
+              f"{s['exact_match_mean']:>7.3f} ± {s['exact_match_std']:.3f} {s['trained_samples_mean']:>8.0f} "
+              f"{s['wall_seconds_mean']:>8.1f} {s['selection_seconds_mean']:>9.2f}", flush=True)
+
+
+def plot(table: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    budgets = sorted({s["budget"] for s in table if s["method"] != "full"})
+    methods = [m for m in dict.fromkeys(s["method"] for s in table) if m != "full"]
+    full = next((s for s in table if s["method"] == "full"), None)
+    for ax, key, label in ((axes[0], "heldout_nll", "held-out response NLL (lower is better)"),
+                           (axes[1], "exact_match", "held-out exact match (higher is better)")):
+        for m in methods:
+            cells = [next((s for s in table if s["method"] == m and s["budget"] == b), None) for b in budgets]
+            xs = [100 * b for b, c in zip(budgets, cells) if c]
+            ax.errorbar(xs, [c[f"{key}_mean"] for c in cells if c], yerr=[c[f"{key}_std"] for c in cells if c],
+                        marker="o", capsize=3, label=m, lw=2.2 if m == "lead" else 1.2)
+        if full:
+            ax.axhline(full[f"{key}_mean"], color="black", ls="--", lw=1, label="full pool")
+        ax.set_xlabel("budget (% of the pool, unique samples)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    for m in methods:
+        cells = [s for s in table if s["method"] == m]
+        axes[2].plot([100 * s["budget"] for s in cells], [s["wall_seconds_mean"] for s in cells], marker="o", label=m)
+    axes[2].set_xlabel("budget (% of the pool, unique samples)")
+    axes[2].set_ylabel("run time per run, s (training + selection)")
+    axes[2].grid(alpha=0.3)
+    fig.suptitle("LEAD vs baselines on the structured benchmark pool (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def check(rows: list[dict]) -> list[str]:
+    """Internal consistency: every run trained exactly its budget of unique samples, never more."""
+    problems = []
+    for r in rows:
+        if r["unique_samples"] != r["budget_samples"]:
+            problems.append(f"{r['method']} b={r['budget']} seed {r['seed']}: {r['unique_samples']} unique samples "
+                            f"for a budget of {r['budget_samples']} ({r['stop_reason']})")
+    return problems
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="a small subset in a few minutes")
+    p.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
+    p.add_argument("--use-gpu", action="store_true", help="train on GPU (with --model smollm2)")
+    p.add_argument("--work", default="/tmp/lead-ray-quality", help="scratch folder (pool, base model, runs)")
+    p.add_argument("--out", default=None, help="where the CSVs and PNG go (default bench/results/quality[-quick])")
+    p.add_argument("--cache-dir", default="~/.cache/lead-ray")
+    p.add_argument("--methods", default=None, help="comma-separated subset of " + ",".join(METHODS))
+    p.add_argument("--budgets", default=None, help="comma-separated fractions of the pool")
+    p.add_argument("--seeds", type=int, default=None)
+    p.add_argument("--per-family", type=int, default=None, help="training rows per task family")
+    p.add_argument("--eval-per-family", type=int, default=None)
+    p.add_argument("--pretrain-rows", type=int, default=6000, help="rows the tiny base model is pre-trained on")
+    p.add_argument("--keep-runs", action="store_true", help="keep every run folder under --work/runs")
+    args = p.parse_args(argv)
+    preset = QUICK if args.quick else FULL
+    if args.model == "smollm2" and not args.quick:
+        preset = dict(FULL, budgets=[0.025, 0.05], seeds=2, per_family=200, eval_per_family=30)
+    args.budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else preset["budgets"]
+    args.methods = args.methods.split(",") if args.methods else preset["methods"]
+    unknown = sorted(set(args.methods) - set(METHODS))
+    if unknown:
+        p.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    for key in ("seeds", "per_family", "eval_per_family"):
+        if getattr(args, key) is None:
+            setattr(args, key, preset[key])
+    out = Path(args.out or Path(__file__).resolve().parent / "results" /
+               ("quality" + ("-quick" if args.quick else "") + ("-smollm2" if args.model == "smollm2" else "")))
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    rows = run_all(args)
+    table = summarise(rows)
+    write_csv(rows, out / "runs.csv")
+    write_csv(table, out / "table.csv")
+    plot(table, out / "quality.png")
+    (out / "command.txt").write_text("python bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
+                                     + f"\n# total {time.time() - t0:.0f}s\n")
+    print()
+    print_table(table)
+    problems = check(rows)
+    for line in problems:
+        log(f"BUDGET CHECK FAILED: {line}")
+    log(f"total {time.time() - t0:.0f}s; results in {out}")
+    gain, ratio = headline(table, args.budgets)
+    print(f"lead_vs_random_nll_gain={gain:.4f} lead_vs_iterative_time_ratio={ratio:.3f}", flush=True)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
