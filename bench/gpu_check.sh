@@ -58,3 +58,9 @@ for backend in ("hf", "vllm"):
     print(f"score ({backend}, full + response): {n / s:.0f} rows/s, {tokens / s:.0f} tokens/s (full pass) "
           f"over {n} rows, incl. engine start")
 PY
+
+# The quality table with the real SmolLM2-135M (LoRA) on a small budget grid; the table lands in
+# bench/results/quality-smollm2/ (copy it back and commit it). Skip with QUALITY=0.
+if [ "${QUALITY:-1}" = 1 ]; then
+  .venv/bin/python bench/quality.py --model smollm2 --use-gpu --work "$OUT/quality" 2>&1 | grep -v "RayTrainWorker" | tail -30
+fi

@@ -20,7 +20,11 @@ driver's peak for that size alone; if streaming works, it barely moves between 1
   real model on 1M rows is GPU work; see bench/gpu_check.sh).
 - faiss k-means of `--kmeans-rows` x 384 into 1024 clusters, every point used, in its own child process.
 
-The last line is `rows_per_s=<embed rows/s at the largest size> ray_data_efficiency=<ratio> peak_rss_gb=<g>`.
+Memory is also sampled by kind (`MemoryPeaks`): ru_maxrss counts the object-store pages the driver mapped while
+streaming (RssShmem, bounded by the store's size); the driver's private heap (RssAnon) is printed per stage.
+
+The last line is `rows_per_s=<embed rows/s at the largest size> ray_data_efficiency=<ratio> peak_rss_gb=<g>
+peak_private_gb=<g>`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -61,6 +66,45 @@ WORDS = ["river", "forest", "lambda", "garbage", "itertools", "ocean", "planet",
 
 def rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+class MemoryPeaks(threading.Thread):
+    """Peaks of this process's memory by kind, sampled from /proc/self/status every 0.1 s.
+
+    ru_maxrss (VmRSS's peak) also counts the pages of Ray's shared-memory object store that the driver has mapped
+    while reading blocks (RssShmem); that grows with how much of the store the stream has passed through, up to
+    the store's size, and is not the driver's own. RssAnon is the driver's private heap: the number that must not
+    grow with the pool."""
+
+    FIELDS = ("VmRSS", "RssAnon", "RssFile", "RssShmem")
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = dict.fromkeys(self.FIELDS, 0.0)
+        self.lock = threading.Lock()
+        self.start()
+
+    def sample(self) -> None:
+        now = {}
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in self.FIELDS:
+                now[key] = int(value.split()[0]) / 2**20  # kB → GB
+        with self.lock:
+            for k, v in now.items():
+                self.peak[k] = max(self.peak[k], v)
+
+    def run(self) -> None:
+        while True:
+            self.sample()
+            time.sleep(0.1)
+
+    def take(self) -> dict[str, float]:
+        """The peaks since the last call (one stage), then start afresh."""
+        self.sample()
+        with self.lock:
+            out, self.peak = dict(self.peak), dict.fromkeys(self.FIELDS, 0.0)
+        return out
 
 
 def write_pool(pool_dir: Path, n: int, seed: int = 0, chunk: int = 100_000) -> None:
@@ -132,12 +176,15 @@ def child(n: int, work: Path, args: argparse.Namespace) -> dict:
     pool = work / f"pool{n}"
     write_pool(pool, n)
     model = str(work / "cheap_embedder")  # built by the parent's "embedder" child, outside this RSS
+    mem = MemoryPeaks()
     init_ray(LeadConfig(num_cpus=4))
     out["rss_after_setup_gb"] = rss_gb()
+    out["mem_setup"] = mem.take()
 
     t0 = time.perf_counter()
     embed_pool(pool, work / f"emb{n}.parquet", model=model, batch_size=args.batch_size, concurrency=1)
     out["embed_rows_per_s"] = n / (time.perf_counter() - t0)
+    out["mem_embed"] = mem.take()
 
     t0 = time.perf_counter()
     sample = sample_embeddings(work / f"emb{n}.parquet", 100_000, seed=0)
@@ -147,6 +194,8 @@ def child(n: int, work: Path, args: argparse.Namespace) -> dict:
     out["groups_kmeans_s"] = t1 - t0
     out["groups_assign_rows_per_s"] = n / (time.perf_counter() - t1)
     out["peak_rss_gb"] = rss_gb()  # before the bare loop below, which holds its (fixed-size) slice in memory
+    out["mem_groups"] = mem.take()
+    out["peak_private_gb"] = max(out[f"mem_{s}"]["RssAnon"] for s in ("setup", "embed", "groups"))
 
     eff_rows = min(n, args.efficiency_rows)
     write_pool(work / f"pool_eff{n}", eff_rows)  # the same generator and seed: the first eff_rows rows
@@ -252,6 +301,10 @@ def main() -> None:
               f"{r['pipeline_rows_per_s']:.0f} (steady; {r['pipeline_end_to_end_rows_per_s']:.0f} with actor start) vs "
               f"bare loop {r['bare_rows_per_s']:.0f} rows/s = {r['ray_data_efficiency']:.3f}; peak driver RSS "
               f"{r['peak_rss_gb']:.2f} GB", flush=True)
+        for stage in ("setup", "embed", "groups"):
+            m = r[f"mem_{stage}"]
+            print(f"[bench]   {stage:<6} peak GB: private (RssAnon) {m['RssAnon']:.2f}, object-store pages "
+                  f"(RssShmem) {m['RssShmem']:.2f}, files {m['RssFile']:.2f}, total {m['VmRSS']:.2f}", flush=True)
     ing = run_child("--child", f"ingest:{args.score_rows}", *common)
     print(f"[bench] ingest {ing['ingest_rows_per_s']:.0f} rows/s, score (builtin:tiny, hf, full + response) "
           f"{ing['score_rows_per_s']:.0f} rows/s on {args.score_rows} demo rows", flush=True)
@@ -265,10 +318,12 @@ def main() -> None:
         print(f"[bench] peak driver RSS {results[-1]['peak_rss_gb']:.2f} GB at {sizes[-1]} rows vs "
               f"{results[0]['peak_rss_gb']:.2f} GB at {sizes[0]} rows "
               f"(ratio {results[-1]['peak_rss_gb'] / results[0]['peak_rss_gb']:.2f} for "
-              f"{sizes[-1] / sizes[0]:.0f}x the rows)", flush=True)
+              f"{sizes[-1] / sizes[0]:.0f}x the rows); private (RssAnon) {results[-1]['peak_private_gb']:.2f} GB "
+              f"vs {results[0]['peak_private_gb']:.2f} GB (ratio "
+              f"{results[-1]['peak_private_gb'] / results[0]['peak_private_gb']:.2f})", flush=True)
     last = results[-1]
     print(f"rows_per_s={last['embed_rows_per_s']:.0f} ray_data_efficiency={last['ray_data_efficiency']:.3f} "
-          f"peak_rss_gb={last['peak_rss_gb']:.2f}", flush=True)
+          f"peak_rss_gb={last['peak_rss_gb']:.2f} peak_private_gb={last['peak_private_gb']:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -105,11 +105,11 @@ def base_config(args: argparse.Namespace, work: Path, model_path: str) -> LeadCo
     common = dict(data_files=[str(work / "data")], output_dir=str(work / "runs"), eval_fraction=0.0,
                   eval_max_samples=None, max_rounds=10_000, num_workers=1, seed=0, num_cpus=4,
                   reuse_after_budget=True, cache_dir=str(args.cache_dir))
+    quick = dict(group_by="source", ifd_model="base") if args.quick else {}
     if args.model == "smollm2":
         return LeadConfig(**common, model_name_or_path="builtin:smollm2", use_lora=True, learning_rate=2e-4,
                           max_length=128, per_device_train_batch_size=8, use_gpu=args.use_gpu,
-                          eval_batch_size=32, score_batch_size=32).validate()
-    quick = dict(group_by="source", ifd_model="base") if args.quick else {}
+                          eval_batch_size=32, score_batch_size=32, **quick).validate()
     return LeadConfig(**common, model_name_or_path=model_path, use_lora=False, learning_rate=1e-3, max_length=64,
                       per_device_train_batch_size=8, eval_batch_size=64, score_batch_size=64, **quick).validate()
 

@@ -79,3 +79,20 @@ def test_two_workers_lora_in_process(ray_local, tmp_path: Path) -> None:
         a = merged(input_ids=torch.from_numpy(ids)).logits
         b = with_adapter(input_ids=torch.from_numpy(ids)).logits
     assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_two_workers_iterative_rescore(ray_local, tmp_path: Path) -> None:
+    """The expensive baseline through the real loop: before each round both workers score their half of the
+    eligible rows with the current model; the run then trains exactly budget × max_uses presentations."""
+    from lead_ray.config import load_config
+    from lead_ray.run import prepare_stages, train_with_selection
+
+    cfg = load_config(REPO / "configs" / "tiny.yaml", {
+        "output_dir": str(tmp_path), "run_name": "rescore", "num_workers": 2, "selector": "iterative_rescore",
+        "reuse_after_budget": True, "max_uses": 2, "max_rounds": 1000, "per_device_train_batch_size": 3})
+    s = train_with_selection(cfg, prepare_stages(cfg, cfg.run_dir))
+    check_run_outputs(tmp_path / "rescore", expect_max_uses=2)
+    sel = pq.read_table(tmp_path / "rescore" / "selections.parquet").to_pandas()
+    assert s["stop_reason"] == "budget" and s["num_unique"] == s["budget"]
+    assert len(sel) == 2 * s["budget"] and (sel.groupby("id").size() == 2).all()
+    assert s["selection_seconds"] > 0

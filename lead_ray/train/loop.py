@@ -163,7 +163,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             continue
         t0 = time.time()
         torch.manual_seed(cfg.seed + 1000 * int(plan["round"]) + rank)  # dropout etc.: the same after a restart
-        ids = plan["ids"]
+        # the round's rows in a seeded order, as a data loader shuffles (the same order again after a restart)
+        ids = plan["ids"][np.random.default_rng([cfg.seed, int(plan["round"])]).permutation(len(plan["ids"]))]
         padded = np.concatenate([ids, np.full(-len(ids) % (micro * world), -1, dtype=np.int64)])
         mine = padded[rank::world]
         before = flat(slice_params)
