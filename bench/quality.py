@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality_pool import pretraining_rows, write_pool  # noqa: E402
+from quality_pool import DUPLICATE, NOISY, pretraining_rows, write_pool  # noqa: E402
 
 from lead_ray.config import LeadConfig  # noqa: E402
 
@@ -125,6 +125,17 @@ def exact_match_of(run_dir: Path, eval_rows: list[tuple[list[dict], str]], cfg: 
     return float(exact_match(model, tok, eval_rows, batch_size=64, max_new_tokens=16)["accuracy"])
 
 
+def selected_families(run_dir: Path, pool_dir: Path) -> dict[str, float]:
+    """Shares of the run's unique selected rows that come from the noisy and the near-duplicate families."""
+    import pyarrow.parquet as pq
+
+    ids = np.unique(pq.read_table(run_dir / "selections.parquet", columns=["id"]).column("id").to_numpy())
+    source = pq.read_table(pool_dir / "pool.parquet", columns=["id", "source"]).sort_by("id").column("source")
+    picked = np.asarray(source.to_pylist(), dtype=object)[ids]
+    return {"noisy": float(np.isin(picked, list(NOISY)).mean()),
+            "duplicate": float(np.isin(picked, list(DUPLICATE)).mean())}
+
+
 def run_all(args: argparse.Namespace) -> list[dict]:
     from lead_ray.run import init_ray, prepare_stages, train_with_selection
 
@@ -152,12 +163,14 @@ def run_all(args: argparse.Namespace) -> list[dict]:
         train_seconds = time.time() - t
         metrics = [json.loads(line) for line in (run_cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
         em = exact_match_of(run_cfg.run_dir, eval_rows, run_cfg)
+        families = selected_families(run_cfg.run_dir, prepared.pool_dir)
         row = {"method": method, "budget": budget if method != "full" else 1.0, "seed": seed,
                "budget_samples": out["budget"], "unique_samples": out["num_unique"],
                "trained_samples": int(sum(m.get("num_samples", 0) for m in metrics if not m.get("final"))),
                "rounds": out["rounds"], "stop_reason": out["stop_reason"], "nll_before": out["nll_before"],
                "heldout_nll": out["nll_after"], "exact_match": em, "wall_seconds": train_seconds,
-               "selection_seconds": out["selection_seconds"], "prep_seconds": prep_seconds}
+               "selection_seconds": out["selection_seconds"], "prep_seconds": prep_seconds,
+               "share_noisy": families["noisy"], "share_duplicate": families["duplicate"]}
         rows.append(row)
         log(f"[{i + 1}/{len(runs)}] {name}: NLL {row['heldout_nll']:.4f}, exact match {em:.3f}, "
             f"{row['unique_samples']}/{row['budget_samples']} unique, {row['trained_samples']} trained, "
@@ -211,7 +224,7 @@ def plot(table: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    fig, axes = plt.subplots(1, 3, figsize=(19, 5.2))
     budgets = sorted({s["budget"] for s in table if s["method"] != "full"})
     methods = [m for m in dict.fromkeys(s["method"] for s in table) if m != "full"]
     full = next((s for s in table if s["method"] == "full"), None)
@@ -227,7 +240,7 @@ def plot(table: list[dict], path: Path) -> None:
         ax.set_xlabel("budget (% of the pool, unique samples)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[2].legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     for m in methods:
         cells = [s for s in table if s["method"] == m]
         axes[2].plot([100 * s["budget"] for s in cells], [s["wall_seconds_mean"] for s in cells], marker="o", label=m)
@@ -238,6 +251,13 @@ def plot(table: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def replot(out: Path) -> None:
+    """Redraw quality.png from a saved table.csv (no runs)."""
+    with open(out / "table.csv") as f:
+        table = [{k: v if k == "method" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    plot(table, out / "quality.png")
 
 
 def check(rows: list[dict]) -> list[str]:

@@ -124,5 +124,8 @@ def write_pool(folder: Path, per_family: int, eval_per_family: int, seed: int = 
     train, held_out = make_rows(per_family, eval_per_family, seed)
     folder.mkdir(parents=True, exist_ok=True)
     for name, rows in (("train.jsonl", train), ("eval.jsonl", held_out)):
-        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        path = folder / name
+        if not path.exists() or path.read_text() != text:  # unchanged files keep their stamps: prep is reused
+            path.write_text(text)
     return {"train": len(train), "eval": len(held_out)}
