@@ -32,7 +32,7 @@ from lead_ray.data.pool import Tokenize, _split_file, discover_files, ingest
 FUZZ_MAX_LENGTH = 64
 CASES: Counter[str] = Counter()  # what the hypothesis test tried, printed at its end
 OUT_KEYS = {"path", "line", "reason", "raw", "source", "messages", "input_ids", "assistant_mask",
-            "n_prompt_tokens", "n_response_tokens", "key"}
+            "n_prompt_tokens", "n_response_tokens", "key", "split"}
 
 
 @lru_cache(maxsize=2)
@@ -184,6 +184,7 @@ def _check_file(tok: Tokenize, kind: str, ext: str, data: bytes, expected: int |
         assert set(out) == OUT_KEYS
         for k in ("reason", "raw", "source", "messages", "path"):
             assert isinstance(out[k], str) and _storable(out[k]), k
+        assert out["split"] in ("", "train", "eval")  # a row's own split, only when it names a valid one
         if r["error"]:
             assert out["reason"] == r["error"]
         if out["reason"] == "":
