@@ -73,7 +73,7 @@ def build_tiny_base(out: Path, cache: Path, pretrain_rows: int, seed: int = 0) -
     tiny = resolve_model_path("builtin:tiny", cache)
     tok = load_tokenizer(tiny)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny))
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny, trust_remote_code=False))
     rows = [tokenize_messages(tok, r["messages"], 64) for r in pretraining_rows(pretrain_rows, seed + 1)]
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     t0 = time.time()

@@ -14,6 +14,7 @@ saved as safetensors in a temporary folder that is deleted afterwards. vLLM is i
 from __future__ import annotations
 
 import gc
+import json
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,17 +28,15 @@ def vllm_greedy_generate(model_path: str | Path, tokenizer, prompts: list[Messag
                          trust_remote_code: bool = False, dtype: str | None = None) -> list[str]:
     """Greedy continuations of each chat prompt from a vLLM engine on `model_path`, decoded as `greedy_generate`
     decodes them. The engine lives only for this call (its memory is released on return)."""
-    from transformers import GenerationConfig
-
     from lead_ray.prep.score_vllm import vllm_engine
 
     encoded = prompt_ids(tokenizer, prompts)
     if not encoded:
         return []
-    try:  # the HF path stops at the tokenizer's EOS and the generation config's: the same ids stop vLLM
-        generation_eos = GenerationConfig.from_pretrained(str(model_path)).eos_token_id
-    except OSError:  # no generation_config.json
-        generation_eos = None
+    # the HF path stops at the tokenizer's EOS and the generation config's: the same ids stop vLLM (read as plain
+    # JSON: the folder is local, and no code of its own should run)
+    gen_file = Path(model_path) / "generation_config.json"
+    generation_eos = json.loads(gen_file.read_text()).get("eos_token_id") if gen_file.is_file() else None
     eos = stop_ids(tokenizer, generation_eos)
     # generation_config="vllm": the model's sampling defaults (temperature, repetition penalty ...) must not apply
     llm, _ = vllm_engine(str(model_path), max(len(ids) for ids in encoded) + max_new_tokens,
