@@ -177,6 +177,9 @@ def run_all(args: argparse.Namespace) -> list[dict]:
             f"{train_seconds:.0f}s (selection {row['selection_seconds']:.1f}s)")
         if not args.keep_runs:
             shutil.rmtree(run_cfg.run_dir, ignore_errors=True)
+    import ray
+
+    ray.shutdown()  # no late worker log lines after the table: the last line stays the headline
     return rows
 
 
