@@ -23,7 +23,7 @@ from lead_ray.eval.generate import greedy_generate, last_number, normalise, spli
 from lead_ray.eval.generate_vllm import servable_folder
 from lead_ray.train.model import load_model, load_tokenizer, resolve_model_path
 from tests.conftest import CACHE
-from tests.test_eval import EVAL_IDS, ROWS, _write_pool
+from tests.test_eval import EVAL_IDS, ROWS, _make_run
 
 needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed")
 
@@ -52,15 +52,6 @@ def _lora(base, seed: int = 1):
     return model.eval()
 
 
-def _run_folder(root: Path, tok, model_path: str) -> Path:
-    run_dir = root / "run"
-    run_dir.mkdir(parents=True)
-    _write_pool(run_dir, tok)
-    LeadConfig(run_name="run", output_dir=str(root), model_name_or_path=model_path,
-               eval_batch_size=3).save(run_dir / "config.yaml")
-    return run_dir
-
-
 def _logits(model, tok, text: str) -> torch.Tensor:
     ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
@@ -73,7 +64,7 @@ def test_servable_folder_merges_an_adapter_and_passes_full_models_through(tmp_pa
     `merged/` folder is preferred for the run's own adapter; a full model folder is served as is."""
     tok = load_tokenizer(tiny_model_path)
     base = load_model(tiny_model_path).eval()
-    run_dir = _run_folder(tmp_path, tok, tiny_model_path)
+    run_dir = _make_run(tmp_path, tok, tiny_model_path)
     peft_model = _lora(base)
     peft_model.save_pretrained(run_dir / "model")
     text = "The keyword lambda makes an anonymous function."
@@ -143,7 +134,7 @@ def test_evaluate_run_vllm_backend_serves_the_merged_adapter(tmp_path: Path, smo
     (>= 5 of 6) its greedy answers, which are the adapter's and not the base model's; the temp merge is removed."""
     tok = load_tokenizer(smollm2)
     base = load_model(smollm2).eval()
-    run_dir = _run_folder(tmp_path, tok, smollm2)
+    run_dir = _make_run(tmp_path, tok, smollm2)
     _lora(base).save_pretrained(run_dir / "model")
     hf = evaluate_run(run_dir, generation_samples=8, max_new_tokens=16)
     vl = evaluate_run(run_dir, generation_samples=8, max_new_tokens=16, backend="vllm")
