@@ -57,7 +57,11 @@ def test_spherical_kmeans_sample_and_ray_assignment_recover_blobs(ray_local, tmp
     x, truth = _blobs(250, centers)
     _write_embeddings(tmp_path / "emb.parquet", x)
     sample = sample_embeddings(tmp_path / "emb.parquet", size=300, seed=1)
-    assert 200 < len(sample) < 400 and sample.shape[1] == 16  # a Bernoulli sample of about 300 of 1000
+    assert sample.shape == (300, 16)  # exactly `size` distinct rows of the 1000, read in batches of 8192
+    assert len(np.unique(sample, axis=0)) == 300 and all(np.isin(sample[:, 0], x[:, 0]))
+    np.testing.assert_array_equal(sample, sample_embeddings(tmp_path / "emb.parquet", size=300, seed=1,
+                                                            batch_size=7))  # batch edges do not change the rows
+    assert sample_embeddings(tmp_path / "emb.parquet", size=5000).shape == (1000, 16)  # capped at the pool
     centroids = spherical_kmeans(sample, 4, seed=0)
     np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
     cluster = assign_clusters(tmp_path / "emb.parquet", centroids, len(x))

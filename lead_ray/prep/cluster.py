@@ -37,19 +37,29 @@ def spherical_kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = 20) -> n
     return km.centroids.copy()
 
 
-def sample_embeddings(path: Path, size: int, seed: int = 0) -> np.ndarray:
-    """A seeded uniform sample of about `size` rows of an embeddings Parquet, read in batches (bounded memory)."""
-    from lead_ray.prep.embed import embedding_matrix
+def sample_embeddings(path: Path, size: int, seed: int = 0, batch_size: int = 8192) -> np.ndarray:
+    """A seeded uniform sample of exactly min(size, rows) rows of an embeddings Parquet, in file order.
 
-    f = pq.ParquetFile(path)
-    p = min(1.0, size / max(f.metadata.num_rows, 1))
-    rng = np.random.default_rng(seed)
-    parts = []
-    for batch in f.iter_batches(batch_size=65536, columns=["embedding"]):
-        keep = rng.random(batch.num_rows) < p
-        if keep.any():
-            parts.append(embedding_matrix(batch.column(0).filter(pa.array(keep))))
-    return np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+    Memory is the sample plus one batch: the rows are read in batches into a preallocated matrix, and the file is
+    opened with `pre_buffer=False` (pyarrow's read-ahead otherwise keeps buffers that grow with the file)."""
+    f = open_parquet(path)
+    n = f.metadata.num_rows
+    dim = f.schema_arrow.field("embedding").type.list_size
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(size, n), replace=False))
+    out = np.empty((len(rows), dim), dtype=np.float32)
+    start = 0
+    for batch in f.iter_batches(batch_size=batch_size, columns=["embedding"]):
+        lo, hi = np.searchsorted(rows, [start, start + batch.num_rows])
+        if hi > lo:
+            picked = batch.column(0).take(pa.array(rows[lo:hi] - start))
+            out[lo:hi] = picked.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        start += batch.num_rows
+    return out
+
+
+def open_parquet(path: Path) -> pq.ParquetFile:
+    """A Parquet file for streaming reads: without read-ahead buffering, so memory is one batch, not the file."""
+    return pq.ParquetFile(path, pre_buffer=False)
 
 
 class AssignCentroids:

@@ -22,7 +22,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lead_ray.config import LeadConfig
-from lead_ray.prep.cluster import assign_clusters, kmeans_1d, sample_embeddings, spherical_kmeans
+from lead_ray.prep.cluster import (
+    assign_clusters,
+    kmeans_1d,
+    open_parquet,
+    sample_embeddings,
+    spherical_kmeans,
+)
 from lead_ray.stages import run_stage, stage_key
 
 
@@ -126,7 +132,7 @@ def _write_enriched(table: pa.Table, out: Path, embeddings: Path | None, chunk: 
         pq.write_table(table, out)
         return
     writer = None
-    batches = pq.ParquetFile(embeddings).iter_batches(batch_size=chunk, columns=["id", "embedding"])
+    batches = open_parquet(embeddings).iter_batches(batch_size=chunk, columns=["id", "embedding"])
     for start in range(0, table.num_rows, chunk):
         part = table.slice(start, chunk)
         emb = next(batches)
