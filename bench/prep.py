@@ -149,11 +149,11 @@ def cheap_embedder(out: Path) -> str:
 
 def bare_embedding_rate(pool_dir: Path, model: str, batch_size: int, rows: int) -> float:
     """The same Embedder, called in this process on blocks of the pipeline's size: the no-Ray baseline."""
-    from lead_ray.prep.embed import Embedder
+    from lead_ray.prep.embed import Embedder, rows_per_block
 
     table = pq.read_table(pool_dir / "pool.parquet", columns=["id", "messages"]).slice(0, rows)
     emb = Embedder(model, batch_size)
-    block = max(batch_size * 4, 256)
+    block = rows_per_block(batch_size)
     batches = [{"id": table.column("id").to_numpy()[s : s + block],
                 "messages": np.array(table.column("messages").to_pylist()[s : s + block], dtype=object)}
                for s in range(0, table.num_rows, block)]
