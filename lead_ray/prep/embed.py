@@ -71,7 +71,8 @@ def rows_per_block(batch_size: int) -> int:
 def embed_pool(pool_dir: Path, out_path: Path, *, model: str, batch_size: int, concurrency: int,
                num_gpus: float = 0, trust_remote_code: bool = False) -> dict[str, float]:
     """Write `id, embedding` for every pool row to `out_path`. Returns the dimension, the wall time, and the
-    steady-state rows/s (from the first batch back to the last: without the actors' start-up)."""
+    steady-state rows/s (from the second block back to the last: without the actors' start-up, and without the
+    first block's extra latency, which made short runs look faster than the model)."""
     import ray
 
     n = pq.ParquetFile(pool_dir / "pool.parquet").metadata.num_rows
@@ -82,11 +83,11 @@ def embed_pool(pool_dir: Path, out_path: Path, *, model: str, batch_size: int, c
     ds = ds.map_batches(Embedder, fn_constructor_args=(model, batch_size, trust_remote_code, concurrency),
                         batch_size=block, compute=ray.data.ActorPoolStrategy(size=concurrency),
                         num_gpus=num_gpus or None, batch_format="numpy")
-    writer, done, dim, first = None, 0, 0, None
+    writer, done, dim, arrivals = None, 0, 0, []
     t0 = last = time.time()
     for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        if first is None:
-            first = (time.time(), len(b["id"]))
+        if len(arrivals) < 2:
+            arrivals.append((time.time(), done + len(b["id"])))
         emb = np.ascontiguousarray(b["embedding"], dtype=np.float32)
         dim = emb.shape[1]
         table = pa.table({"id": pa.array(b["id"], pa.int64()),
@@ -102,5 +103,6 @@ def embed_pool(pool_dir: Path, out_path: Path, *, model: str, batch_size: int, c
     if done != n:
         raise RuntimeError(f"embedding lost rows: {done} of {n} embedded")
     end = time.time()
-    steady = (done - first[1]) / (end - first[0]) if first and end > first[0] and done > first[1] else float("nan")
+    since, rows_before = arrivals[-1] if len(arrivals) == 2 else (end, done)
+    steady = (done - rows_before) / (end - since) if done > rows_before and end > since else float("nan")
     return {"dim": dim, "rows": done, "seconds": end - t0, "steady_rows_per_s": steady}
