@@ -34,6 +34,8 @@ def check_run_outputs(run_dir: Path, expect_max_uses: int, enriched_path: Path |
     assert (enriched.loc[sel["id"], "arm"].to_numpy() == sel["arm"].to_numpy()).all()
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == summary["rounds"] + 1 and metrics[-1]["final"]
+    waits = [m["selection_seconds"] for m in metrics[:-1]]  # cumulative: never back to 0, even after a restart
+    assert waits == sorted(waits) and summary["selection_seconds"] >= max(waits, default=0.0)
     return summary
 
 

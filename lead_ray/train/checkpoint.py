@@ -15,11 +15,12 @@ def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_training_state(folder: Path, model, optimizer, snapshot: dict[str, bytes], step: int,
-                        nll_before: float) -> None:
+                        nll_before: float, selection_seconds: float = 0.0) -> None:
     save_file(_trainable_state(model), str(folder / "trainable.safetensors"))
     torch.save(optimizer.state_dict(), folder / "optimizer.pt")
     write_snapshot(folder / "selection", snapshot)
-    (folder / "train_state.json").write_text(json.dumps({"step": step, "nll_before": nll_before}))
+    (folder / "train_state.json").write_text(json.dumps({"step": step, "nll_before": nll_before,
+                                                               "selection_seconds": selection_seconds}))
 
 
 def write_snapshot(folder: Path, snapshot: dict[str, bytes]) -> None:
@@ -29,8 +30,9 @@ def write_snapshot(folder: Path, snapshot: dict[str, bytes]) -> None:
         (folder / name).write_bytes(data)
 
 
-def load_training_state(folder: Path, model, optimizer, service) -> tuple[int, float]:
-    """Restore weights and optimizer; rank 0 also restores the SelectionService from the same checkpoint."""
+def load_training_state(folder: Path, model, optimizer, service) -> tuple[int, float, float]:
+    """Restore weights and optimizer; rank 0 also restores the SelectionService from the same checkpoint.
+    Returns (optimizer step, held-out NLL before training, selection seconds so far)."""
     weights = load_file(str(folder / "trainable.safetensors"))
     missing = set(_trainable_state(model)) - set(weights)
     if missing:
@@ -41,7 +43,7 @@ def load_training_state(folder: Path, model, optimizer, service) -> tuple[int, f
         files = {p.name: p.read_bytes() for p in (folder / "selection").iterdir()}
         ray.get(service.restore.remote(files))
     state = json.loads((folder / "train_state.json").read_text())
-    return int(state["step"]), float(state["nll_before"])
+    return int(state["step"]), float(state["nll_before"]), float(state.get("selection_seconds", 0.0))
 
 
 def save_final_model(folder: Path, model, tokenizer, merge: bool) -> None:

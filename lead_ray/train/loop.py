@@ -129,6 +129,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     pad_id = tokenizer.pad_token_id
 
     step, nll_before = 0, None
+    selection_seconds = 0.0  # what the loop waits on selection: service calls and any re-scoring pass
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None and _report_again_if_final(checkpoint, service if rank == 0 else None):
         return  # the group died after the run had finished: nothing left to train
@@ -138,7 +139,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as d:
             from lead_ray.train.checkpoint import load_training_state
 
-            step, nll_before = load_training_state(Path(d), base, optimizer, service if rank == 0 else None)
+            step, nll_before, selection_seconds = load_training_state(Path(d), base, optimizer,
+                                                                      service if rank == 0 else None)
         if rank == 0:
             print(f"[lead-ray] resumed from checkpoint at optimizer step {step}", flush=True)
     if nll_before is None:
@@ -148,7 +150,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     micro = cfg.per_device_train_batch_size
     reporter = LossReporter(service)
-    selection_seconds = 0.0  # what the loop waits on selection: service calls and any re-scoring pass
     while True:
         t_select = time.time()
         plan = _broadcast(ray.get(service.next_round.remote()) if rank == 0 else None, world)
@@ -214,7 +215,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                       f"{stats['budget']}, {metrics['round_seconds']:.1f}s", flush=True)
                 from lead_ray.train.checkpoint import save_training_state
 
-                save_training_state(Path(d), base, optimizer, ray.get(service.snapshot.remote()), step, nll_before)
+                save_training_state(Path(d), base, optimizer, ray.get(service.snapshot.remote()), step, nll_before,
+                                    selection_seconds)
             ckpt = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
             ray.train.report({**metrics, "nll_before": nll_before}, checkpoint=ckpt)
 
