@@ -6,9 +6,16 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.path.expanduser("~/.cache/lead-ray"))
+
+# Property tests are derandomized, so CI is reproducible; LEAD_RAY_FUZZ_RANDOM=1 explores fresh inputs (pin what it
+# finds with @example).
+settings.register_profile("reproducible", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("explore" if os.environ.get("LEAD_RAY_FUZZ_RANDOM") == "1" else "reproducible")
 
 
 @pytest.fixture(scope="module")
