@@ -96,8 +96,8 @@ class IterativeRescoreSelector(LeadSelector):
         ids = ids[self.within_budget(ids, self.scores)]
         return self.start_round(ids, self.arm[ids], self.bandit.probabilities())
 
-    def end_round(self, g_slice: np.ndarray, learning_rate: float) -> dict[str, Any]:
-        stats = super().end_round(g_slice, learning_rate)
+    def end_round(self, grad: np.ndarray, step: np.ndarray) -> dict[str, Any]:
+        stats = super().end_round(grad, step)
         self.scores[:] = np.nan  # the model moved: every score is stale
         return stats
 
@@ -107,14 +107,17 @@ class IterativeRescoreSelector(LeadSelector):
 
 
 def build_selector(columns: dict[str, np.ndarray], params: dict[str, Any]) -> LeadSelector:
-    """LEAD or a static baseline over the enriched pool's columns (`id, arm, group, iu0`, and what it ranks by)."""
+    """LEAD or a static baseline over the enriched pool's columns (`id, arm, group, iu0`, and what it ranks by;
+    `ref_loss` for LEAD with utility: learnable)."""
     params = dict(params)
     kind = params.pop("selector", "lead")
+    utility = params.pop("utility", "lead")
     round_size = params.pop("round_size", None)
     iu0 = np.asarray(columns["iu0"], dtype=np.float64)
     arm, group = np.asarray(columns["arm"], dtype=np.int64), np.asarray(columns["group"], dtype=np.int64)
     if kind == "lead":
-        return LeadSelector(iu0, arm, group, **params)
+        reference = np.asarray(columns["ref_loss"], dtype=np.float64) if utility == "learnable" else None
+        return LeadSelector(iu0, arm, group, reference_loss=reference, **params)
     if kind == "iterative_rescore":
         sel = IterativeRescoreSelector(iu0, arm, group, round_size=round_size or 1, **params)
         if round_size is None:  # rounds as large as LEAD's, on average over its arms

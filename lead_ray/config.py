@@ -53,12 +53,15 @@ class LeadConfig:
     cluster_sample_size: int = 100_000  # rows the embedding k-means is trained on (every row is then assigned)
     arm_by: str = "ifd"  # arms (level 1): ifd | iu0 (1-D k-means) | embedding (k-means of embeddings)
     ifd_model: str = "warmup"  # warmup (a short LoRA fine-tune on warmup_fraction of the pool) | base | none
+    ifd_above_one: str = "exclude"  # IFD > 1 (the instruction makes the answer less likely): exclude | cap (to 1)
     warmup_fraction: float = 0.01
     store_embeddings: bool = False  # also put the embedding column into enriched.parquet
     # selection (names from lead-method.md)
     selector: str = "lead"
     num_arms: int = 7
     gamma: float = 0.1
+    bandit_lr: float | None = None  # EXP3 step η in w_k ← w_k·exp(η R̂/p_k); None: the paper's γ/K
+    utility: str = "lead"  # lead: IDU from the loss | learnable: loss minus the warm-up model's loss (RHO-LOSS)
     smoothing: float = 0.1  # b: weight on the new observation
     sample_rate: float = 0.015  # r
     max_uses: int = 4
@@ -67,6 +70,7 @@ class LeadConfig:
     arms_per_round: int = 1
     arm_reference: str = "last"
     use_correction: bool = True
+    loss_change_params: str = "auto"  # ΔL′ over: all trainable parameters | last_block | auto (all with LoRA)
     uniform_arms: bool = False
     reuse_after_budget: bool = False  # after the unique budget: keep training the chosen rows up to max_uses each
     # training
@@ -119,6 +123,13 @@ class LeadConfig:
         need(self.embedding_concurrency >= 1, "embedding_concurrency", "must be >= 1")
         need(self.num_arms >= 1, "num_arms", "must be >= 1")
         need(0.0 < self.gamma <= 1.0, "gamma", "must be in (0, 1]")
+        need(self.bandit_lr is None or 0.0 < self.bandit_lr < float("inf"), "bandit_lr", "must be > 0 or null")
+        need(self.utility in ("lead", "learnable"), "utility", "must be lead or learnable")
+        need(self.utility != "learnable" or self.ifd_model != "none", "utility",
+             "learnable needs a reference model: ifd_model warmup (or base)")
+        need(self.loss_change_params in ("auto", "all", "last_block"), "loss_change_params",
+             "must be auto, all or last_block")
+        need(self.ifd_above_one in ("exclude", "cap"), "ifd_above_one", "must be exclude or cap")
         need(0.0 < self.smoothing <= 1.0, "smoothing", "must be in (0, 1]")
         need(0.0 < self.sample_rate <= 1.0, "sample_rate", "must be in (0, 1]")
         need(self.max_uses >= 1, "max_uses", "must be >= 1")

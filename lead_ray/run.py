@@ -141,12 +141,12 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
     log(f"selection: {int((split == 'train').sum())} selectable rows, budget {budget} unique samples, "
         f"{cfg.num_arms} arms, gamma {cfg.gamma}, b {cfg.smoothing}")
 
-    params = {"num_arms": cfg.num_arms, "gamma": cfg.gamma, "smoothing": cfg.smoothing,
+    params = {"num_arms": cfg.num_arms, "gamma": cfg.gamma, "bandit_lr": cfg.bandit_lr, "smoothing": cfg.smoothing,
               "sample_rate": cfg.sample_rate, "max_uses": cfg.max_uses, "budget": budget,
               "max_rounds": cfg.max_rounds, "arms_per_round": cfg.arms_per_round,
               "arm_reference": cfg.arm_reference, "uniform_arms": cfg.uniform_arms,
               "use_correction": cfg.use_correction, "reuse_after_budget": cfg.reuse_after_budget,
-              "seed": cfg.seed, "selector": cfg.selector}
+              "seed": cfg.seed, "selector": cfg.selector, "utility": cfg.utility}
     _resume_or_reset(cfg, run_dir)
     service = start_service(str(prepared.enriched), params, state_dir=str(run_dir / "ray" / "selection_state"))
     trainer = build_trainer(cfg, service, prepared.model_path, prepared.pool_dir, eval_ids, callbacks=callbacks)

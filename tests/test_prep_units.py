@@ -25,9 +25,9 @@ def test_scoring_row_modes_by_hand() -> None:
         scoring_row(ids, mask, "prompt", 1)
 
 
-def test_ifd_score_by_hand_and_capped() -> None:
+def test_ifd_score_by_hand_uncapped() -> None:
     got = ifd_score(np.array([1.0, 3.0, 2.0, 1.0]), np.array([2.0, 2.0, 2.0, 0.0]))
-    assert got.tolist() == [0.5, 1.0, 1.0, 1.0]  # 3/2 capped at 1; a zero denominator counts as "no help"
+    assert got.tolist() == [0.5, 1.5, 1.0, 1.0]  # 3/2 stays (preparation excludes or caps it); 0 denominator → 1
 
 
 def test_start_token_id_prefers_bos() -> None:
@@ -110,7 +110,7 @@ def test_static_selectors_rank_budget_and_epochs_by_hand() -> None:
     while (plan := sel.next_round()) is not None:
         plans.append(plan.ids.tolist())
         sel.report(plan.ids, np.ones(len(plan.ids)))
-        sel.end_round(np.zeros(2), 1.0)
+        sel.end_round(np.zeros(2), np.zeros(2))
     assert plans == [[1, 3, 7], [5], [1, 3, 7], [5]]  # two epochs of 3 + 1
     assert sel.num_unique == 4 and sel.uses.max() == 2 and sel.stop_reason == "budget"
     assert build_selector(cols, {"selector": "static_ifd", "num_arms": 2, "budget": 2}).order.tolist() == [0, 1]
@@ -144,14 +144,14 @@ def test_iterative_rescore_asks_for_scores_then_takes_the_highest_by_hand() -> N
     assert plan.ids.tolist() == [1, 3, 6]  # 0.9, 0.9 (lower id first), 0.8
     assert sel.rescore_request() is None and sel.next_round() is plan  # asked again mid-round: same plan
     sel.report(plan.ids, np.ones(3))
-    sel.end_round(np.zeros(2), 1.0)
+    sel.end_round(np.zeros(2), np.zeros(2))
     assert sel.rescore_request().tolist() == list(range(10))  # the model moved: everything again
     # round 2: rows 1 and 3 still score highest; only 2 new rows fit the budget of 5 (3 used)
     sel.report_scores(np.arange(10), np.array([0.1, 0.9, 0.5, 0.95, 0.2, 0.3, 0.1, 0.0, 0.4, 0.6]))
     plan = sel.next_round()
     assert plan.ids.tolist() == [3, 1, 9]  # 0.95, 0.9 (both re-used), then the best new row, 0.6
     sel.report(plan.ids, np.ones(3))
-    sel.end_round(np.zeros(2), 1.0)
+    sel.end_round(np.zeros(2), np.zeros(2))
     # rows 1 and 3 are used up (max_uses 2); the budget has one new row left, filled by the best new score
     sel.report_scores(np.arange(10), np.array([0.1, 9.0, 0.5, 9.0, 0.2, 0.3, 0.1, 0.0, 0.7, 0.6]))
     assert sel.rescore_request() is None
@@ -159,6 +159,6 @@ def test_iterative_rescore_asks_for_scores_then_takes_the_highest_by_hand() -> N
     assert plan.ids.tolist() == [8, 9]  # by score: 8 (0.7, new), 9 (0.6, re-used); new 2 (0.5) does not fit
     assert sel.uses[[1, 3]].tolist() == [2, 2]
     sel.report(plan.ids, np.ones(2))
-    sel.end_round(np.zeros(2), 1.0)
+    sel.end_round(np.zeros(2), np.zeros(2))
     assert sel.num_unique == 5 and sel.next_round() is None and sel.stop_reason == "budget"
     assert sel.rescore_request() is None

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lead_ray.select.bandit import Exp3
-from lead_ray.select.idu import cosine, loss_change_correction, optimal_beta, smooth_idu
+from lead_ray.select.idu import RoundDirection, cosine, loss_change_correction, optimal_beta, smooth_idu
 from lead_ray.select.selector import LeadSelector, RoundPlan, top_k_per_group
 
 STOP_REASONS = {"budget", "max_rounds", "no_eligible"}
@@ -23,6 +23,23 @@ STOP_REASONS = {"budget", "max_rounds", "no_eligible"}
 
 def _v(*xs: float) -> np.ndarray:
     return np.array(xs, dtype=np.float64)
+
+
+def _sgd(g: np.ndarray | None, lr: float) -> RoundDirection | None:
+    """One plain-SGD step per round: the displacement is u = -η g."""
+    return None if g is None else RoundDirection(np.asarray(g, dtype=np.float64), -lr * np.asarray(g, dtype=np.float64))
+
+
+def _sgd_correction(g_arm: np.ndarray | None, g_prev: np.ndarray | None, lr: float) -> tuple[float, float]:
+    """ΔL′ of rounds that each took one SGD step: must equal the paper's -η‖β*g_k + (1-β*)g_prev‖² (the expected
+    values below are that formula, worked by hand)."""
+    return loss_change_correction(_sgd(g_arm, lr), _sgd(g_prev, lr))
+
+
+def _end_sgd(sel: LeadSelector, displacement: np.ndarray, lr: float) -> dict[str, Any]:
+    """End a round that took one SGD step of `displacement` = -η g (so ḡ = -displacement/η). The hand-worked values
+    below were written for ΔL′ = -‖displacement‖²/η, which is -η‖g‖² for such a round."""
+    return sel.end_round(-displacement / lr, displacement)
 
 
 def _exp3_p(log_w: list[float], gamma: float) -> np.ndarray:
@@ -42,7 +59,7 @@ def test_beta_clipped_to_zero_with_non_trivial_cosine() -> None:
     assert cosine(_v(3, 0), _v(1, 1)) == pytest.approx(1 / math.sqrt(2), rel=1e-12)
     assert optimal_beta(9.0, 2.0, 1 / math.sqrt(2)) == 0.0
     # β = 0: ΔL′ = -η‖g_prev‖² = -0.1 · 2 = -0.2.
-    dl, beta = loss_change_correction(_v(3, 0), _v(1, 1), 0.1)
+    dl, beta = _sgd_correction(_v(3, 0), _v(1, 1), 0.1)
     assert beta == 0.0
     assert dl == pytest.approx(-0.2, rel=1e-12)
 
@@ -51,7 +68,7 @@ def test_beta_clipped_to_one() -> None:
     # g_arm = [1, 1], g_prev = [3, 0]: δ_k = 2, δ_prev = 9, cross = 3; β* = (9 - 3) / (2 + 9 - 6) = 6/5 -> 1.
     # β = 1: ΔL′ = -η‖g_arm‖² = -0.1 · 2 = -0.2.
     assert optimal_beta(2.0, 9.0, 1 / math.sqrt(2)) == 1.0
-    dl, beta = loss_change_correction(_v(1, 1), _v(3, 0), 0.1)
+    dl, beta = _sgd_correction(_v(1, 1), _v(3, 0), 0.1)
     assert beta == 1.0
     assert dl == pytest.approx(-0.2, rel=1e-12)
 
@@ -61,7 +78,7 @@ def test_beta_interior_orthogonal() -> None:
     # β g_arm + (1-β) g_prev = [0.4, 0.8], ‖·‖² = 0.16 + 0.64 = 0.8;
     # δ/cos form: 0.04·4 + 0.64·1 + 2·0.2·0.8·0 = 0.16 + 0.64 = 0.8.  η = 0.5 -> ΔL′ = -0.4.
     assert optimal_beta(4.0, 1.0, 0.0) == pytest.approx(0.2, rel=1e-12)
-    dl, beta = loss_change_correction(_v(2, 0), _v(0, 1), 0.5)
+    dl, beta = _sgd_correction(_v(2, 0), _v(0, 1), 0.5)
     assert beta == pytest.approx(0.2, rel=1e-12)
     assert dl == pytest.approx(-0.4, rel=1e-12)
 
@@ -72,7 +89,7 @@ def test_beta_interior_non_trivial_cosine() -> None:
     # δ/cos form: 0.16·5 + 0.36·4 + 2·0.4·0.6·2 = 0.8 + 1.44 + 0.96 = 3.2.  η = 0.5 -> ΔL′ = -1.6.
     assert cosine(_v(1, 2), _v(2, 0)) == pytest.approx(1 / math.sqrt(5), rel=1e-12)
     assert optimal_beta(5.0, 4.0, 1 / math.sqrt(5)) == pytest.approx(0.4, rel=1e-12)
-    dl, beta = loss_change_correction(_v(1, 2), _v(2, 0), 0.5)
+    dl, beta = _sgd_correction(_v(1, 2), _v(2, 0), 0.5)
     assert beta == pytest.approx(0.4, rel=1e-12)
     assert dl == pytest.approx(-1.6, rel=1e-12)
 
@@ -81,17 +98,17 @@ def test_beta_interior_3d() -> None:
     # g_arm = [1, 2, 2] (δ = 9), g_prev = [2, 1, 2] (δ = 9), dot = 2 + 2 + 4 = 8, cos = 8/9, cross = 9·8/9 = 8.
     # β* = (9 - 8) / (9 + 9 - 16) = 1/2.  0.5·g_arm + 0.5·g_prev = [1.5, 1.5, 2], ‖·‖² = 2.25 + 2.25 + 4 = 8.5;
     # δ/cos form: 0.25·9 + 0.25·9 + 2·0.25·8 = 8.5.  η = 2 -> ΔL′ = -17.
-    dl, beta = loss_change_correction(_v(1, 2, 2), _v(2, 1, 2), 2.0)
+    dl, beta = _sgd_correction(_v(1, 2, 2), _v(2, 1, 2), 2.0)
     assert beta == pytest.approx(0.5, rel=1e-12)
     assert dl == pytest.approx(-17.0, rel=1e-12)
 
 
 def test_correction_round_one_and_new_arm() -> None:
     # No previous round (g_prev None): ΔL′ = 0, β = 0, whatever g_arm is.
-    assert loss_change_correction(_v(1, 2), None, 0.3) == (0.0, 0.0)
-    assert loss_change_correction(None, None, 0.3) == (0.0, 0.0)
+    assert _sgd_correction(_v(1, 2), None, 0.3) == (0.0, 0.0)
+    assert _sgd_correction(None, None, 0.3) == (0.0, 0.0)
     # New arm (g_arm None), g_prev = [1, 1]: ΔL′ = -η δ_prev = -0.1 · 2 = -0.2, β = 0.
-    dl, beta = loss_change_correction(None, _v(1, 1), 0.1)
+    dl, beta = _sgd_correction(None, _v(1, 1), 0.1)
     assert beta == 0.0
     assert dl == pytest.approx(-0.2, rel=1e-12)
 
@@ -100,7 +117,7 @@ def test_correction_identical_vectors_exact_cosine() -> None:
     # g = [3, 0]: δ_k = δ_prev = 9, cos = 1 exactly, denominator 9 + 9 - 2·9 = 0 -> β = 0; ΔL′ = -η·9 = -4.5.
     assert optimal_beta(9.0, 9.0, 1.0) == 0.0
     assert optimal_beta(0.0, 0.0, 0.0) == 0.0
-    dl, beta = loss_change_correction(_v(3, 0), _v(3, 0), 0.5)
+    dl, beta = _sgd_correction(_v(3, 0), _v(3, 0), 0.5)
     assert beta == 0.0
     assert dl == pytest.approx(-4.5, rel=1e-12)
 
@@ -108,22 +125,22 @@ def test_correction_identical_vectors_exact_cosine() -> None:
 @pytest.mark.parametrize("g, expected", [([1.0, 1.0], -2.0), ([1.0, 2.0], -5.0), ([0.3, 0.7, 0.1], -0.59)])
 def test_correction_identical_vectors_value(g: list[float], expected: float) -> None:
     # Identical vectors: ‖β g + (1-β) g‖² = ‖g‖² for every β, so ΔL′ = -η‖g‖² (η = 1): 2, 5, 0.09 + 0.49 + 0.01.
-    dl, _ = loss_change_correction(np.array(g), np.array(g), 1.0)
+    dl, _ = _sgd_correction(np.array(g), np.array(g), 1.0)
     assert dl == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize("g", [[1.0, 1.0], [1.0, 2.0], [0.3, 0.7, 0.1]])
 def test_correction_identical_vectors_beta_zero(g: list[float]) -> None:
     # Denominator δ + δ - 2δ·cos(g, g) = 0 for identical vectors, so the doc sets β* = 0.
-    _, beta = loss_change_correction(np.array(g), np.array(g), 1.0)
+    _, beta = _sgd_correction(np.array(g), np.array(g), 1.0)
     assert beta == 0.0
 
 
 def test_correction_zero_vectors() -> None:
     # g_prev = 0: minimiser of β²‖g_arm‖² is β = 0, ΔL′ = 0.  g_arm = 0: minimiser of (1-β)²‖g_prev‖² is β = 1, ΔL′ = 0.
-    dl, beta = loss_change_correction(_v(1, 0), _v(0, 0), 1.0)
+    dl, beta = _sgd_correction(_v(1, 0), _v(0, 0), 1.0)
     assert (dl, beta) == (0.0, 0.0)
-    dl, beta = loss_change_correction(_v(0, 0), _v(0, 2), 1.0)
+    dl, beta = _sgd_correction(_v(0, 0), _v(0, 2), 1.0)
     assert dl == 0.0 and beta == 1.0
 
 
@@ -134,7 +151,7 @@ vec = st.lists(st.floats(-10, 10, allow_nan=False), min_size=3, max_size=3).map(
 @given(g_arm=vec, g_prev=vec, lr=st.floats(1e-4, 10))
 def test_correction_is_minimum_over_beta(g_arm: np.ndarray, g_prev: np.ndarray, lr: float) -> None:
     # ΔL′ = -η·min_{β∈[0,1]} ‖β g_arm + (1-β) g_prev‖², and the returned β attains it.
-    dl, beta = loss_change_correction(g_arm, g_prev, lr)
+    dl, beta = _sgd_correction(g_arm, g_prev, lr)
     assert 0.0 <= beta <= 1.0
     mix = beta * g_arm + (1 - beta) * g_prev
     scale = 1e-9 * (1 + float(g_arm @ g_arm) + float(g_prev @ g_prev)) * lr
@@ -321,8 +338,8 @@ SECOND = {0: [10, 12, 14], 1: [5, 11, 17, 18, 19]}
 #          R = 0.1·mean(1, .5, 1, .5, .5) = 0.07.
 R1_AFTER = {0: {2: 2.8, 4: 3.8, 6: 3.8}, 1: {1: 1.9, 7: 1.95, 9: 3.4, 13: 2.75, 15: 4.95}}
 R1_REWARD = {0: 0.2, 1: 0.07}
-# Round 1 g = Δθ/η = [1, 0]/0.5 = [2, 0], δ_1 = 4.  Round 2: η = 0.125, and either the arm is new or its g_{t_k} = g_1 =
-# g_prev (identical, cos = 1 exactly): β = 0 and ΔL′ = -0.125·4 = -0.5.  after = 0.9·IDU + 0.1·L - 0.05.
+# Round 1: one SGD step with η = 0.125 and g = [2, 0] (δ_1 = 4), so u_1 = -η g_1.  Round 2: either the arm is new or its
+# g_{t_k} = g_1 = g_prev (identical, cos = 1 exactly): β = 0 and ΔL′ = ⟨g_1, u_1⟩ = -0.125·4 = -0.5.  after = 0.9·IDU + 0.1·L - 0.05.
 R2_AFTER = {
     # same arm twice: arm 0's next rows. 10: 2.25+.15-.05 = 2.35, 12: 2.7+.2-.05 = 2.85, 14: 2.7+.1-.05 = 2.75.
     (0, 0): {10: 2.35, 12: 2.85, 14: 2.75},
@@ -372,7 +389,7 @@ def test_selector_two_rounds_by_hand() -> None:
         assert sorted(plan.ids.tolist()) == FIRST[a1]
         assert sel.next_round() is plan  # asking again before end_round gives the same plan
         _report(sel, plan)
-        st1 = sel.end_round(np.array([1.0, 0.0]), learning_rate=0.5)
+        st1 = _end_sgd(sel, np.array([0.25, 0.0]), 0.125)
         for i, v in R1_AFTER[a1].items():
             assert sel.idu[i] == pytest.approx(v, rel=1e-12)
         (arm_st,) = st1["arms"]
@@ -394,7 +411,7 @@ def test_selector_two_rounds_by_hand() -> None:
         expected_ids = SECOND[a2] if a2 == a1 else FIRST[a2]
         assert sorted(plan.ids.tolist()) == expected_ids
         _report(sel, plan)
-        st2 = sel.end_round(np.array([0.0, 0.125]), learning_rate=0.125)
+        st2 = _end_sgd(sel, np.array([0.0, 0.125]), 0.125)
         for i, v in R2_AFTER[(a1, a2)].items():
             assert sel.idu[i] == pytest.approx(v, rel=1e-12)
         (arm_st,) = st2["arms"]
@@ -421,12 +438,13 @@ def test_selector_two_rounds_by_hand() -> None:
 @pytest.mark.parametrize(
     "reference, dl3, beta3, after3",
     [
-        # Round 3, "first": g_{t_k} = g_1 = [2, 0], g_prev = g_2 = [0, 1]: β = 1/5, ‖[.4, .8]‖² = 0.8, ΔL′ = -0.5·0.8 = -0.4.
-        #   row 0: 0.9·1.71 + 0.1·(1 - 0.4) = 1.599; row 1: 0.9·0.9 + 0.06 = 0.87.
-        ("first", -0.4, 0.2, (1.599, 0.87)),
-        # Round 3, "last": g_{t_k} = g_2 = g_prev = [0, 1] (cos = 1 exactly): β = 0, ΔL′ = -0.5·1 = -0.5.
-        #   row 0: 1.539 + 0.05 = 1.589; row 1: 0.81 + 0.05 = 0.86.
-        ("last", -0.5, 0.0, (1.589, 0.86)),
+        # Every round is one SGD step with η = 0.25 (u = -η g), so ΔL′ = -0.25·‖β g_{t_k} + (1-β) g_prev‖².
+        # Round 3, "first": g_{t_k} = g_1 = [2, 0], g_prev = g_2 = [0, 1]: β = 1/5, ‖[.4, .8]‖² = 0.8, ΔL′ = -0.2.
+        #   row 0: 0.9·1.71 + 0.1·(1 - 0.2) = 1.619; row 1: 0.9·0.9 + 0.08 = 0.89.
+        ("first", -0.2, 0.2, (1.619, 0.89)),
+        # Round 3, "last": g_{t_k} = g_2 = g_prev = [0, 1] (cos = 1 exactly): β = 0, ΔL′ = -0.25·1 = -0.25.
+        #   row 0: 1.539 + 0.075 = 1.614; row 1: 0.81 + 0.075 = 0.885.
+        ("last", -0.25, 0.0, (1.614, 0.885)),
     ],
 )
 def test_selector_arm_reference_by_hand(
@@ -447,7 +465,7 @@ def test_selector_arm_reference_by_hand(
         arm_reference=reference,
         seed=0,
     )
-    grads = [(np.array([1.0, 0.0]), 0.5), (np.array([0.0, 0.25]), 0.25), (np.array([0.5, 0.5]), 0.5)]
+    grads = [(np.array([0.5, 0.0]), 0.25), (np.array([0.0, 0.25]), 0.25), (np.array([0.25, 0.25]), 0.25)]
     # g_1 = [2, 0] (δ 4), g_2 = [0, 1] (δ 1), g_3 = [1, 1].
     expected = [
         # Round 1: ΔL′ = 0. row 0: 0.9·2 + 0.1·1 = 1.9; row 1: 0.9·1 + 0.1·1 = 1.0.
@@ -461,7 +479,7 @@ def test_selector_arm_reference_by_hand(
         assert plan is not None
         assert sorted(plan.ids.tolist()) == [0, 1]
         sel.report(np.array([0, 1]), np.array([1.0, 1.0]))
-        stats = sel.end_round(g_slice, lr)
+        stats = _end_sgd(sel, g_slice, lr)
         for arm_st in stats["arms"]:
             assert arm_st["delta_l"] == pytest.approx(dl, rel=1e-12, abs=1e-15)
             assert arm_st["beta"] == pytest.approx(beta, rel=1e-12, abs=1e-15)
@@ -494,7 +512,7 @@ def test_selector_budget_trim_by_hand() -> None:
     # Top 3: 1 (5), 3 (5), then 2 vs 5 tie at 3 -> 2.
     assert sorted(plan.ids.tolist()) == [1, 2, 3]
     sel.report(np.array([1, 2, 3]), np.array([10.0, 0.0, 0.0]))
-    sel.end_round(np.zeros(2), 1.0)  # g = 0: ΔL′ stays 0 next round as well
+    _end_sgd(sel, np.zeros(2), 1.0)  # g = 0: ΔL′ stays 0 next round as well
     # IDU now [1, 10, 0, 0, 2, 3]; top 3: 1 (10), 5 (3), 4 (2). New rows 5 and 4 but room = 4 - 3 = 1:
     # keep the better new one, 5; row 1 (re-used) stays.
     plan = sel.next_round()
@@ -502,7 +520,7 @@ def test_selector_budget_trim_by_hand() -> None:
     assert sorted(plan.ids.tolist()) == [1, 5]
     assert sel.num_unique == 4
     sel.report(plan.ids, np.zeros(len(plan.ids)))
-    sel.end_round(np.zeros(2), 1.0)
+    _end_sgd(sel, np.zeros(2), 1.0)
     assert sel.next_round() is None and sel.stop_reason == "budget"
     assert sel.uses.tolist() == [0, 2, 1, 1, 0, 1]
 
@@ -515,14 +533,14 @@ def test_selector_reuse_after_budget_by_hand() -> None:
     for losses in ([10.0, 0.0, 0.0], None):
         plan = sel.next_round()
         sel.report(plan.ids, np.array(losses) if losses else np.zeros(len(plan.ids)))
-        sel.end_round(np.zeros(2), 1.0)
+        _end_sgd(sel, np.zeros(2), 1.0)
     assert sel.num_unique == 4 and sel.uses.tolist() == [0, 2, 1, 1, 0, 1]  # as without reuse so far
     assert sel.eligible_mask().tolist() == [False, False, True, True, False, True]  # never a new row again
     # IDU [1, 0, 0, 0, 2, 0]: rows 2, 3, 5 (ties by lower id) are the 3 left; quota 3 takes them all.
     plan = sel.next_round()
     assert sorted(plan.ids.tolist()) == [2, 3, 5]
     sel.report(plan.ids, np.zeros(3))
-    sel.end_round(np.zeros(2), 1.0)
+    _end_sgd(sel, np.zeros(2), 1.0)
     assert sel.next_round() is None and sel.stop_reason == "budget"
     assert sel.num_unique == 4 and sel.uses.tolist() == [0, 2, 2, 2, 0, 2]  # budget × max_uses presentations
 
@@ -541,7 +559,7 @@ def test_selector_missing_losses_keep_idu() -> None:
     plan = sel.next_round()
     assert plan is not None and sorted(plan.ids.tolist()) == [0, 1, 2]
     sel.report(np.array([1]), np.array([4.0]))  # only row 1 reported: 0.5·2 + 0.5·4 = 3
-    stats = sel.end_round(np.ones(3), 1.0)
+    stats = _end_sgd(sel, np.ones(3), 1.0)
     assert stats["num_missing_losses"] == 2
     np.testing.assert_allclose(sel.idu, [3.0, 3.0, 1.0], rtol=1e-12)
     assert stats["arms"][0]["reward"] == pytest.approx(-1.0)  # 2 - 3 over the one seen row
@@ -559,7 +577,7 @@ def test_selector_validation() -> None:
     with pytest.raises(ValueError):
         LeadSelector(z, zi, zi, num_arms=1, budget=1, arm_reference="middle")
     with pytest.raises(RuntimeError):
-        LeadSelector(z, zi, zi, num_arms=1, budget=1).end_round(np.zeros(2), 1.0)
+        LeadSelector(z, zi, zi, num_arms=1, budget=1).end_round(np.zeros(2), np.zeros(2))
 
 
 def test_selector_no_eligible_and_zero_budget() -> None:
@@ -650,7 +668,7 @@ def _drive(sel: LeadSelector, stream: int, stop_after: int | None = None) -> Non
         losses, reported, g_slice, lr = _round_inputs(stream, sel.round, n)
         ids = plan.ids[reported[plan.ids]]
         sel.report(ids, losses[ids])
-        sel.end_round(g_slice, lr)
+        _end_sgd(sel, g_slice, lr)
 
 
 def _assert_same_selections(a: LeadSelector, b: LeadSelector) -> None:
@@ -719,7 +737,7 @@ def test_selector_invariants(pool: dict[str, Any]) -> None:
         max_delta = max([r["grad_sq_norm"] for r in sel.round_stats], default=0.0)
         rep = ids[reported[ids]]
         sel.report(rep, losses[rep])
-        stats = sel.end_round(g_slice, lr)
+        stats = _end_sgd(sel, g_slice, lr)
         selected_per_round.append(stats["num_selected"])
         assert stats["num_selected"] == len(ids)
         untouched = np.ones(n, dtype=bool)
@@ -804,7 +822,7 @@ def test_selector_long_run_large_rewards_stays_finite() -> None:
     while (plan := sel.next_round()) is not None:
         # Losses swing by ±1e8, so raw rewards are huge; g is large as well.
         sel.report(plan.ids, rng.normal(0, 1e8, len(plan.ids)))
-        sel.end_round(rng.normal(0, 1e3, 4), 1e-5)
+        _end_sgd(sel, rng.normal(0, 1e3, 4), 1e-5)
     assert sel.stop_reason == "max_rounds" and sel.round == 2000
     p = sel.bandit.probabilities()
     assert np.all(np.isfinite(p)) and p.sum() == pytest.approx(1.0, abs=1e-9)

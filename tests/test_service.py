@@ -34,7 +34,7 @@ def _drive(next_round, report, end_round, rounds: int, rng: np.random.Generator)
         half = len(ids) // 2  # two "workers" report their shares separately
         report(ids[:half], rng.uniform(0, 3, half))
         report(ids[half:], rng.uniform(0, 3, len(ids) - half))
-        end_round(rng.normal(size=16), 1e-3)
+        end_round(rng.normal(size=16), rng.normal(size=16))
     return picked
 
 
@@ -45,18 +45,18 @@ def test_service_matches_pure_selector_and_restores(ray_local, tmp_path: Path) -
     pure = LeadSelector(iu0, arm, group, **PARAMS)
 
     got = _drive(lambda: ray.get(actor.next_round.remote()), lambda i, v: actor.report.remote(i, v),
-                 lambda g, lr: ray.get(actor.end_round.remote(g, lr, {})), 3, np.random.default_rng(1))
+                 lambda g, u: ray.get(actor.end_round.remote(g, u, {})), 3, np.random.default_rng(1))
     want = _drive(lambda: (lambda p: None if p is None else {"ids": p.ids})(pure.next_round()), pure.report,
                   pure.end_round, 3, np.random.default_rng(1))
     assert len(got) == 3 and all(np.array_equal(a, b) for a, b in zip(got, want))
 
     snap = ray.get(actor.snapshot.remote())
     later = _drive(lambda: ray.get(actor.next_round.remote()), lambda i, v: actor.report.remote(i, v),
-                   lambda g, lr: ray.get(actor.end_round.remote(g, lr, {})), 2, np.random.default_rng(2))
+                   lambda g, u: ray.get(actor.end_round.remote(g, u, {})), 2, np.random.default_rng(2))
     fresh = start_service(str(tmp_path / "enriched.parquet"), PARAMS)
     assert ray.get(fresh.restore.remote(snap)) == 3
     again = _drive(lambda: ray.get(fresh.next_round.remote()), lambda i, v: fresh.report.remote(i, v),
-                   lambda g, lr: ray.get(fresh.end_round.remote(g, lr, {})), 2, np.random.default_rng(2))
+                   lambda g, u: ray.get(fresh.end_round.remote(g, u, {})), 2, np.random.default_rng(2))
     assert all(np.array_equal(a, b) for a, b in zip(later, again))
 
     summary = ray.get(fresh.summary.remote())
@@ -93,7 +93,7 @@ def test_restart_after_the_last_report_makes_workers_resend(ray_local, tmp_path:
         assert time.time() < deadline, "the service was not restarted"
         time.sleep(0.05)
 
-    args = (np.zeros(16), 1e-3, {"round": plan["round"]})
+    args = (np.zeros(16), np.zeros(16), {"round": plan["round"]})
     assert ray.get(actor.end_round.remote(*args, [old])) is None  # stale token: refused, nothing ended
     stats = _end_round(actor, reporter, rank=0, world=1, args=args)
     assert stats is not None and stats["round"] == plan["round"] and reporter.incarnation != old

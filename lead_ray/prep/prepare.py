@@ -94,33 +94,42 @@ def prepare(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, in
     base = _scores(prep_dir / "score_base.parquet")
     iu0 = base["nll_full"].astype(np.float64)
 
-    ifd = np.full(n, np.nan)
+    ifd, ref_loss = np.full(n, np.nan), np.full(n, np.nan)  # ref_loss: the reference model's NLL (utility: learnable)
     if cfg.ifd_model == "base":
         from lead_ray.prep.score import ifd_score
 
-        ifd = ifd_score(base["nll_full"], base["nll_response"])
+        ifd, ref_loss = ifd_score(base["nll_full"], base["nll_response"]), iu0
     elif cfg.ifd_model == "warmup":
-        ifd = _warmup_ifd(cfg, pool_dir, prep_dir, model_path, ingest_key, keys, scoring, log)
+        ifd, ref_loss = _warmup_ifd(cfg, pool_dir, prep_dir, model_path, ingest_key, keys, scoring, log)
+    above_one = train & (ifd > 1)  # mismatched pairs, by the IFD authors' convention
+    if cfg.ifd_above_one == "cap":
+        ifd = np.minimum(ifd, 1.0)
 
-    keys["enriched"] = stage_key(keys, cfg.group_by, cfg.arm_by, cfg.num_arms, cfg.seed, cfg.store_embeddings)
+    keys["enriched"] = stage_key(keys, cfg.group_by, cfg.arm_by, cfg.num_arms, cfg.seed, cfg.store_embeddings,
+                                 cfg.ifd_above_one)
 
     def build_enriched(tmp: Path) -> None:
         if cfg.group_by == "embedding":
             group = _scores(prep_dir / "groups.parquet")["cluster"]
         else:
             _, group = np.unique(pool.column("source").to_numpy(zero_copy_only=False), return_inverse=True)
-        arm = np.full(n, -1, dtype=np.int64)
+        arm = np.full(n, -1, dtype=np.int64)  # -1: never selected (held out, or IFD > 1 with exclude)
+        selectable = train & ~above_one if cfg.ifd_above_one == "exclude" else train
         if cfg.arm_by == "embedding":
-            arm[train] = _scores(prep_dir / "arm_clusters.parquet")["cluster"][train]
-        else:
-            arm[train] = kmeans_1d((ifd if cfg.arm_by == "ifd" else iu0)[train], cfg.num_arms, seed=cfg.seed)
+            arm[selectable] = _scores(prep_dir / "arm_clusters.parquet")["cluster"][selectable]
+        elif selectable.any():
+            arm[selectable] = kmeans_1d((ifd if cfg.arm_by == "ifd" else iu0)[selectable], cfg.num_arms,
+                                        seed=cfg.seed)
         table = pa.table({"id": pool.column("id"), "source": pool.column("source"), "split": pool.column("split"),
                           "group": group.astype(np.int64), "arm": arm, "iu0": iu0, "ifd": ifd.astype(np.float64),
+                          "ifd_excluded": selectable != train, "ref_loss": ref_loss.astype(np.float64),
                           "n_prompt_tokens": pool.column("n_prompt_tokens"),
                           "n_response_tokens": pool.column("n_response_tokens")})
         _write_enriched(table, tmp, prep_dir / "embeddings.parquet" if cfg.store_embeddings else None)
-        log(f"enriched pool: {n} rows, {len(np.unique(group))} groups, {len(np.unique(arm[train]))} arms "
-            f"by {cfg.arm_by}" + (f", ifd mean {np.nanmean(ifd):.3f}" if cfg.ifd_model != "none" else ""))
+        log(f"enriched pool: {n} rows, {len(np.unique(group))} groups, {len(np.unique(arm[selectable]))} arms "
+            f"by {cfg.arm_by}" + (f", ifd mean {np.nanmean(ifd):.3f}" if cfg.ifd_model != "none" else "")
+            + (f", {int(above_one.sum())} train rows with IFD > 1 "
+               + ("excluded" if cfg.ifd_above_one == "exclude" else "capped at 1") if above_one.any() else ""))
 
     run_stage("enriched pool", prep_dir / "enriched.parquet", keys["enriched"], build_enriched, log)
     return prep_dir / "enriched.parquet", keys["enriched"]
@@ -145,8 +154,9 @@ def _write_enriched(table: pa.Table, out: Path, embeddings: Path | None, chunk: 
 
 
 def _warmup_ifd(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, ingest_key: str,
-                keys: dict[str, str], scoring: dict[str, Any], log: Callable[[str], None]) -> np.ndarray:
-    """IFD with a warm-up model: a short LoRA fine-tune on a random `warmup_fraction` of the train split, run by
+                keys: dict[str, str], scoring: dict[str, Any], log: Callable[[str], None]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(IFD, the warm-up model's NLL(response | instruction)) with a warm-up model: a short LoRA fine-tune on a random `warmup_fraction` of the train split, run by
     the same TorchTrainer loop with selection turned off (the `random` selector), then one scoring pass."""
     from lead_ray.prep.score import ifd_score, score_pool
 
@@ -181,4 +191,4 @@ def _warmup_ifd(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str
               lambda tmp: _write_scores(tmp, score_pool(pool_dir, warm_model, modes=("full", "response"),
                                                         label="score (warm-up)", **scoring)), log)
     warm = _scores(prep_dir / "score_warmup.parquet")
-    return ifd_score(warm["nll_full"], warm["nll_response"])
+    return ifd_score(warm["nll_full"], warm["nll_response"]), warm["nll_full"].astype(np.float64)

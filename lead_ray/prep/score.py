@@ -41,10 +41,9 @@ def start_token_id(model_config) -> int:
 
 
 def ifd_score(nll_full: np.ndarray, nll_response: np.ndarray) -> np.ndarray:
-    """IFD = NLL(response | instruction) / NLL(response), capped at 1 (a ratio above 1: the instruction hurts)."""
-    ratio = np.divide(nll_full, nll_response, out=np.ones_like(nll_full, dtype=np.float64),
-                      where=nll_response > 0)
-    return np.minimum(ratio, 1.0)
+    """IFD = NLL(response | instruction) / NLL(response), uncapped (1 where NLL(response) is 0). A ratio above 1
+    means the instruction makes the answer less likely: preparation excludes or caps it (`ifd_above_one`)."""
+    return np.divide(nll_full, nll_response, out=np.ones_like(nll_full, dtype=np.float64), where=nll_response > 0)
 
 
 def cpu_threads(divisor: int) -> None:

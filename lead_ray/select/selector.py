@@ -1,7 +1,13 @@
 """The LEAD round loop over a utility store: EXP3 picks arms, per-group top-k by IDU picks samples.
 
+Each round ends with the round's mean loss gradient ḡ and parameter displacement u (`end_round(grad, step)`), from
+which ΔL′ is a loss change in nats (`idu.loss_change_correction`); the IDU of the trained rows is smoothed towards
+L_t + ΔL′ and the chosen arm is rewarded with their mean IDU drop. With `reference_loss` (utility: learnable) the
+utility is the loss minus a per-row reference loss, RHO-LOSS's reducible loss, so rows whose loss cannot fall
+(wrong answers) stop looking useful.
+
 Pure NumPy (no Ray, no torch) so selection can be unit-tested in milliseconds. Row ids are dense
-positions 0..N-1 in the pool; rows that may not be selected (held-out eval rows) have arm = -1.
+positions 0..N-1 in the pool; rows that may not be selected (held-out eval rows, excluded rows) have arm = -1.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from lead_ray.select.bandit import Exp3
-from lead_ray.select.idu import loss_change_correction, smooth_idu
+from lead_ray.select.idu import RoundDirection, loss_change_correction, smooth_idu
 
 LOG_COLUMNS = ["round", "id", "arm", "group", "idu_before", "idu_after", "loss"]  # one row per (round, id)
 
@@ -49,6 +55,7 @@ class LeadSelector:
         *,
         num_arms: int,
         gamma: float = 0.1,
+        bandit_lr: float | None = None,
         smoothing: float = 0.1,
         sample_rate: float = 0.015,
         max_uses: int = 4,
@@ -59,6 +66,7 @@ class LeadSelector:
         uniform_arms: bool = False,
         use_correction: bool = True,
         reuse_after_budget: bool = False,
+        reference_loss: np.ndarray | None = None,
         seed: int = 0,
     ):
         n = len(idu0)
@@ -70,7 +78,10 @@ class LeadSelector:
             raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
         if arm_reference not in ("last", "first"):
             raise ValueError(f"arm_reference must be 'last' or 'first', got {arm_reference!r}")
-        self.idu = np.asarray(idu0, dtype=np.float64).copy()
+        self.reference = np.zeros(n) if reference_loss is None else np.asarray(reference_loss, dtype=np.float64)
+        if self.reference.shape != (n,):
+            raise ValueError("reference_loss must have one value per row")
+        self.idu = np.asarray(idu0, dtype=np.float64) - self.reference
         self.arm = np.asarray(arm, dtype=np.int64)
         self.group = np.asarray(group, dtype=np.int64)
         self.uses = np.zeros(n, dtype=np.int32)
@@ -79,7 +90,7 @@ class LeadSelector:
         self.arms_per_round, self.arm_reference = arms_per_round, arm_reference
         self.uniform_arms, self.use_correction = uniform_arms, use_correction
         self.reuse_after_budget = reuse_after_budget
-        self.bandit = Exp3(num_arms, 1.0 if uniform_arms else gamma, seed=seed)
+        self.bandit = Exp3(num_arms, 1.0 if uniform_arms else gamma, seed=seed, learning_rate=bandit_lr)
         num_groups = int(self.group.max(initial=-1)) + 1
         self.cell_size = np.zeros((num_arms, max(num_groups, 1)), dtype=np.int64)
         sel = self.arm >= 0
@@ -88,8 +99,8 @@ class LeadSelector:
         self.round = 0
         self.plan: RoundPlan | None = None
         self.losses = np.full(n, np.nan)  # this round's reported L_t(x)
-        self.g_prev: np.ndarray | None = None
-        self.g_arm: dict[int, np.ndarray] = {}
+        self.prev: RoundDirection | None = None  # the previous round's (ḡ, u)
+        self.arm_round: dict[int, RoundDirection] = {}  # (ḡ, u) of the round each arm was last (or first) picked
         self.log: list[dict[str, np.ndarray]] = []
         self.round_stats: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
@@ -168,12 +179,17 @@ class LeadSelector:
         """Record per-sample mean response NLL from the training forward pass."""
         self.losses[np.asarray(ids, dtype=np.int64)] = np.asarray(losses, dtype=np.float64)
 
-    def end_round(self, g_slice: np.ndarray, learning_rate: float) -> dict[str, Any]:
-        """Apply ΔL′ and the IDU update to this round's samples, then reward the bandit."""
+    def end_round(self, grad: np.ndarray, step: np.ndarray) -> dict[str, Any]:
+        """Apply ΔL′ and the IDU update to this round's samples, then reward the bandit.
+
+        `grad` is ḡ, the mean gradient of the training loss over the round's optimizer steps, and `step` is u, the
+        round's parameter displacement, over the same parameters.
+        """
         plan = self.plan
         if plan is None:
             raise RuntimeError("end_round() called without a round in progress")
-        g = np.asarray(g_slice, dtype=np.float64) / max(learning_rate, 1e-30)
+        dtype = np.result_type(np.asarray(grad).dtype, np.float32)  # float32 from training stays float32
+        direction = RoundDirection(np.asarray(grad, dtype=dtype), np.asarray(step, dtype=dtype))
         losses = self.losses[plan.ids]
         seen = ~np.isnan(losses)
         before = self.idu[plan.ids].copy()
@@ -184,24 +200,26 @@ class LeadSelector:
             sel = (plan.arms == k) & seen
             correction, beta = 0.0, 0.0
             if self.use_correction:
-                correction, beta = loss_change_correction(self.g_arm.get(int(k)), self.g_prev, learning_rate)
+                correction, beta = loss_change_correction(self.arm_round.get(int(k)), self.prev)
             ids_k = plan.ids[sel]
-            self.idu[ids_k] = smooth_idu(self.idu[ids_k], losses[sel], correction, self.smoothing)
+            observed = losses[sel] - self.reference[ids_k]
+            self.idu[ids_k] = smooth_idu(self.idu[ids_k], observed, correction, self.smoothing)
             reward = float(np.mean(before[sel] - self.idu[ids_k])) if sel.any() else 0.0
             scaled = self.bandit.rescale(reward)
             if not self.uniform_arms:
                 self.bandit.update(int(k), scaled, float(plan.arm_probs[k]))
             arm_stats.append({"arm": int(k), "reward": reward, "scaled_reward": scaled,
                               "delta_l": correction, "beta": beta})
-            if self.arm_reference == "last" or int(k) not in self.g_arm:
-                self.g_arm[int(k)] = g
-        self.g_prev = g
+            if self.arm_reference == "last" or int(k) not in self.arm_round:
+                self.arm_round[int(k)] = direction
+        self.prev = direction
         after = self.idu[plan.ids]
         self.log.append({"round": np.full(len(plan.ids), plan.round, dtype=np.int64), "id": plan.ids,
                          "arm": plan.arms, "group": self.group[plan.ids], "idu_before": before,
                          "idu_after": after, "loss": losses})
-        stats.update(arms=arm_stats, arm_probs=plan.arm_probs.tolist(), learning_rate=learning_rate,
-                     grad_sq_norm=float(g @ g), num_unique=self.num_unique, budget=self.budget,
+        g = direction.grad.astype(np.float64)
+        stats.update(arms=arm_stats, arm_probs=plan.arm_probs.tolist(), grad_sq_norm=float(g @ g),
+                     loss_change=direction.loss_change, num_unique=self.num_unique, budget=self.budget,
                      mean_loss=float(np.nanmean(losses)) if seen.any() else float("nan"))
         self.round_stats.append(stats)
         self.round += 1
@@ -218,8 +236,8 @@ class LeadSelector:
         """Everything needed to resume; NumPy arrays and plain Python values only (no pickling)."""
         return {
             "idu": self.idu.copy(), "uses": self.uses.copy(), "round": self.round,
-            "g_prev": None if self.g_prev is None else self.g_prev.copy(),
-            "g_arm": {k: v.copy() for k, v in self.g_arm.items()},
+            "prev": None if self.prev is None else _direction_state(self.prev),
+            "arm_round": {k: _direction_state(v) for k, v in self.arm_round.items()},
             "bandit": self.bandit.state(), "log": [dict(e) for e in self.log],
             "round_stats": list(self.round_stats), "stop_reason": self.stop_reason,
             "plan": None if self.plan is None else {
@@ -231,8 +249,8 @@ class LeadSelector:
         self.idu = np.asarray(state["idu"], dtype=np.float64).copy()
         self.uses = np.asarray(state["uses"], dtype=np.int32).copy()
         self.round = int(state["round"])
-        self.g_prev = state["g_prev"]
-        self.g_arm = {int(k): np.asarray(v) for k, v in state["g_arm"].items()}
+        self.prev = None if state["prev"] is None else RoundDirection(**state["prev"])
+        self.arm_round = {int(k): RoundDirection(**v) for k, v in state["arm_round"].items()}
         self.bandit.load_state(state["bandit"])
         self.log = [dict(e) for e in state["log"]]
         self.round_stats = list(state["round_stats"])
@@ -243,3 +261,7 @@ class LeadSelector:
                                                         np.asarray(plan["ids"]), np.asarray(plan["arm_probs"]))
         if self.plan is not None:  # a round in progress resumes with the losses it had already received
             self.losses[self.plan.ids] = plan["losses"]
+
+
+def _direction_state(d: RoundDirection) -> dict[str, np.ndarray]:
+    return {"grad": d.grad.copy(), "step": d.step.copy()}

@@ -37,7 +37,7 @@ class SelectionService:
     def _fresh_selector(self) -> LeadSelector:
         from lead_ray.baselines import build_selector
 
-        wanted = {"lead": [], "longest": ["n_response_tokens"], "static_ifd": ["ifd"]}.get(
+        wanted = {"lead": ["ref_loss"] if self.params.get("utility") == "learnable" else [], "longest": ["n_response_tokens"], "static_ifd": ["ifd"]}.get(
             self.params.get("selector", "lead"), [])
         table = pq.read_table(self.enriched_path, columns=["id", "arm", "group", "iu0", *wanted])
         ids = table.column("id").to_numpy()
@@ -84,7 +84,7 @@ class SelectionService:
         self.selector.report_scores(ids, nll)
         return self.incarnation
 
-    def end_round(self, g_slice: np.ndarray, learning_rate: float, extra: dict[str, Any],
+    def end_round(self, grad: np.ndarray, step: np.ndarray, extra: dict[str, Any],
                   incarnations: list[str | None] | None = None) -> dict[str, Any] | None:
         """End the round. `incarnations` are the tokens the workers last got from `report`: if any differs from
         this incarnation, some of the round's losses may have died with an earlier one, so the answer is None
@@ -94,7 +94,7 @@ class SelectionService:
             return s.round_stats[-1]  # a retry after a restart: this round is already done
         if incarnations is not None and any(t != self.incarnation for t in incarnations):
             return None
-        stats = s.end_round(g_slice, learning_rate)
+        stats = s.end_round(grad, step)
         stats.update(extra)
         self._persist()
         return stats

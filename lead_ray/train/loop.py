@@ -22,6 +22,7 @@ import torch.distributed as dist
 from lead_ray.config import LeadConfig
 from lead_ray.data.store import RowStore
 from lead_ray.eval.nll import batch_response_nll
+from lead_ray.train.direction import RoundDirectionTracker, direction_parameters
 from lead_ray.train.loss import collate, response_nll
 from lead_ray.train.reporter import LossReporter
 
@@ -60,19 +61,6 @@ def _all_sum(values: list[float], world: int) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(t)
     return t.tolist()
-
-
-def slice_parameters(model: torch.nn.Module, num_layers: int) -> list[torch.Tensor]:
-    """The last transformer block's trainable parameters: the cheap slice whose change gives g_t for ΔL′."""
-    marker = f".layers.{num_layers - 1}."
-    params = [p for n, p in model.named_parameters() if marker in n and p.requires_grad]
-    if not params:  # e.g. a frozen last block: fall back to every trainable parameter
-        params = [p for p in model.parameters() if p.requires_grad]
-    return params
-
-
-def flat(params: list[torch.Tensor]) -> np.ndarray:
-    return torch.cat([p.detach().float().reshape(-1).cpu() for p in params]).numpy()
 
 
 def evaluate(model, store: RowStore, ids: np.ndarray, batch_size: int, pad_id: int, device, autocast) -> float:
@@ -123,7 +111,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(base)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    slice_params = slice_parameters(base, num_layers)
+    which = cfg.loss_change_params if cfg.loss_change_params != "auto" else "all" if cfg.use_lora else "last_block"
+    tracker = RoundDirectionTracker(direction_parameters(base, which, num_layers)) if rank == 0 else None
     store = RowStore(pool_dir / "pool.arrow")
     eval_ids = np.asarray(config["eval_ids"], dtype=np.int64)[: cfg.eval_max_samples][rank::world]
     pad_id = tokenizer.pad_token_id
@@ -168,7 +157,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ids = plan["ids"][np.random.default_rng([cfg.seed, int(plan["round"])]).permutation(len(plan["ids"]))]
         padded = np.concatenate([ids, np.full(-len(ids) % (micro * world), -1, dtype=np.int64)])
         mine = padded[rank::world]
-        before = flat(slice_params)
+        if tracker is not None:
+            tracker.start_round()
         reporter.start_round()
         lrs, losses_sum, tokens_sum, n_micro, n_tokens = [], 0.0, 0.0, 0, 0
         model.train()
@@ -185,6 +175,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             (loss / cfg.gradient_accumulation_steps).backward()
             n_micro += 1
             if n_micro % cfg.gradient_accumulation_steps == 0:
+                if tracker is not None:
+                    tracker.add_step()
                 lrs.append(_optimizer_step(cfg, model, optimizer, trainable, step))
                 step += 1
             if real.any():
@@ -193,6 +185,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             n_tokens += int(t["attention_mask"][torch.from_numpy(real).to(device)].sum())
             tokens_sum += float(weight.sum())
         if n_micro % cfg.gradient_accumulation_steps:
+            if tracker is not None:
+                tracker.add_step()
             lrs.append(_optimizer_step(cfg, model, optimizer, trainable, step))
             step += 1
         reporter.flush()
@@ -202,11 +196,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                    "step": step}
         if cfg.eval_every_round:
             metrics["eval_nll"] = evaluate(base, store, eval_ids, cfg.eval_batch_size, pad_id, device, autocast)
-        lr = float(np.mean(lrs)) if lrs else cfg.learning_rate
+        metrics["learning_rate"] = float(np.mean(lrs)) if lrs else cfg.learning_rate
         t_select = time.time()
         metrics["selection_seconds"] = selection_seconds  # cumulative, up to this round's plan
         stats = _end_round(service, reporter, rank, world,
-                           (flat(slice_params) - before, lr, dict(metrics)) if rank == 0 else None)
+                           (*tracker.end_round(), dict(metrics)) if rank == 0 else None)
         selection_seconds += time.time() - t_select
         with tempfile.TemporaryDirectory() as d:
             if rank == 0:
