@@ -446,7 +446,7 @@ def summary_rows(summary: Mapping[str, Any], final: Mapping[str, Any] | None = N
         for k in ("nll_before", "nll_after"):
             s.setdefault(k, final.get(k))
     rows: list[tuple[str, str]] = []
-    known = {"run_dir", "rounds", "arms_per_round", "num_unique", "budget", "stop_reason", "nll_before",
+    known = {"run_dir", "rounds", "arms_per_round", "num_unique", "budget", "stop_reason", "ifd_excluded", "nll_before",
              "nll_after", "wall_seconds"}
     if "rounds" in s:
         rows.append(("rounds", _fmt(s["rounds"])))
@@ -462,6 +462,8 @@ def summary_rows(summary: Mapping[str, Any], final: Mapping[str, Any] | None = N
         rows.append(("budget (unique samples)", f"{_fmt(s['budget'])}{pct}"))
     if "stop_reason" in s:
         rows.append(("stopped by", _fmt(s["stop_reason"])))
+    if "ifd_excluded" in s:
+        rows.append(("train rows excluded (IFD > 1)", _fmt(s["ifd_excluded"])))
     before, after = _num(s.get("nll_before")), _num(s.get("nll_after"))
     if "nll_before" in s:
         rows.append(("held-out NLL before", _fmt(before)))
@@ -488,15 +490,17 @@ def _round_table(data: RunData) -> list[str]:
     arms = {int(_num(b.get("round"), i)): b.get("arms") or [] for i, b in enumerate(data.bandit)}
     has_eval = any("eval_nll" in m for m in data.rounds)
     lines = ["| round | arm(s) | selected | unique | train loss |" + (" held-out NLL |" if has_eval else "")
-             + " reward (scaled) |", "| ---: | --- | ---: | ---: | ---: |" + (" ---: |" if has_eval else "") + " --- |"]
+             + " reward, nats (scaled) | ΔL′, nats |",
+             "| ---: | --- | ---: | ---: | ---: |" + (" ---: |" if has_eval else "") + " --- | --- |"]
     for i, m in enumerate(data.rounds):
         r = int(_num(m.get("round"), i))
         a = [x for x in arms.get(r, []) if isinstance(x, Mapping)]
         arm_txt = ", ".join(str(x.get("arm")) for x in a) or "n/a"
         reward = ", ".join(f"{_num(x.get('reward')):.4g} ({_num(x.get('scaled_reward')):+.2f})" for x in a) or "n/a"
+        delta_l = ", ".join(f"{_num(x.get('delta_l')):.4g}" for x in a) or "n/a"
         lines.append(f"| {r} | {arm_txt} | {_cell(m.get('num_selected'))} | {_cell(m.get('num_unique'))} | "
                      f"{_cell(m.get('train_loss', m.get('mean_loss')))} |"
-                     + (f" {_cell(m.get('eval_nll'))} |" if has_eval else "") + f" {reward} |")
+                     + (f" {_cell(m.get('eval_nll'))} |" if has_eval else "") + f" {reward} | {delta_l} |")
     return lines
 
 

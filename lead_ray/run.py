@@ -134,12 +134,14 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.yaml")
     shutil.copyfile(prepared.pool_dir / "quarantine.parquet", run_dir / "quarantine.parquet")
-    enriched = pq.read_table(prepared.enriched, columns=["id", "split"])
+    enriched = pq.read_table(prepared.enriched, columns=["id", "split", "ifd_excluded"])
     split = enriched.column("split").to_numpy(zero_copy_only=False)
     eval_ids = enriched.column("id").to_numpy()[split == "eval"]
-    budget = cfg.budget_for(int((split == "train").sum()))
-    log(f"selection: {int((split == 'train').sum())} selectable rows, budget {budget} unique samples, "
-        f"{cfg.num_arms} arms, gamma {cfg.gamma}, b {cfg.smoothing}")
+    excluded = int(enriched.column("ifd_excluded").to_numpy().sum())
+    selectable = int((split == "train").sum()) - excluded
+    budget = cfg.budget_for(selectable)
+    log(f"selection: {selectable} selectable rows" + (f" ({excluded} with IFD > 1 excluded)" if excluded else "")
+        + f", budget {budget} unique samples, {cfg.num_arms} arms, gamma {cfg.gamma}, b {cfg.smoothing}")
 
     params = {"num_arms": cfg.num_arms, "gamma": cfg.gamma, "bandit_lr": cfg.bandit_lr, "smoothing": cfg.smoothing,
               "sample_rate": cfg.sample_rate, "max_uses": cfg.max_uses, "budget": budget,
@@ -177,7 +179,7 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
             f.write(json.dumps({"round": s["round"], "arm_probs": s["arm_probs"], "arms": s["arms"]}) + "\n")
     ray.kill(service)
     out = {"run_dir": str(run_dir), "rounds": summary["rounds"], "num_unique": summary["num_unique"],
-           "budget": summary["budget"], "stop_reason": summary["stop_reason"],
+           "budget": summary["budget"], "stop_reason": summary["stop_reason"], "ifd_excluded": excluded,
            "arms_per_round": [[a["arm"] for a in s["arms"]] for s in summary["round_stats"]],
            "nll_before": final["nll_before"], "nll_after": final["nll_after"],
            "selection_seconds": final.get("selection_seconds"), "wall_seconds": time.time() - t_start}

@@ -22,7 +22,7 @@ from lead_ray.config import ConfigError, LeadConfig, build_config
 from lead_ray.run import PreparedPool, init_ray, log, prepare_stages, train_with_selection
 
 ALIASES = {"b": "smoothing", "r": "sample_rate", "k": "num_arms", "lr": "learning_rate"}
-TUNABLE = {"smoothing", "gamma", "num_arms", "sample_rate", "learning_rate", "max_uses", "arms_per_round",
+TUNABLE = {"smoothing", "gamma", "bandit_lr", "num_arms", "sample_rate", "learning_rate", "max_uses", "arms_per_round",
            "weight_decay", "lora_rank"}
 METRIC = "eval_nll"
 TRIAL_CPU = 0.01  # the trial function only drives its TorchTrainer; Tune needs a non-empty request

@@ -34,6 +34,14 @@ def check_run_outputs(run_dir: Path, expect_max_uses: int, enriched_path: Path |
     assert (enriched.loc[sel["id"], "arm"].to_numpy() == sel["arm"].to_numpy()).all()
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == summary["rounds"] + 1 and metrics[-1]["final"]
+    # ΔL′ is a loss change in nats: never larger than the round's mean loss (the old Δθ/η rule gave -200), so the
+    # IDU of trained rows stays on the scale of their losses
+    bandit = [json.loads(line) for line in (run_dir / "bandit.jsonl").read_text().splitlines()]
+    for m, b in zip(metrics[:-1], bandit):
+        for arm in b["arms"]:
+            assert abs(arm["delta_l"]) <= m["mean_loss"], (arm, m["mean_loss"])
+    if "utility: learnable" not in (run_dir / "config.yaml").read_text():
+        assert (sel["idu_after"] >= 0).all()
     waits = [m["selection_seconds"] for m in metrics[:-1]]  # cumulative: never back to 0, even after a restart
     assert waits == sorted(waits) and summary["selection_seconds"] >= max(waits, default=0.0)
     return summary
@@ -47,6 +55,8 @@ def test_job_tiny_direct(tmp_path: Path) -> None:
     assert "rows read" in proc.stdout
     s = check_run_outputs(tmp_path / "tiny", expect_max_uses=4)
     assert s["nll_after"] < s["nll_before"]
+    assert s["ifd_excluded"] >= 0 and "train rows excluded (IFD > 1)" in (tmp_path / "tiny" / "report" / "summary.md"
+                                                                          ).read_text()
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

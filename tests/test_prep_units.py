@@ -30,6 +30,21 @@ def test_ifd_score_by_hand_uncapped() -> None:
     assert got.tolist() == [0.5, 1.5, 1.0, 1.0]  # 3/2 stays (preparation excludes or caps it); 0 denominator → 1
 
 
+def test_ifd_above_one_exclude_or_cap_by_hand() -> None:
+    from lead_ray.prep.prepare import apply_ifd_above_one
+
+    train = np.array([True, True, True, False, True])
+    ifd = np.array([0.4, 1.5, 1.0, 2.0, np.nan])  # row 3 is held out; row 4 has no IFD (ifd_model: none)
+    selectable, stored = apply_ifd_above_one(train, ifd, "exclude")
+    assert selectable.tolist() == [True, False, True, False, True]  # only the train row above 1 leaves
+    np.testing.assert_array_equal(stored, ifd)  # excluded rows keep their true IFD, for the report
+    selectable, stored = apply_ifd_above_one(train, ifd, "cap")
+    assert selectable.tolist() == train.tolist()
+    np.testing.assert_array_equal(stored, [0.4, 1.0, 1.0, 1.0, np.nan])
+    with pytest.raises(ValueError, match="exclude or cap"):
+        apply_ifd_above_one(train, ifd, "drop")
+
+
 def test_start_token_id_prefers_bos() -> None:
     class C:
         bos_token_id, eos_token_id = None, [4, 5]

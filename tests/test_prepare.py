@@ -17,7 +17,8 @@ import pytest
 from tests.conftest import REPO
 
 LEAD_RAY = str(Path(sys.executable).parent / "lead-ray")
-ENRICHED_COLUMNS = ["id", "source", "split", "group", "arm", "iu0", "ifd", "n_prompt_tokens", "n_response_tokens"]
+ENRICHED_COLUMNS = ["id", "source", "split", "group", "arm", "iu0", "ifd", "ifd_excluded", "ref_loss",
+                    "n_prompt_tokens", "n_response_tokens"]
 
 
 def _prepare(out: Path, *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -36,14 +37,19 @@ def _check_enriched(prep: Path, num_arms: int) -> dict:
     n = len(pool)
     assert n == 300 and np.array_equal(e["id"], np.arange(n))  # nothing lost, dense ids in order
     train = e["split"] == "train"
-    assert (e["arm"][~train] == -1).all() and set(e["arm"][train]) == set(range(num_arms))
+    excluded = e["ifd_excluded"]
+    np.testing.assert_array_equal(excluded, train & (e["ifd"] > 1))  # ifd_above_one: exclude, the default
+    selectable = train & ~excluded
+    assert (e["arm"][~selectable] == -1).all() and set(e["arm"][selectable]) == set(range(num_arms))
+    assert np.isfinite(e["ref_loss"]).all() and (e["ref_loss"] > 0).all()  # the warm-up model's NLL
     assert set(e["group"]) <= set(range(8)) and len(set(e["group"])) >= 3  # embedding k-means, K = 8
     assert np.isfinite(e["iu0"]).all() and (e["iu0"] > 0).all()
-    assert np.isfinite(e["ifd"]).all() and (e["ifd"] > 0).all() and (e["ifd"] <= 1).all()
+    assert np.isfinite(e["ifd"]).all() and (e["ifd"] > 0).all()
     assert np.array_equal(e["n_response_tokens"], pool["n_response_tokens"].to_numpy())
     # arms are 1-D k-means on ifd, ordered by centroid: every row of arm k has ifd below every row of arm k+2
     for k in range(num_arms - 2):
         assert e["ifd"][e["arm"] == k].max() <= e["ifd"][e["arm"] == k + 2].min()
+    assert e["ifd"][selectable].max() <= 1.0
     return e
 
 
@@ -93,6 +99,15 @@ def test_prepare_interrupted_after_a_stage_resumes_and_skips_it(tmp_path: Path) 
     second = _check_enriched(prep, num_arms=2)
     np.testing.assert_array_equal(first["ifd"], second["ifd"])
     np.testing.assert_array_equal(first["group"], second["group"])  # seeded k-means: the same groups again
+
+    # ifd_above_one: cap keeps every train row selectable, with IFD 1 where it was above (only the last stage reruns)
+    capped = _prepare(tmp_path, "num_arms=2", "ifd_above_one=cap")
+    assert "enriched pool: done" in capped.stdout + capped.stderr
+    t = pq.read_table(prep / "enriched.parquet").to_pandas()
+    train = (t["split"] == "train").to_numpy()
+    assert not t["ifd_excluded"].any() and (t["arm"].to_numpy()[train] >= 0).all()
+    np.testing.assert_array_equal(t["ifd"].to_numpy(), np.minimum(first["ifd"], 1.0))
+    print(f"train rows with IFD > 1 in the tiny pool: {int(second['ifd_excluded'].sum())}")
 
 
 def test_missing_embedding_model_is_one_line_before_any_work(tmp_path: Path) -> None:

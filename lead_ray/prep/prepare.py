@@ -2,12 +2,14 @@
 
     embed instructions → faiss spherical k-means → task group   (group_by: embedding | source)
     base model NLL(response | instruction)       → iu0 (IDU_0)
-    warm-up LoRA on a random slice → NLL ratio   → ifd          (ifd_model: warmup | base | none)
+    warm-up LoRA on a random slice → NLL ratio   → ifd, ref_loss (ifd_model: warmup | base | none)
+    IFD > 1 (a mismatched pair)                  → excluded    (ifd_above_one: exclude | cap)
     1-D k-means on ifd (or iu0, or embeddings)   → arm          (arm_by)
 
 The output, `prep/enriched.parquet`, has one row per pool row, in id order:
-`id, source, split, group, arm, iu0, ifd, n_prompt_tokens, n_response_tokens` (+ `embedding` with
-store_embeddings). Eval-split rows get arm -1: no selector may pick them.
+`id, source, split, group, arm, iu0, ifd, ifd_excluded, ref_loss, n_prompt_tokens, n_response_tokens`
+(+ `embedding` with store_embeddings). `ref_loss` is the reference model's NLL(response | instruction), which
+`utility: learnable` subtracts. Eval-split rows and excluded rows get arm -1: no selector may pick them.
 """
 
 from __future__ import annotations
@@ -101,9 +103,8 @@ def prepare(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, in
         ifd, ref_loss = ifd_score(base["nll_full"], base["nll_response"]), iu0
     elif cfg.ifd_model == "warmup":
         ifd, ref_loss = _warmup_ifd(cfg, pool_dir, prep_dir, model_path, ingest_key, keys, scoring, log)
-    above_one = train & (ifd > 1)  # mismatched pairs, by the IFD authors' convention
-    if cfg.ifd_above_one == "cap":
-        ifd = np.minimum(ifd, 1.0)
+    selectable, ifd = apply_ifd_above_one(train, ifd, cfg.ifd_above_one)
+    excluded = train & ~selectable
 
     keys["enriched"] = stage_key(keys, cfg.group_by, cfg.arm_by, cfg.num_arms, cfg.seed, cfg.store_embeddings,
                                  cfg.ifd_above_one)
@@ -114,7 +115,6 @@ def prepare(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, in
         else:
             _, group = np.unique(pool.column("source").to_numpy(zero_copy_only=False), return_inverse=True)
         arm = np.full(n, -1, dtype=np.int64)  # -1: never selected (held out, or IFD > 1 with exclude)
-        selectable = train & ~above_one if cfg.ifd_above_one == "exclude" else train
         if cfg.arm_by == "embedding":
             arm[selectable] = _scores(prep_dir / "arm_clusters.parquet")["cluster"][selectable]
         elif selectable.any():
@@ -122,17 +122,28 @@ def prepare(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, in
                                         seed=cfg.seed)
         table = pa.table({"id": pool.column("id"), "source": pool.column("source"), "split": pool.column("split"),
                           "group": group.astype(np.int64), "arm": arm, "iu0": iu0, "ifd": ifd.astype(np.float64),
-                          "ifd_excluded": selectable != train, "ref_loss": ref_loss.astype(np.float64),
+                          "ifd_excluded": excluded, "ref_loss": ref_loss.astype(np.float64),
                           "n_prompt_tokens": pool.column("n_prompt_tokens"),
                           "n_response_tokens": pool.column("n_response_tokens")})
         _write_enriched(table, tmp, prep_dir / "embeddings.parquet" if cfg.store_embeddings else None)
         log(f"enriched pool: {n} rows, {len(np.unique(group))} groups, {len(np.unique(arm[selectable]))} arms "
             f"by {cfg.arm_by}" + (f", ifd mean {np.nanmean(ifd):.3f}" if cfg.ifd_model != "none" else "")
-            + (f", {int(above_one.sum())} train rows with IFD > 1 "
-               + ("excluded" if cfg.ifd_above_one == "exclude" else "capped at 1") if above_one.any() else ""))
+            + (f", {int(excluded.sum())} train rows with IFD > 1 excluded" if excluded.any() else ""))
 
     run_stage("enriched pool", prep_dir / "enriched.parquet", keys["enriched"], build_enriched, log)
     return prep_dir / "enriched.parquet", keys["enriched"]
+
+
+def apply_ifd_above_one(train: np.ndarray, ifd: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """(selectable rows, IFD as stored). IFD > 1 means the instruction makes the answer less likely, the mark of a
+    mismatched pair: `exclude` keeps such train rows out of selection (the IFD authors drop them), `cap` keeps them
+    with IFD 1. Rows without an IFD (NaN, ifd_model: none) stay selectable."""
+    above = np.asarray(ifd) > 1.0
+    if mode == "cap":
+        return train.copy(), np.minimum(ifd, 1.0)
+    if mode == "exclude":
+        return train & ~above, np.asarray(ifd, dtype=np.float64).copy()
+    raise ValueError(f"ifd_above_one must be exclude or cap, got {mode!r}")
 
 
 def _write_enriched(table: pa.Table, out: Path, embeddings: Path | None, chunk: int = 65536) -> None:
@@ -175,7 +186,8 @@ def _warmup_ifd(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str
         selectable = tmp / "warmup_pool.parquet"  # one arm, one group: every train row may be drawn
         pq.write_table(pa.table({"id": pool.column("id"), "split": pool.column("split"),
                                  "arm": np.where(train, 0, -1).astype(np.int64),
-                                 "group": np.zeros(pool.num_rows, np.int64), "iu0": np.zeros(pool.num_rows)}),
+                                 "group": np.zeros(pool.num_rows, np.int64), "iu0": np.zeros(pool.num_rows),
+                                 "ifd_excluded": np.zeros(pool.num_rows, bool)}),
                        selectable)
         wcfg = dataclasses.replace(cfg, run_name="run", output_dir=str(tmp), selector="random",
                                    budget=cfg.warmup_fraction, max_uses=1, num_arms=1, arms_per_round=1,
