@@ -56,7 +56,7 @@ class LeadConfig:
     ifd_above_one: str = "exclude"  # IFD > 1 (the instruction makes the answer less likely): exclude | cap (to 1)
     warmup_fraction: float = 0.01
     store_embeddings: bool = False  # also put the embedding column into enriched.parquet
-    # selection (names from lead-method.md)
+    # selection (names from the LEAD paper; README "The LEAD signal")
     selector: str = "lead"
     num_arms: int = 7
     gamma: float = 0.1
@@ -71,6 +71,7 @@ class LeadConfig:
     arm_reference: str = "last"
     use_correction: bool = True
     loss_change_params: str = "auto"  # ΔL′ over: all trainable parameters | last_block | auto (all with LoRA)
+    loss_change_sketch_dim: int = 65536  # ḡ and u longer than this travel as a CountSketch of this size; 0: exact
     uniform_arms: bool = False
     reuse_after_budget: bool = False  # after the unique budget: keep training the chosen rows up to max_uses each
     # training
@@ -129,6 +130,7 @@ class LeadConfig:
              "learnable needs a reference model: ifd_model warmup (or base)")
         need(self.loss_change_params in ("auto", "all", "last_block"), "loss_change_params",
              "must be auto, all or last_block")
+        need(self.loss_change_sketch_dim >= 0, "loss_change_sketch_dim", "must be >= 0 (0: exact vectors)")
         need(self.ifd_above_one in ("exclude", "cap"), "ifd_above_one", "must be exclude or cap")
         need(0.0 < self.smoothing <= 1.0, "smoothing", "must be in (0, 1]")
         need(0.0 < self.sample_rate <= 1.0, "sample_rate", "must be in (0, 1]")

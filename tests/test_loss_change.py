@@ -15,7 +15,7 @@ import torch
 
 from lead_ray.select.idu import RoundDirection, loss_change_correction
 from lead_ray.select.selector import LeadSelector
-from lead_ray.train.direction import RoundDirectionTracker, direction_parameters
+from lead_ray.train.direction import RoundDirectionTracker, count_sketch, direction_parameters
 from lead_ray.train.loss import response_nll
 
 
@@ -48,14 +48,15 @@ def _batch_loss(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -
     return (nll * counts).sum() / counts.sum()
 
 
-def _rounds(optimizer_name: str, lr: float, num_rounds: int = 8, steps: int = 3, micro: int = 2, seed: int = 0):
+def _rounds(optimizer_name: str, lr: float, num_rounds: int = 8, steps: int = 3, micro: int = 2, seed: int = 0,
+            sketch_dim: int = 0):
     """Train `num_rounds` rounds of `steps` optimizer steps (each accumulating `micro` micro-batches) on fresh random
     rows; per round yield the selector's predicted loss change, the old estimator's value, and the measured one."""
     model = _tiny_llama(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = (torch.optim.AdamW(params, lr=lr, weight_decay=0.0) if optimizer_name == "adamw"
            else torch.optim.SGD(params, lr=lr))
-    tracker = RoundDirectionTracker(direction_parameters(model, "all", 2))
+    tracker = RoundDirectionTracker(direction_parameters(model, "all", 2), sketch_dim=sketch_dim)
     n = num_rounds * steps * micro * 4
     sel = LeadSelector(np.ones(n), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), num_arms=1, budget=n,
                        sample_rate=1.0, max_rounds=num_rounds, max_uses=num_rounds, reuse_after_budget=True)
@@ -85,17 +86,20 @@ def _rounds(optimizer_name: str, lr: float, num_rounds: int = 8, steps: int = 3,
         grad, step = tracker.end_round()
         with torch.no_grad():
             after = float(_batch_loss(model, x, m))
-            np.testing.assert_allclose(step, (torch.cat([p.reshape(-1) for p in params]) - before_vec).numpy(),
-                                       atol=1e-6)  # u is the whole displacement of the trainable parameters
+            displacement = (torch.cat([p.reshape(-1) for p in params]) - before_vec).numpy()
+            if not sketch_dim:  # u is the whole displacement of the trainable parameters
+                np.testing.assert_allclose(step, displacement, atol=1e-6)
+            else:
+                assert len(step) == sketch_dim < len(displacement)
         sel.report(plan.ids, np.ones(len(plan.ids)))
         stats = sel.end_round(grad, step)
-        out.append((stats["loss_change"], -float(step @ step) / lr, after - before))
+        out.append((stats["loss_change"], -float(displacement @ displacement) / lr, after - before))
     return out
 
 
-@pytest.mark.parametrize("optimizer_name, lr", [("adamw", 3e-3), ("sgd", 0.5)])
-def test_predicted_loss_change_tracks_measured(optimizer_name: str, lr: float) -> None:
-    rounds = _rounds(optimizer_name, lr)
+@pytest.mark.parametrize("optimizer_name, lr, sketch_dim", [("adamw", 3e-3, 0), ("sgd", 0.5, 0), ("adamw", 3e-3, 4096)])
+def test_predicted_loss_change_tracks_measured(optimizer_name: str, lr: float, sketch_dim: int) -> None:
+    rounds = _rounds(optimizer_name, lr, sketch_dim=sketch_dim)
     predicted = np.array([p for p, _, _ in rounds])
     old = np.array([o for _, o, _ in rounds])
     measured = np.array([m for _, _, m in rounds])
@@ -127,3 +131,18 @@ def test_new_arm_correction_is_the_previous_rounds_loss_change() -> None:
     else:  # the same arm: t_k = t-1, identical directions, β* = 0, the same value
         assert arm_st["delta_l"] == pytest.approx(-0.035) and arm_st["beta"] == 0.0
     np.testing.assert_allclose(sel.idu[plan.ids], 1.0 - 0.035)  # b = 1: IDU = L + ΔL′, in loss units
+
+
+def test_count_sketch_keeps_inner_products_within_its_stated_error() -> None:
+    gen = torch.Generator().manual_seed(0)
+    a = [torch.randn(50_000, generator=gen), torch.randn(30, 40, generator=gen)]
+    b = [0.3 * x + torch.randn(x.shape, generator=gen) for x in a]  # correlated, cosine ≈ 0.29
+    m = 4096
+    sa, sb = count_sketch(a, m), count_sketch(b, m)
+    flat_a, flat_b = (torch.cat([t.reshape(-1) for t in x]).double() for x in (a, b))
+    exact, bound = float(flat_a @ flat_b), float(flat_a.norm() * flat_b.norm()) * (2 / m) ** 0.5
+    assert abs(float(sa.double() @ sb.double()) - exact) <= 3 * bound  # 3 standard errors
+    assert abs(float(sa.double() @ sa.double()) - float(flat_a @ flat_a)) <= 3 * float(flat_a @ flat_a) * (2 / m) ** 0.5
+    assert torch.equal(count_sketch(a, m), sa)  # the same hash on every call: rounds can be compared
+    assert not torch.equal(count_sketch(a, m, seed=1), sa)
+    assert count_sketch(a, m).shape == (m,) and count_sketch([], m).abs().sum() == 0

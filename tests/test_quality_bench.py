@@ -1,4 +1,5 @@
-"""bench/quality.py --quick end to end: the table is produced and internally consistent (real Ray, real training)."""
+"""bench/quality.py --quick end to end: the table is produced and internally consistent (real Ray, real training);
+and, without a model, the real-text pool of `--model smollm2` and its time-ratio hand-over from --rescore-timing."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow
+sys.path.insert(0, str(REPO / "bench"))
+import quality  # noqa: E402
+import quality_text_pool  # noqa: E402
 
 
+@pytest.mark.slow
 def test_quality_bench_quick_table_is_consistent(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "bench/quality.py", "--quick", "--work", str(tmp_path / "work"),
@@ -46,3 +50,48 @@ def test_quality_bench_quick_table_is_consistent(tmp_path: Path) -> None:
     assert last.startswith("lead_vs_random_nll_gain=") and " lead_vs_iterative_time_ratio=" in last
     gain, ratio = (float(part.split("=")[1]) for part in last.split())
     assert math.isfinite(gain) and 0 < ratio
+
+
+def _texts(row: dict) -> set[str]:
+    return {" ".join(m["content"].split()) for m in row["messages"] if m["role"] != "system"}
+
+
+def _arithmetic_is_right(answer: str) -> bool:
+    if " divided by " in answer:
+        a, _, _, d, _, q, _, r = answer.split()
+        return divmod(int(a), int(d)) == (int(q), int(r))
+    a, op, b, _, c = answer.split()
+    return {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op] == int(c)
+
+
+def test_text_pool_is_seeded_noisy_and_held_out_apart() -> None:
+    train, held_out = quality_text_pool.make_rows(800, 150, seed=0)
+    assert (train, held_out) == quality_text_pool.make_rows(800, 150, seed=0)  # the same pool on every machine
+    assert len(train) == 800 and len(held_out) == 150
+    assert {r["split"] for r in train} == {"train"} and {r["split"] for r in held_out} == {"eval"}
+    noisy = sum(r["source"] in quality_text_pool.NOISY for r in train) / len(train)
+    dup = sum(r["source"] in quality_text_pool.DUPLICATE for r in train) / len(train)
+    assert 0.2 <= noisy <= 0.25 and 0.08 <= dup <= 0.12
+    assert {r["source"] for r in train} == set(quality_text_pool.CLEAN) | quality_text_pool.NOISY \
+        | quality_text_pool.DUPLICATE
+    assert {r["source"] for r in held_out} <= set(quality_text_pool.CLEAN)  # held out: clean rows only
+    assert sum(r["source"] == "arithmetic" for r in held_out) >= len(held_out) / 3
+    seen = set().union(*map(_texts, train))
+    assert not any(_texts(r) & seen for r in held_out)  # no held-out text is also in training
+    for r in train:  # a recorded wrong answer is wrong, a clean one right
+        if r["source"] in ("noisy_wrong_answer", "arithmetic"):
+            assert _arithmetic_is_right(r["messages"][-1]["content"]) == (r["source"] == "arithmetic"), r
+    by_question = {}
+    for r in train:
+        if r["source"].startswith("dup_"):
+            by_question.setdefault(r["messages"][-1]["content"], []).append(r)
+    assert all(len(rows) >= 4 for rows in by_question.values())  # near-duplicates come in clusters
+    assert all(sum(map(len, _texts(r))) <= quality_text_pool.MAX_ROW_CHARS for r in held_out)
+
+
+def test_smollm2_headline_time_ratio_comes_from_rescore_timing(tmp_path) -> None:
+    assert math.isnan(quality.timing_time_ratio(tmp_path)[0])  # no timing run yet: nan
+    quality.write_csv([{"pool_rows": 300, "time_ratio": 0.5}, {"pool_rows": 600, "time_ratio": 0.25}],
+                      tmp_path / "rescore_timing.csv")
+    assert quality.timing_time_ratio(tmp_path) == (0.25, 600)  # the largest pool's
+    assert quality.METHODS["lead_learnable"] == {"utility": "learnable"}

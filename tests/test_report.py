@@ -238,7 +238,8 @@ def selector_run(run: Path, *, num_arms: int, arms_per_round: int, max_rounds: i
                      max_rounds=max_rounds, arms_per_round=arms_per_round)
     while (plan := s.next_round()) is not None:
         s.report(plan.ids, rng.uniform(0.5, 2.5, len(plan.ids)))
-        stats = s.end_round(rng.normal(size=8) * 1e-3, 1e-3)
+        g = rng.normal(size=8)
+        stats = s.end_round(g, -1e-3 * g)  # one SGD step: u = -ηg
         stats.update(train_loss=float(np.mean(s.losses[plan.ids])), num_samples=len(plan.ids))
     sel = s.selections()
     run.mkdir(parents=True)

@@ -112,7 +112,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     which = cfg.loss_change_params if cfg.loss_change_params != "auto" else "all" if cfg.use_lora else "last_block"
-    tracker = RoundDirectionTracker(direction_parameters(base, which, num_layers)) if rank == 0 else None
+    tracker = RoundDirectionTracker(direction_parameters(base, which, num_layers), cfg.loss_change_sketch_dim,
+                                    cfg.seed) if rank == 0 else None
     store = RowStore(pool_dir / "pool.arrow")
     eval_ids = np.asarray(config["eval_ids"], dtype=np.int64)[: cfg.eval_max_samples][rank::world]
     pad_id = tokenizer.pad_token_id
