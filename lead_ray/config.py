@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +104,14 @@ class LeadConfig:
             if not ok:
                 raise ConfigError(f"config key '{key}': {msg} (got {getattr(self, key)!r})")
 
-        need(bool(self.run_name) and "/" not in self.run_name, "run_name", "must be a non-empty name without '/'")
+        for f in dataclasses.fields(self):  # no key takes inf or nan
+            value = getattr(self, f.name)
+            need(not isinstance(value, float) or math.isfinite(value), f.name, "must be a finite number")
+        need(bool(self.run_name) and "/" not in self.run_name and "\\" not in self.run_name
+             and self.run_name not in (".", "..") and not self.run_name.startswith("-"), "run_name",
+             "must be one folder name: not empty, no '/', not '.' or '..', no leading '-'")
+        need(self.seed >= 0, "seed", "must be >= 0")
+        need(self.num_cpus is None or self.num_cpus >= 1, "num_cpus", "must be >= 1 or null")
         need(bool(self.data_files), "data_files", "must list at least one file or folder")
         need(self.max_length >= 16, "max_length", "must be >= 16")
         need(0.0 <= self.eval_fraction < 1.0, "eval_fraction", "must be in [0, 1)")
@@ -135,7 +143,8 @@ class LeadConfig:
         need(0.0 < self.smoothing <= 1.0, "smoothing", "must be in (0, 1]")
         need(0.0 < self.sample_rate <= 1.0, "sample_rate", "must be in (0, 1]")
         need(self.max_uses >= 1, "max_uses", "must be >= 1")
-        need(self.budget > 0, "budget", "must be > 0 (a fraction <= 1, or a count)")
+        need(0 < self.budget <= 1 or (self.budget > 1 and float(self.budget).is_integer()), "budget",
+             "must be a fraction in (0, 1] or a whole count of samples >= 1")
         need(self.max_rounds >= 1, "max_rounds", "must be >= 1")
         need(1 <= self.arms_per_round <= self.num_arms, "arms_per_round", "must be in [1, num_arms]")
         need(self.arm_reference in ("last", "first"), "arm_reference", "must be 'last' or 'first'")
@@ -148,6 +157,10 @@ class LeadConfig:
         need(self.per_device_train_batch_size >= 1, "per_device_train_batch_size", "must be >= 1")
         need(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be >= 1")
         need(self.lora_rank >= 1, "lora_rank", "must be >= 1")
+        need(self.lora_alpha >= 1, "lora_alpha", "must be >= 1")
+        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        need(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0 (0: no clipping)")
+        need(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
         need(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "must be in [0, 1)")
         need(self.score_batch_size >= 1, "score_batch_size", "must be >= 1")
         need(self.score_concurrency >= 1, "score_concurrency", "must be >= 1")
@@ -221,7 +234,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, (dict, list)):
             raise TypeError
         return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         raise ConfigError(f"config key '{key}': expected {text.replace('NoneType', 'None')}, got {value!r}") from None
 
 
