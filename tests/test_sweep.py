@@ -80,7 +80,7 @@ def test_sweep_asha_isolation_resume_and_best_config(ray_local, tmp_path: Path) 
     by_lr: dict[float, list[pd.DataFrame]] = {}
     finished = table[~table["stopped_early"]]
     for t in trials:
-        run_cfg = load_config(t / "config.yaml")
+        run_cfg = load_config(t / "config.yaml" if (t / "config.yaml").exists() else t / "ray" / "config.yaml")
         if t.name not in set(finished["trial_id"]):
             continue
         summary = check_run_outputs(t, run_cfg.max_uses, sweep_dir / "shared" / "prep" / "enriched.parquet")

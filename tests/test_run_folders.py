@@ -1,0 +1,90 @@
+"""lead-ray deletes or replaces only what it made: run folders carry a marker, checkpoints a config key, and a
+finished run's outputs are replaced as a whole, at the end. File-system only (no Ray)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lead_ray.config import ConfigError, LeadConfig
+from lead_ray.run import RUN_MARKER, RunError, _resume_or_reset, claim_folder, publish_outputs
+
+
+def test_claim_folder(tmp_path: Path) -> None:
+    run = tmp_path / "out" / "run"
+    claim_folder(run)
+    assert (run / RUN_MARKER).is_file()
+    claim_folder(run)  # ours already: fine
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "data.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="'output_dir'.*did not make"):
+        claim_folder(tmp_path / "theirs")
+    assert (tmp_path / "theirs" / "data.txt").read_text() == "keep me" and not (tmp_path / "theirs" / RUN_MARKER).exists()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="'output_dir'.*is a file"):
+        claim_folder(tmp_path / "afile")
+    with pytest.raises(ConfigError, match="'output_dir': cannot write"):
+        claim_folder(tmp_path / "afile" / "run")  # a parent that is a file
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    claim_folder(empty)  # an empty folder may be taken
+    assert (empty / RUN_MARKER).is_file()
+
+
+def test_planted_ray_folder_survives(tmp_path: Path) -> None:
+    """With output_dir /tmp and run_name ray, or a `ray/` lead-ray did not make inside a run: never deleted."""
+    cfg = LeadConfig(output_dir=str(tmp_path), run_name="r").validate()
+    claim_folder(cfg.run_dir)
+    planted = cfg.run_dir / "ray" / "session_latest"
+    planted.mkdir(parents=True)
+    (planted / "logs.txt").write_text("another Ray instance's files")
+    with pytest.raises(RunError, match="not made by lead-ray"):
+        _resume_or_reset(cfg, cfg.run_dir)
+    assert (planted / "logs.txt").read_text() == "another Ray instance's files"
+
+
+def test_resume_or_reset_keys(tmp_path: Path) -> None:
+    cfg = LeadConfig(output_dir=str(tmp_path), run_name="r").validate()
+    claim_folder(cfg.run_dir)
+    key = _resume_or_reset(cfg, cfg.run_dir)
+    ckpt = cfg.run_dir / "ray" / "train" / "checkpoint_0"
+    ckpt.mkdir(parents=True)
+    assert _resume_or_reset(cfg, cfg.run_dir) == key and ckpt.exists()  # interrupted, same config: resume
+    assert (cfg.run_dir / "ray" / "config.yaml").exists() and not (cfg.run_dir / "config.yaml").exists()
+    # a finished run of another config stays published while this config's interrupted run resumes
+    (cfg.run_dir / "summary.json").write_text(json.dumps({"config_key": "other"}))
+    assert _resume_or_reset(cfg, cfg.run_dir) == key and ckpt.exists()
+    # this config finished: a rerun trains afresh (old checkpoints go; the published outputs stay until replaced)
+    (cfg.run_dir / "summary.json").write_text(json.dumps({"config_key": key}))
+    _resume_or_reset(cfg, cfg.run_dir)
+    assert not ckpt.exists() and (cfg.run_dir / "summary.json").exists()
+    # another config: afresh
+    ckpt.mkdir(parents=True)
+    other = LeadConfig(output_dir=str(tmp_path), run_name="r", seed=1).validate()
+    assert _resume_or_reset(other, cfg.run_dir) != key and not ckpt.exists()
+
+
+def test_publish_outputs_replaces_as_a_whole(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    for name, text in (("config.yaml", "old"), ("summary.json", "old"), ("selections.parquet", "old")):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text(text)
+    (run / "merged").mkdir()
+    (run / "merged" / "w").write_text("old")
+    (run / "model").mkdir()
+    (run / "model" / "w").write_text("old")
+    (run / "mine.txt").write_text("a user's note")
+    staging = run / ".outputs.partial"
+    staging.mkdir()
+    for name in ("config.yaml", "summary.json", "selections.parquet"):
+        (staging / name).write_text("new")
+    (staging / "model").mkdir()
+    (staging / "model" / "w").write_text("new")
+    publish_outputs(staging, run)
+    assert all((run / n).read_text() == "new" for n in ("config.yaml", "summary.json", "selections.parquet"))
+    assert (run / "model" / "w").read_text() == "new"
+    assert not (run / "merged").exists()  # the old run's merged model does not sit beside the new adapter
+    assert (run / "mine.txt").read_text() == "a user's note"  # not an output: untouched
+    assert not staging.exists() and not list(run.glob(".*.old"))
