@@ -133,7 +133,7 @@ def base_config(args: argparse.Namespace, work: Path, model_path: str) -> LeadCo
     # so that methods differ in which samples they train on, not in how much they train
     common = dict(data_files=[str(work / "data")], output_dir=str(work / "runs"), eval_fraction=0.0,
                   eval_max_samples=None, max_rounds=10_000, num_workers=1, seed=0, num_cpus=4,
-                  reuse_after_budget=True, cache_dir=str(args.cache_dir))
+                  reuse_after_budget=True, cache_dir=str(args.cache_dir), dedup="none")  # duplicates are the test
     quick = dict(group_by="source", ifd_model="base") if args.quick else {}
     if args.model == "smollm2":
         # warm-up on 10% (80 rows of 800): its loss is the reference of utility: learnable, which a model that saw
@@ -203,8 +203,17 @@ def train_one(cfg: LeadConfig, prepared, method: str, budget: float, seed: int) 
            "trained_samples": int(sum(m.get("num_samples", 0) for m in metrics if not m.get("final"))),
            "rounds": out["rounds"], "stop_reason": out["stop_reason"], "nll_before": out["nll_before"],
            "heldout_nll": out["nll_after"], "wall_seconds": train_seconds,
-           "selection_seconds": out["selection_seconds"]}
+           "selection_seconds": out["selection_seconds"], **bandit_movement(run_cfg.run_dir)}
     return run_cfg, row, out
+
+
+def bandit_movement(run_dir: Path) -> dict[str, float]:
+    """How far EXP3 moved: the largest arm probability of the last round (1/K when it never moved), and the mean
+    |ΔL′| over the rounds, in nats."""
+    lines = [json.loads(line) for line in (run_dir / "bandit.jsonl").read_text().splitlines()]
+    probs = lines[-1]["arm_probs"] if lines else [math.nan]
+    delta = [abs(a["delta_l"]) for line in lines for a in line["arms"]]
+    return {"arm_prob_max": float(max(probs)), "mean_abs_delta_l": float(np.mean(delta)) if delta else math.nan}
 
 
 def run_all(args: argparse.Namespace) -> list[dict]:

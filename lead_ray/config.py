@@ -34,6 +34,7 @@ class LeadConfig:
     max_length: int = 256
     max_samples: int | None = None  # cap on pool rows kept (after ingest order), for quick runs
     eval_fraction: float = 0.05  # held out by id hash; never selected
+    dedup: str = "exact"  # exact: a row with the same messages as an earlier one is quarantined | none: kept
     # model
     model_name_or_path: str = "builtin:smollm2"
     trust_remote_code: bool = False
@@ -115,6 +116,7 @@ class LeadConfig:
         need(bool(self.data_files), "data_files", "must list at least one file or folder")
         need(self.max_length >= 16, "max_length", "must be >= 16")
         need(0.0 <= self.eval_fraction < 1.0, "eval_fraction", "must be in [0, 1)")
+        need(self.dedup in ("exact", "none"), "dedup", "must be exact or none")
         need(self.max_samples is None or self.max_samples > 0, "max_samples", "must be > 0 or null")
         from lead_ray.baselines import SELECTORS
 

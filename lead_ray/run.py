@@ -131,13 +131,13 @@ def prepare_stages(cfg: LeadConfig, data_dir: Path) -> PreparedPool:
 
     pool_dir = data_dir / "pool"
     stamps = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files]
-    ingest_key = stage_key(stamps, model_path, cfg.max_length, cfg.eval_fraction, cfg.max_samples)
+    ingest_key = stage_key(stamps, model_path, cfg.max_length, cfg.eval_fraction, cfg.max_samples, cfg.dedup)
     if stage_current(pool_dir, ingest_key):
         log("ingest: up to date, skipped")
     else:
         log("ingest: read → normalise → tokenize (Ray Data)")
         summary = ingest(files, model_path, pool_dir, max_length=cfg.max_length, eval_fraction=cfg.eval_fraction,
-                         max_samples=cfg.max_samples, trust_remote_code=cfg.trust_remote_code)
+                         max_samples=cfg.max_samples, trust_remote_code=cfg.trust_remote_code, dedup=cfg.dedup)
         mark_stage(pool_dir, ingest_key)
         log(f"ingest: {summary.line()}")
 

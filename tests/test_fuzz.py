@@ -181,8 +181,9 @@ def _check_file(tok: Tokenize, kind: str, ext: str, data: bytes, expected: int |
         for r in records:  # each record is exactly its line, so nothing is lost or merged
             assert r["raw"] == physical[r["line"]].decode("utf-8", "replace")
             assert (r["error"] == "") == _valid_utf8(physical[r["line"]])
-    if ext == ".json" and records and records[0]["error"]:
-        assert len(records) == 1
+    if ext == ".json":  # one record per array item, in order; a file that is not an array is one record
+        lines = [r["line"] for r in records]
+        assert lines == sorted(set(lines))
     for r in records:
         assert set(r) == {"path", "line", "raw", "error"} and r["path"] == path
         assert isinstance(r["raw"], str) and isinstance(r["error"], str)
@@ -425,8 +426,8 @@ def _corpus() -> list[tuple[str, bytes, int, int, int]]:
             _j({"messages": [[]]}),                             # q: a message is not an object
             _j({"conversations": [None]}),                      # q: a conversation turn is not an object
         ]), 5, 0, 0),
-        # records 3, kept 3: duplicates are all kept (no dedup yet)
-        ("05_duplicates.jsonl", b"\n".join([_DUP, _DUP, _DUP]), 3, 3, 0),
+        # records 3, kept 1: exact duplicates are quarantined (dedup: exact, the default)
+        ("05_duplicates.jsonl", b"\n".join([_DUP, _DUP, _DUP]), 3, 1, 0),
         # records 6, kept 2
         ("06_invalid_utf8.jsonl", b"\n".join([
             _j(_alpaca(4)),
@@ -452,7 +453,7 @@ def _corpus() -> list[tuple[str, bytes, int, int, int]]:
                              {"role": "assistant", "content": "yo"}, {"role": "user", "content": "bye"}]}),  # kept
         ]), 6, 2, 0),
         ("09_object.json", _j(_alpaca(6)), 1, 1, 0),                           # records 1, kept 1
-        ("10_wrapped.json", _j({"data": [_alpaca(7), _alpaca(8)]}), 1, 0, 0),  # records 1, kept 0
+        ("10_wrapped.json", _j({"data": [_alpaca(7), _alpaca(8)]}), 2, 2, 0),  # records 2, kept 2 (unwrapped)
         ("11_empty.jsonl", b"", 0, 0, 0),                                      # records 0
         ("12_empty.json", b"", 1, 0, 0),                                       # records 1 (not valid JSON)
         ("13_blank.jsonl", b"\n\n   \n\t\r\n\r\n \x0b\x0c\n", 0, 0, 0),     # records 0
@@ -499,6 +500,12 @@ def _corpus() -> list[tuple[str, bytes, int, int, int]]:
          6, 0, 0),
         ("27_crlf.jsonl", b"\r\n".join([_j(_alpaca(17)), _j(_alpaca(18)), _j(_alpaca(19))]), 3, 3, 0),  # 3, 3
         ("28 weird name \u00fc %20 #.jsonl", _j(_alpaca(20)) + b"\n", 1, 1, 0),  # records 1, kept 1
+        # a JSON array cut off mid-item: the good items are kept, the tail is quarantined with its index
+        ("29_truncated_array.json", _j([_alpaca(21), _alpaca(22), _alpaca(23)])[:-30], 3, 2, 0),  # records 3, kept 2
+        # a bad byte and a bad item in the middle of an array: only they are quarantined
+        ("30_bad_items.json", b"[" + _j(_alpaca(24)) + b', {"instruction": "caf\xe9"}, {oops}, ' + _j(_alpaca(25))
+         + b"]", 4, 2, 0),                                                      # records 4, kept 2
+        ("31_other_wrapper.json", _j({"items": [_alpaca(26)]}), 1, 0, 0),      # records 1: a hint, not a guess
     ]
 
 
@@ -538,12 +545,18 @@ def test_ingest_malformed_corpus(ray_local, tiny_model_path: str, tmp_path: Path
         assert pool_per[path] + q_per[path] == records, name
         assert kept <= pool_per[path] <= kept + maybe, name
 
-    dups = [r["messages"] for r in pool if r["path"] == by_name["05_duplicates.jsonl"]]
-    assert len(dups) == 3 and len(set(dups)) == 1  # duplicates are all kept (no dedup yet)
+    dups = [r for r in q if r["path"] == by_name["05_duplicates.jsonl"]]
+    assert [r["line"] for r in dups] == [1, 2] and all(r["reason"].startswith("duplicate") for r in dups)
+    assert s.duplicates == 2 and s.empty_files == [by_name["11_empty.jsonl"], by_name["12_empty.json"]]
+    assert "empty files: 11_empty.jsonl, 12_empty.json" in s.line()
+    items = {r["line"]: r["reason"] for r in q if r["path"] == by_name["30_bad_items.json"]}
+    assert items == {1: "item 1 is not valid UTF-8", 2: items[2]} and items[2].startswith("item 2 is not valid JSON")
+    assert [r["line"] for r in q if r["path"] == by_name["29_truncated_array.json"]] == [2]
     reasons = " | ".join(r["reason"] for r in q)
     for expected in ("invalid JSON", "instruction is int", "messages is not a list", "empty conversation",
                      "invalid UTF-8", "too many tokens", "unknown role 'wizard'", "file is not valid JSON",
-                     "unreadable Parquet file", "fits no known format", "row is a JSON list", "no assistant turn"):
+                     "unreadable Parquet file", "fits no known format", "row is a JSON list", "no assistant turn",
+                     "is cut off", "under exactly one of data, rows, examples"):
         assert expected in reasons, expected
     nul_rows = [json.loads(r["messages"]) for r in pool if r["path"] == by_name["20_nul.jsonl"]]
     assert nul_rows[0][0]["content"] == "a\x00b" and nul_rows[0][1]["content"] == "c\x00"

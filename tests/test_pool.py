@@ -30,7 +30,9 @@ def _write_inputs(d: Path) -> tuple[list[str], int, int]:
     share.append({"conversations": [{"from": "wizard", "value": "x"}, {"from": "gpt", "value": "y"}]})  # bad
     good, bad = good + 6, bad + 1
     (d / "b.json").write_text(json.dumps(share))
-    (d / "c.json").write_text("[{not json")  # bad: the whole file is one quarantined record
+    (d / "c.json").write_text("[{not json")  # bad: one item, cut off
+    bad += 1
+    (d / "f.json").write_text("{not json")  # bad: not an array, so the whole file is one quarantined record
     bad += 1
     msgs = [[{"role": "user", "content": f"Say {w}."}, {"role": "assistant", "content": w}] for w in "xyz"]
     pq.write_table(pa.table({"messages": msgs, "source": ["pq"] * 3}), d / "d.parquet")
@@ -51,7 +53,7 @@ def test_ingest_counts_quarantine_and_store(ray_local, tiny_model_path: str, tmp
     assert len(q) == bad and all(r["reason"] for r in q)
     reasons = " | ".join(r["reason"] for r in q)
     for expected in ("invalid JSON", "no assistant turn", "fits no known format", "invalid UTF-8",
-                     "unknown role", "file is not valid JSON", "fits no known format"):
+                     "unknown role", "file is not valid JSON", "item 0 is cut off"):
         assert expected in reasons
 
     pool = pq.read_table(out / "pool.parquet").to_pylist()

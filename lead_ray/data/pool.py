@@ -9,7 +9,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,17 @@ class IngestSummary:
     capped: int
     eval_rows: int
     pool_dir: str
+    duplicates: int = 0  # exact duplicates of an earlier row (quarantined with dedup: exact, kept with none)
+    dedup: str = "exact"
+    empty_files: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         capped = f" + {self.capped} past max_samples" if self.capped else ""
+        dups = (f"; {self.duplicates} exact duplicates " + ("quarantined" if self.dedup == "exact" else "kept")
+                if self.duplicates else "")
+        empty = f"; empty files: {', '.join(Path(f).name for f in self.empty_files)}" if self.empty_files else ""
         return (f"rows read {self.read} = kept {self.kept} + quarantined {self.quarantined}{capped}"
-                f"  (eval split {self.eval_rows})")
+                f"  (eval split {self.eval_rows}{dups}{empty})")
 
 
 def discover_files(entries: list[str]) -> list[str]:
@@ -82,11 +88,17 @@ def _split_file(path: str, data: bytes) -> list[dict[str, Any]]:
     if path.endswith(".json"):
         try:
             items = json.loads(data.decode("utf-8-sig"))
-        except UnicodeDecodeError:
-            return [rec(0, data[:RAW_PREVIEW].decode("utf-8", "replace"), "file is not valid UTF-8")]
-        except (ValueError, RecursionError) as e:  # bad JSON, absurd nesting, over-long integers
-            return [rec(0, data[:RAW_PREVIEW].decode("utf-8", "replace"), f"file is not valid JSON: {_short(e)}")]
-        if not isinstance(items, list):
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:  # bad bytes or JSON somewhere in the file
+            parts = _json_array_items(data)
+            if parts is None:  # not an array: the whole file is one bad record
+                what = "valid UTF-8" if isinstance(e, UnicodeDecodeError) else f"valid JSON: {_short(e)}"
+                return [rec(0, data[:RAW_PREVIEW].decode("utf-8", "replace"), f"file is not {what}")]
+            return [rec(i, raw, error) for i, raw, error in parts]
+        if isinstance(items, dict):
+            items, error = _unwrap_rows(items)
+            if error:
+                return [rec(0, data[:RAW_PREVIEW].decode("utf-8", "replace"), error)]
+        elif not isinstance(items, list):  # a lone scalar: one record (quarantined by the row check)
             items = [items]
         # ASCII escapes keep every record storable in Arrow, even text with unpaired surrogates
         return [rec(i, json.dumps(item)) for i, item in enumerate(items)]
@@ -95,6 +107,77 @@ def _split_file(path: str, data: bytes) -> list[dict[str, Any]]:
     except Exception as e:  # a corrupt Parquet file is one quarantined record, not a crash
         return [rec(0, "", f"unreadable Parquet file: {type(e).__name__}: {_short(e)}")]
     return [rec(i, json.dumps(row, default=str)) for i, row in enumerate(rows)]
+
+
+ROW_KEYS = ("instruction", "output", "conversations", "messages")  # any of these: the object is one row
+WRAPPER_KEYS = ("data", "rows", "examples")
+
+
+def _unwrap_rows(obj: dict[str, Any]) -> tuple[list[Any], str]:
+    """(items, error) for a top-level JSON object: one row; or the rows under its one `data`/`rows`/`examples`
+    list; or an error with a hint when it holds a list under another key."""
+    lists = [k for k, v in obj.items() if isinstance(v, list)]
+    wrapped = [k for k in lists if k in WRAPPER_KEYS]
+    if len(wrapped) == 1 and not any(k in obj for k in ROW_KEYS):
+        return obj[wrapped[0]], ""
+    if lists and not any(k in obj for k in ROW_KEYS):
+        return [], (f"a JSON object that is not a row; its lists are under {', '.join(map(repr, lists[:5]))}: "
+                    f"put the rows in a top-level array, or under exactly one of {', '.join(WRAPPER_KEYS)}")
+    return [obj], ""
+
+
+def _json_array_items(data: bytes) -> list[tuple[int, str, str]] | None:
+    """(index, raw, error) per item of a top-level JSON array that did not parse as a whole: items are cut at the
+    array's top-level commas (strings and nesting tracked), so a bad item, bad bytes or a truncated tail is
+    quarantined on its own, with its index, and the good items are kept. None if the file is not an array."""
+    start = len(data) - len(data.lstrip(b"\xef\xbb\xbf \t\r\n"))
+    if data[start : start + 1] != b"[":
+        return None
+    chunks, depth, in_string, escaped, begin, end = [], 0, False, False, start + 1, None
+    for j in range(start + 1, len(data)):
+        c = data[j]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == 0x5C:  # backslash
+                escaped = True
+            elif c == 0x22:
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c in (0x5B, 0x7B):
+            depth += 1
+        elif c in (0x5D, 0x7D):
+            if depth == 0:  # the array's closing bracket
+                chunks.append(data[begin:j])
+                end = j + 1
+                break
+            depth -= 1
+        elif c == 0x2C and depth == 0:
+            chunks.append(data[begin:j])
+            begin = j + 1
+    else:
+        chunks.append(data[begin:])
+    out: list[tuple[int, str, str]] = []
+    for i, chunk in enumerate(chunks):
+        text = chunk.strip()
+        if not text:
+            continue  # "[]" or a trailing comma
+        raw = text[:RAW_PREVIEW].decode("utf-8", "replace")
+        if end is None and i == len(chunks) - 1:
+            out.append((i, raw, f"item {i} is cut off: the file ends before the array closes"))
+            continue
+        try:
+            item = json.loads(text.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append((i, raw, f"item {i} is not valid UTF-8"))
+        except (ValueError, RecursionError) as e:
+            out.append((i, raw, f"item {i} is not valid JSON: {_short(e)}"))
+        else:
+            out.append((i, json.dumps(item), ""))
+    if end is not None and data[end:].strip():
+        out.append((len(chunks), data[end : end + RAW_PREVIEW].decode("utf-8", "replace"), "text after the end of the array"))
+    return out
 
 
 def _short(e: BaseException) -> str:
@@ -157,10 +240,16 @@ class Tokenize:
 
 
 def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: int, eval_fraction: float,
-           max_samples: int | None = None, concurrency: int = 1, trust_remote_code: bool = False) -> IngestSummary:
+           max_samples: int | None = None, concurrency: int = 1, trust_remote_code: bool = False,
+           dedup: str = "exact") -> IngestSummary:
     """Read → normalise → tokenize in Ray Data; then one ordered streaming pass assigns dense ids and writes
-    `pool.parquet`, `pool.arrow` (memory-mapped token store) and `quarantine.parquet`."""
+    `pool.parquet`, `pool.arrow` (memory-mapped token store) and `quarantine.parquet`. With `dedup: exact`, a row
+    whose messages equal an earlier row's is quarantined (reason `duplicate`); with `none` it is kept and counted."""
     import ray
+
+    if dedup not in ("exact", "none"):
+        raise ValueError(f"dedup must be exact or none, got {dedup!r}")
+    empty_files = [f for f in files if Path(f).stat().st_size == 0]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ds = ray.data.read_binary_files(files, include_paths=True, override_num_blocks=len(files))
@@ -174,7 +263,16 @@ def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: 
 
     store = StoreWriter(out_dir / "pool.arrow")
     pool_writer = quarantine_writer = None
-    read = kept = quarantined = capped = eval_rows = 0
+    read = kept = quarantined = capped = eval_rows = duplicates = 0
+    seen: set[int] = set()  # content hashes of the rows kept so far
+
+    def quarantine(q: pa.Table) -> None:
+        nonlocal quarantine_writer, quarantined
+        q = q.select(["path", "line", "reason", "raw"])
+        quarantine_writer = quarantine_writer or pq.ParquetWriter(out_dir / "quarantine.parquet", q.schema)
+        quarantine_writer.write_table(q.cast(quarantine_writer.schema))
+        quarantined += q.num_rows
+
     threshold = int(eval_fraction * 2**63)
     t0 = last = time.time()
     for batch in ds.iter_batches(batch_size=1024, batch_format="pyarrow"):
@@ -185,11 +283,18 @@ def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: 
         reason = batch.column("reason").to_numpy(zero_copy_only=False)
         bad = reason != ""
         if bad.any():
-            q = batch.filter(pa.array(bad)).select(["path", "line", "reason", "raw"])
-            quarantine_writer = quarantine_writer or pq.ParquetWriter(out_dir / "quarantine.parquet", q.schema)
-            quarantine_writer.write_table(q)
-            quarantined += int(bad.sum())
+            quarantine(batch.filter(pa.array(bad)))
         good = batch.filter(pa.array(~bad))
+        repeat = np.zeros(good.num_rows, dtype=bool)
+        for i, key in enumerate(good.column("key").to_pylist()):
+            repeat[i] = key in seen
+            seen.add(key)
+        duplicates += int(repeat.sum())
+        if dedup == "exact" and repeat.any():
+            dup = good.filter(pa.array(repeat))
+            quarantine(dup.set_column(dup.schema.get_field_index("reason"), "reason",
+                                      pa.array(["duplicate: the same messages as an earlier row"] * dup.num_rows)))
+            good = good.filter(pa.array(~repeat))
         if max_samples is not None and kept + good.num_rows > max_samples:
             capped += kept + good.num_rows - max_samples
             good = good.slice(0, max_samples - kept)
@@ -220,6 +325,6 @@ def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: 
     if kept == 0:
         raise DataError(f"no usable rows in {len(files)} file(s): all {read} were quarantined; "
                         f"see {out_dir / 'quarantine.parquet'}")
-    summary = IngestSummary(read, kept, quarantined, capped, eval_rows, str(out_dir))
+    summary = IngestSummary(read, kept, quarantined, capped, eval_rows, str(out_dir), duplicates, dedup, empty_files)
     (out_dir / "ingest.json").write_text(json.dumps(asdict(summary), indent=2))
     return summary
