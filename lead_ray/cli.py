@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from lead_ray.run import RunError
     from lead_ray.train.model import ModelError
 
+    cfg = None
     try:
         overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
         cfg = load_config(args.config, overrides)
@@ -82,5 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, ModelError, RunError) as e:
         print(f"lead-ray: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nlead-ray: interrupted {_progress(cfg)}; rerun the same command to resume", file=sys.stderr,
+              flush=True)
+        return 130
     print("\nLEAD run summary\n" + summary_table(summary), flush=True)
     return 0
+
+
+def _progress(cfg) -> str:
+    """Where an interrupted run stood, from the selection state it persists after every round."""
+    import json
+
+    state = None if cfg is None else cfg.run_dir / "ray" / "selection_state" / "selector.json"
+    if state is None or not state.is_file():
+        return "before the first round finished"
+    finished = int(json.loads(state.read_text())["round"])
+    return f"after round {finished - 1}" if finished else "before the first round finished"

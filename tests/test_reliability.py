@@ -115,3 +115,23 @@ def test_rerun_after_death_past_the_final_report(reference, tmp_path: Path) -> N
     again = run(_cfg(tmp_path, "f"))
     assert again["num_unique"] == first["num_unique"] and again["nll_after"] == first["nll_after"]
     assert _selections(tmp_path / "f").equals(ref)
+
+
+def test_ctrl_c_says_where_it_stopped_and_how_to_resume(tmp_path: Path) -> None:
+    cmd = [sys.executable, "jobs/lead.py", "--config", "configs/tiny.yaml", "--output-dir", str(tmp_path),
+           "run_name=c", *[f"{k}={v}" for k, v in SETTINGS.items()]]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    ckpt_root = tmp_path / "c" / "ray" / "train"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt_root.exists() and len(list(ckpt_root.glob("checkpoint_*"))) >= 2:
+            os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the driver
+            break
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("lead-ray: interrupted after round ") and last.endswith(
+        "; rerun the same command to resume"), last
+    assert not (tmp_path / "c" / "summary.json").exists()
