@@ -255,7 +255,7 @@ def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: 
     ds = ray.data.read_binary_files(files, include_paths=True, override_num_blocks=len(files))
     ds = ds.flat_map(lambda r: _split_file(r["path"], r["bytes"]))
     ds = ds.map_batches(Tokenize, fn_constructor_args=(tokenizer_path, max_length, trust_remote_code),
-                        batch_size=256, concurrency=concurrency)
+                        batch_size=256, compute=ray.data.ActorPoolStrategy(size=concurrency))
     file_index = {f: i for i, f in enumerate(files)}
     ds = ds.map_batches(lambda b: {**b, "file_index": np.array([file_index[p] for p in b["path"]], np.int64)},
                         batch_format="numpy")
