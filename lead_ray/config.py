@@ -93,7 +93,8 @@ class LeadConfig:
     eval_max_samples: int | None = 1000  # cap on held-out rows evaluated (keeps per-round evaluation cheap)
     # Ray Tune sweeps (tune/sweep.py); each space entry: [uniform|loguniform, low, high] or [choice, v1, v2, ...]
     tune_space: dict[str, list] = field(default_factory=lambda: {"smoothing": ["loguniform", 0.01, 1.0],
-                                                                 "gamma": ["uniform", 0.01, 0.5]})
+                                                                 "gamma": ["uniform", 0.01, 0.5],
+                                                                 "bandit_lr": ["loguniform", 0.005, 0.2]})
     tune_num_samples: int = 8
     tune_searcher: str = "random"  # random | grid | optuna
     tune_grid_points: int = 3  # values per range when tune_searcher is grid
