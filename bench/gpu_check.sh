@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKERS=${1:-1}
 [ -x .venv/bin/python ] || bash scripts/setup.sh
-export HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled
+export HF_HUB_OFFLINE=1
 .venv/bin/python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('GPU:', torch.cuda.get_device_name(0), 'torch', torch.__version__)"
 OUT=${OUT:-/tmp/lead-ray-gpu-check}
 for cfg in tiny demo; do

@@ -95,14 +95,24 @@ def init_ray(cfg: LeadConfig) -> None:
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
         return
-    for k, v in {"RAY_AUTH_MODE": "disabled", **env}.items():
+    for k, v in env.items():
         os.environ.setdefault(k, v)
+    # A local instance is one node: Ray's single-node mode (as on macOS) binds every Ray service to loopback, and
+    # Ray's token auth (on by default for local instances) stays on. Child processes read the variable; this one
+    # read it when ray was imported, hence the constant too.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray._private.ray_constants as ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
     # The dashboard (bound to 127.0.0.1) serves the State API, which Ray Train needs to clean up the placement
     # groups of a stopped run (e.g. a Tune trial that ASHA ends early).
     ray.init(num_cpus=cfg.num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True,
-             dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", runtime_env={"env_vars": env},
+             dashboard_host="127.0.0.1", runtime_env={"env_vars": env},
              log_to_driver=True)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    from lead_ray.reaper import start_reaper
+
+    start_reaper()  # the instance's processes go when this driver goes, even if it is SIGKILLed
 
 
 @dataclass

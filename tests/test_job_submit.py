@@ -1,4 +1,5 @@
-"""`ray job submit` against a real head node bound to 127.0.0.1: jobs/lead.py and tune/sweep.py, unchanged."""
+"""`ray job submit` against a real one-box head (every port on loopback, token auth on, as the README shows it):
+jobs/lead.py and tune/sweep.py, unchanged."""
 
 from __future__ import annotations
 
@@ -26,11 +27,13 @@ def _free_port() -> int:
 
 def test_ray_job_submit_tiny(tmp_path: Path) -> None:
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("RAY_ADDRESS", None)
     ray = str(bin_dir / "ray")
     port, dash = _free_port(), _free_port()
-    start = subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+    subprocess.run([ray, "get-auth-token", "--generate"], env=env, capture_output=True, timeout=60, check=True)
+    start = subprocess.run([ray, "start", "--head", f"--port={port}",
                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4",
                             "--include-dashboard=true", "--disable-usage-stats"],
                            env=env, capture_output=True, text=True, timeout=120)

@@ -1,0 +1,91 @@
+"""The local Ray instance that `jobs/lead.py` starts: every port on loopback, token auth on, and nothing left
+behind when the driver is SIGKILLed. Real processes, read with psutil."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import psutil
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+# a driver that starts the instance as jobs/lead.py does, runs a task and an actor, and reports its dashboard
+DRIVER = """
+from lead_ray.config import LeadConfig
+from lead_ray.run import init_ray
+init_ray(LeadConfig(num_cpus=2))
+import ray, time
+ray.get(ray.remote(lambda: 1).remote())
+@ray.remote
+class A:
+    def ping(self):
+        return 1
+a = A.remote()
+ray.get(a.ping.remote())
+print(ray.get_runtime_context().gcs_address, ray._private.worker.global_worker.node.address_info["webui_url"],
+      flush=True)
+time.sleep(600)
+"""
+
+
+def _start_driver() -> tuple[subprocess.Popen, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env)
+    line = proc.stdout.readline().split()
+    assert len(line) == 2, "the driver did not start"
+    time.sleep(2)  # agents finish binding
+    return proc, line[1]
+
+
+def _ray_tree(proc: subprocess.Popen) -> list[psutil.Process]:
+    reaper = "lead_ray.reaper"
+    return [p for p in psutil.Process(proc.pid).children(recursive=True)
+            if reaper not in " ".join(p.cmdline())]
+
+
+def test_every_port_is_on_loopback_and_needs_the_token() -> None:
+    proc, dashboard = _start_driver()
+    try:
+        tree = _ray_tree(proc) + [psutil.Process(proc.pid)]
+        listening = [(p.name(), c.laddr.ip, c.laddr.port) for p in tree for c in p.net_connections("inet")
+                     if c.status == psutil.CONN_LISTEN]
+        names = {n for n, _, _ in listening}
+        assert {"gcs_server", "raylet"} <= names, listening  # the check sees Ray's servers
+        exposed = [x for x in listening if x[1] not in LOOPBACK]
+        assert not exposed, f"listening beyond loopback: {exposed}"
+        print(f"\n[local ray] {len(listening)} listening sockets, all on loopback: "
+              f"{sorted({(n, ip) for n, ip, _ in listening})}")
+        # token auth is on: the dashboard's API refuses a request without the token
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"http://{dashboard}/api/version", timeout=10)
+        assert e.value.code in (401, 403)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_killed_driver_leaves_no_ray_process_behind() -> None:
+    proc, _ = _start_driver()
+    tree = _ray_tree(proc)
+    assert {"gcs_server", "raylet"} <= {p.name() for p in tree}
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 30
+    alive = tree
+    while alive and time.time() < deadline:
+        time.sleep(0.5)
+        alive = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    listening = [(p.name(), json.dumps([c.laddr.ip, c.laddr.port])) for p in alive
+                 for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+    assert not alive, f"left behind: {[p.name() for p in alive]}, listening: {listening}"
