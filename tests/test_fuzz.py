@@ -288,7 +288,12 @@ def _cli_cases(tmp: Path) -> dict[str, tuple[Path, list[str], str]]:
         return p
 
     ok = f"data_files: [{data}]\nmodel_name_or_path: builtin:tiny\n"
+    (tmp / "outputs").mkdir(exist_ok=True)
+    (tmp / "outputs" / "afile").write_text("a file where the run folder would go")
     return {
+        "run-dir-is-a-file": (cfg("ok3.yaml", ok), ["run_name=afile"], "is a file"),
+        "run-name-dotdot": (cfg("ok4.yaml", ok), ["run_name=.."], "run_name"),
+        "budget-inf": (cfg("ok5.yaml", ok), ["budget=.inf"], "budget"),
         "missing-config": (tmp / "does_not_exist.yaml", [], "does_not_exist.yaml"),
         "invalid-yaml": (cfg("invalid.yaml", _YAML_INVALID), [], "invalid.yaml"),
         "not-a-mapping": (cfg("list.yaml", "- a\n- b\n"), [], "list.yaml"),
@@ -325,7 +330,7 @@ def _run_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str) -> t
     return rc, out, err
 
 
-_CLI_ONE_LINE = ["missing-config",
+_CLI_ONE_LINE = ["missing-config", "run-dir-is-a-file", "run-name-dotdot", "budget-inf",
                  "invalid-yaml",
                  "not-a-mapping", "unknown-key", "wrong-type", "wrong-type-list", "out-of-range", "bad-override",
                  "override-no-equals", "missing-data", "data-folder-without-data", "data-wrong-extension",
