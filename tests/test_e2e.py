@@ -67,6 +67,16 @@ def test_job_tiny_direct(tmp_path: Path) -> None:
     ingest = json.loads((tmp_path / "tiny" / "pool" / "ingest.json").read_text())
     assert ingest["read"] == ingest["kept"] + ingest["quarantined"] + ingest["capped"]
 
+    # a rerun that fails before training leaves the finished run's outputs exactly as they were
+    run = tmp_path / "tiny"
+    before = {p: p.read_bytes() for p in run.glob("*") if p.is_file()}
+    for bad in ("model_name_or_path=/no/such/model", "eval_batch_size=0"):
+        fail = subprocess.run([sys.executable, "jobs/lead.py", "--config", "configs/tiny.yaml", "--output-dir",
+                               str(tmp_path), bad], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert fail.returncode == 2 and len(fail.stderr.strip().splitlines()) == 1, fail.stderr[-2000:]
+        assert {p: p.read_bytes() for p in run.glob("*") if p.is_file()} == before
+    assert (run / "model").is_dir() and (run / "ray").is_dir()
+
 
 def test_two_workers_lora_in_process(ray_local, tmp_path: Path) -> None:
     from lead_ray.config import load_config
