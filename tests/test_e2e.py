@@ -48,10 +48,13 @@ def check_run_outputs(run_dir: Path, expect_max_uses: int, enriched_path: Path |
     return summary
 
 
-def test_job_tiny_direct(tmp_path: Path) -> None:
+def test_job_tiny_direct(ray_local, tmp_path: Path) -> None:
+    """`ray_local`: another Ray instance runs on the host meanwhile, which once made Ray Train's placement-group
+    cleaner print a traceback at every training start."""
     proc = subprocess.run([sys.executable, "jobs/lead.py", "--config", "configs/tiny.yaml", "--output-dir",
                            str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
     assert "LEAD run summary" in proc.stdout and "held-out NLL after" in proc.stdout
     assert "rows read" in proc.stdout
     s = check_run_outputs(tmp_path / "tiny", expect_max_uses=4)
