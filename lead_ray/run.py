@@ -106,7 +106,8 @@ def init_ray(cfg: LeadConfig) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
     # The dashboard (bound to 127.0.0.1) serves the State API, which Ray Train needs to clean up the placement
     # groups of a stopped run (e.g. a Tune trial that ASHA ends early).
-    ray.init(num_cpus=cfg.num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True,
+    # address="local": always a new instance of our own, never one that `ray start` left running on this machine
+    ray.init(address="local", num_cpus=cfg.num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True,
              dashboard_host="127.0.0.1", runtime_env={"env_vars": env},
              log_to_driver=True)
     ray.data.DataContext.get_current().enable_progress_bars = False
