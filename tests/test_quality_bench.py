@@ -31,7 +31,7 @@ def test_quality_bench_quick_table_is_consistent(tmp_path: Path) -> None:
     # 9 families × 40 rows (bench/quality_pool.py); held-out rows and train rows with IFD > 1 (ifd_above_one:
     # exclude) are never selectable, and `full` takes every selectable row
     n_train = int(next(r for r in runs if r["method"] == "full")["budget_samples"])
-    assert 0.8 * 9 * 40 <= n_train <= 9 * 40
+    assert 0.5 * 9 * 40 <= n_train <= 9 * 40
     methods = {r["method"] for r in runs}
     assert methods == {"lead", "random", "iterative_rescore", "full"}
     assert len(runs) == 3 * 2 + 1  # three methods at two budgets, and the full pool once
