@@ -89,3 +89,12 @@ def test_a_killed_driver_leaves_no_ray_process_behind() -> None:
     listening = [(p.name(), json.dumps([c.laddr.ip, c.laddr.port])) for p in alive
                  for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN]
     assert not alive, f"left behind: {[p.name() for p in alive]}, listening: {listening}"
+
+
+def test_nothing_turns_token_auth_off() -> None:
+    """No code, script or bench of the project sets RAY_AUTH_MODE (Ray's default keeps token auth on)."""
+    files = [p for d in ("lead_ray", "bench", "scripts", "jobs", "tune", "deploy") for p in (REPO / d).rglob("*")
+             if p.is_file() and p.suffix in (".py", ".sh", ".yaml", ".yml")] + [REPO / ".ci" / "run"]
+    assert len(files) > 30
+    offenders = [str(p.relative_to(REPO)) for p in files if "RAY_AUTH_MODE" in p.read_text(errors="replace")]
+    assert not offenders, offenders
