@@ -225,8 +225,10 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
     return out
 
 
+# what a finished run publishes; eval.json and lm_eval.json (from `lead-ray eval`) describe an earlier model, so a
+# new run removes them
 OUTPUTS = ("config.yaml", "quarantine.parquet", "model", "merged", "selections.parquet", "metrics.jsonl",
-           "bandit.jsonl", "report", "summary.json")
+           "bandit.jsonl", "report", "eval.json", "lm_eval.json", "summary.json")
 
 
 def publish_outputs(staging: Path, run_dir: Path) -> None:
