@@ -106,14 +106,24 @@ def init_ray(cfg: LeadConfig) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
     # The dashboard (bound to 127.0.0.1) serves the State API, which Ray Train needs to clean up the placement
     # groups of a stopped run (e.g. a Tune trial that ASHA ends early).
-    # address="local": always a new instance of our own, never one that `ray start` left running on this machine
+    # address="local": always a new instance of our own, never one that `ray start` left running on this machine.
+    # The setup hook gives every worker this instance's address: Ray's own actors (Ray Train's placement-group
+    # cleaner) otherwise look for "the" local instance and fail when another one runs on the host.
     ray.init(address="local", num_cpus=cfg.num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True,
-             dashboard_host="127.0.0.1", runtime_env={"env_vars": env},
+             dashboard_host="127.0.0.1",
+             runtime_env={"env_vars": env, "worker_process_setup_hook": "lead_ray.run.pin_ray_address"},
              log_to_driver=True)
     ray.data.DataContext.get_current().enable_progress_bars = False
     from lead_ray.reaper import start_reaper
 
     start_reaper()  # the instance's processes go when this driver goes, even if it is SIGKILLed
+
+
+def pin_ray_address() -> None:
+    """Ray worker setup hook (local instance): RAY_ADDRESS is this worker's own instance."""
+    import ray
+
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
 
 
 @dataclass
