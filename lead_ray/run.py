@@ -196,6 +196,8 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
     trainer = build_trainer(cfg, service, prepared.model_path, prepared.pool_dir, eval_ids, callbacks=callbacks)
     try:
         result = trainer.fit()
+    except SystemExit as e:  # Ray Train's own Ctrl-C handler aborts the run, then exits from inside fit()
+        raise KeyboardInterrupt from e
     except Exception as e:  # Train V2 raises TrainingFailedError: one line for the user, the cause in a file
         (run_dir / "error.log").write_text(f"{type(e).__name__}: {e}\n")
         first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
