@@ -234,6 +234,7 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
            "config_key": config_key}
     (staging / "summary.json").write_text(json.dumps(out, indent=2))
     publish_outputs(staging, run_dir)
+    (run_dir / "ray" / FINISHED).write_text(json.dumps({"config_key": config_key}))  # these checkpoints are done
     return out
 
 
@@ -265,6 +266,9 @@ def publish_outputs(staging: Path, run_dir: Path) -> None:
     staging.rmdir()
 
 
+FINISHED = "finished.json"
+
+
 def _resume_or_reset(cfg: LeadConfig, run_dir: Path) -> str:
     """A rerun of an interrupted run resumes from its last round checkpoint (Ray Train finds it by storage path
     and name); a rerun of a finished run, or one with a different config, starts training afresh. The outputs of
@@ -274,8 +278,7 @@ def _resume_or_reset(cfg: LeadConfig, run_dir: Path) -> str:
     if storage.exists() and not marker.is_file():
         raise RunError(f"{storage} was not made by lead-ray (no {marker.name}); move it away or choose another "
                        "run_name")
-    summary = run_dir / "summary.json"
-    finished = summary.is_file() and json.loads(summary.read_text()).get("config_key") == key
+    finished = (storage / FINISHED).is_file()  # the checkpoints of a run that published its outputs
     if storage.exists() and (finished or not stage_current(storage, key, marker)):
         log("train: previous run " + ("finished" if finished else "had another config") + "; starting afresh")
         shutil.rmtree(storage)

@@ -112,6 +112,7 @@ def test_rerun_after_death_past_the_final_report(reference, tmp_path: Path) -> N
     run(_cfg(tmp_path, "f"))
     (tmp_path / "f" / "summary.json").unlink()
     (tmp_path / "f" / "selections.parquet").unlink()
+    (tmp_path / "f" / "ray" / "finished.json").unlink()  # written after the outputs are published
     again = run(_cfg(tmp_path, "f"))
     assert again["num_unique"] == first["num_unique"] and again["nll_after"] == first["nll_after"]
     assert _selections(tmp_path / "f").equals(ref)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lead_ray.config import ConfigError, LeadConfig
-from lead_ray.run import RUN_MARKER, RunError, _resume_or_reset, claim_folder, publish_outputs
+from lead_ray.run import FINISHED, RUN_MARKER, RunError, _resume_or_reset, claim_folder, publish_outputs
 
 
 def test_claim_folder(tmp_path: Path) -> None:
@@ -53,13 +53,14 @@ def test_resume_or_reset_keys(tmp_path: Path) -> None:
     ckpt.mkdir(parents=True)
     assert _resume_or_reset(cfg, cfg.run_dir) == key and ckpt.exists()  # interrupted, same config: resume
     assert (cfg.run_dir / "ray" / "config.yaml").exists() and not (cfg.run_dir / "config.yaml").exists()
-    # a finished run of another config stays published while this config's interrupted run resumes
-    (cfg.run_dir / "summary.json").write_text(json.dumps({"config_key": "other"}))
-    assert _resume_or_reset(cfg, cfg.run_dir) == key and ckpt.exists()
-    # this config finished: a rerun trains afresh (old checkpoints go; the published outputs stay until replaced)
+    # a published earlier run (its summary.json) does not stop this config's interrupted run from resuming
     (cfg.run_dir / "summary.json").write_text(json.dumps({"config_key": key}))
+    assert _resume_or_reset(cfg, cfg.run_dir) == key and ckpt.exists()
+    # these checkpoints finished and published: a rerun trains afresh (the published outputs stay until replaced)
+    (cfg.run_dir / "ray" / FINISHED).write_text("{}")
     _resume_or_reset(cfg, cfg.run_dir)
     assert not ckpt.exists() and (cfg.run_dir / "summary.json").exists()
+    assert not (cfg.run_dir / "ray" / FINISHED).exists()
     # another config: afresh
     ckpt.mkdir(parents=True)
     other = LeadConfig(output_dir=str(tmp_path), run_name="r", seed=1).validate()
