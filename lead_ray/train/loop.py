@@ -176,9 +176,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             (loss / cfg.gradient_accumulation_steps).backward()
             n_micro += 1
             if n_micro % cfg.gradient_accumulation_steps == 0:
-                if tracker is not None:
-                    tracker.add_step()
-                lrs.append(_optimizer_step(cfg, model, optimizer, trainable, step))
+                lrs.append(_optimizer_step(cfg, model, optimizer, trainable, step, tracker))
                 step += 1
             if real.any():
                 reporter.add(chunk[real], nll[torch.from_numpy(real).to(device)])
@@ -186,9 +184,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             n_tokens += int(t["attention_mask"][torch.from_numpy(real).to(device)].sum())
             tokens_sum += float(weight.sum())
         if n_micro % cfg.gradient_accumulation_steps:
-            if tracker is not None:
-                tracker.add_step()
-            lrs.append(_optimizer_step(cfg, model, optimizer, trainable, step))
+            lrs.append(_optimizer_step(cfg, model, optimizer, trainable, step, tracker))
             step += 1
         reporter.flush()
         losses_sum, tokens_sum, n_tokens = _all_sum([losses_sum, tokens_sum, n_tokens], world)  # a barrier too
@@ -251,7 +247,10 @@ def _report_again_if_final(checkpoint: ray.train.Checkpoint, service) -> bool:
     return True
 
 
-def _optimizer_step(cfg: LeadConfig, model, optimizer, trainable, step: int) -> float:
+def _optimizer_step(cfg: LeadConfig, model, optimizer, trainable, step: int,
+                    tracker: RoundDirectionTracker | None) -> float:
+    if tracker is not None:
+        tracker.add_step()  # ḡ for ΔL′: the step's gradient before clipping
     lr = cfg.learning_rate * cfg.lr_decay ** (step // cfg.lr_decay_every)
     for group in optimizer.param_groups:
         group["lr"] = lr
