@@ -25,10 +25,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pyarrow.parquet as pq  # noqa: E402
+from chaos import run_with_kill  # noqa: E402
 
-from lead_ray.chaos import run_with_kill  # noqa: E402
 from lead_ray.config import REPO_ROOT, LeadConfig, load_config  # noqa: E402
-from lead_ray.run import init_ray  # noqa: E402
+from lead_ray.runtime.ray_init import init_ray  # noqa: E402
 
 # Rounds long enough for a kill to land mid-run (tiny.yaml with batch 1 and more rounds).
 SETTINGS = {"per_device_train_batch_size": 1, "budget": 0.3, "sample_rate": 0.1, "max_rounds": 8, "max_uses": 2}

@@ -36,7 +36,8 @@ import pyarrow.parquet as pq
 from lead_ray.config import load_config
 from lead_ray.prep.embed import embed_pool
 from lead_ray.prep.score import score_pool
-from lead_ray.run import init_ray, prepare_stages
+from lead_ray.runtime.ray_init import init_ray
+from lead_ray.pipeline import prepare_stages
 
 out = Path(sys.argv[1])
 cfg = load_config("configs/demo.yaml", {"output_dir": str(out), "use_gpu": True, "max_samples": None,

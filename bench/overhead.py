@@ -38,10 +38,10 @@ import torch  # noqa: E402
 from lead_ray.config import DEMO_DATA, LeadConfig  # noqa: E402
 from lead_ray.data.formats import BadRow, normalize  # noqa: E402
 from lead_ray.data.tokenize import tokenize_messages  # noqa: E402
-from lead_ray.run import init_ray  # noqa: E402
+from lead_ray.models.load import load_model, load_tokenizer, resolve_model_path  # noqa: E402
+from lead_ray.models.nll import collate, response_nll  # noqa: E402
+from lead_ray.runtime.ray_init import init_ray  # noqa: E402
 from lead_ray.select.service import start_service  # noqa: E402
-from lead_ray.train.loss import collate, response_nll  # noqa: E402
-from lead_ray.train.model import load_model, load_tokenizer, resolve_model_path  # noqa: E402
 from lead_ray.train.reporter import LossReporter  # noqa: E402
 
 

@@ -170,7 +170,7 @@ def child(n: int, work: Path, args: argparse.Namespace) -> dict:
     from lead_ray.config import LeadConfig
     from lead_ray.prep.cluster import assign_clusters, sample_embeddings, spherical_kmeans
     from lead_ray.prep.embed import embed_pool
-    from lead_ray.run import init_ray
+    from lead_ray.runtime.ray_init import init_ray
 
     out: dict = {"rows": n}
     pool = work / f"pool{n}"
@@ -208,7 +208,7 @@ def efficiency(work: Path, rows: int, batch_size: int, repeats: int = 2) -> dict
 
     from lead_ray.config import LeadConfig
     from lead_ray.prep.embed import embed_pool
-    from lead_ray.run import init_ray
+    from lead_ray.runtime.ray_init import init_ray
 
     model = str(work / "cheap_embedder")
     write_pool(work / "pool_eff", rows)
@@ -230,7 +230,7 @@ def minilm_rate(work: Path, rows: int) -> float:
 
     from lead_ray.config import LeadConfig
     from lead_ray.prep.embed import embed_pool
-    from lead_ray.run import init_ray
+    from lead_ray.runtime.ray_init import init_ray
 
     write_pool(work / "pool_minilm", rows, seed=1)
     init_ray(LeadConfig(num_cpus=4))
@@ -248,9 +248,9 @@ def ingest_and_score(work: Path, rows: int) -> dict:
 
     from lead_ray.config import DEMO_DATA, LeadConfig
     from lead_ray.data.pool import discover_files, ingest
+    from lead_ray.models.load import resolve_model_path
     from lead_ray.prep.score import score_pool
-    from lead_ray.run import init_ray
-    from lead_ray.train.model import resolve_model_path
+    from lead_ray.runtime.ray_init import init_ray
 
     model = resolve_model_path("builtin:tiny", Path("~/.cache/lead-ray").expanduser())
     init_ray(LeadConfig(num_cpus=4))

@@ -96,8 +96,8 @@ def build_tiny_base(out: Path, cache: Path, pretrain_rows: int, seed: int = 0) -
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from lead_ray.data.tokenize import tokenize_messages
-    from lead_ray.train.loss import collate, response_nll
-    from lead_ray.train.model import load_tokenizer, resolve_model_path
+    from lead_ray.models.load import load_tokenizer, resolve_model_path
+    from lead_ray.models.nll import collate, response_nll
 
     tiny = resolve_model_path("builtin:tiny", cache)
     tok = load_tokenizer(tiny)
@@ -190,7 +190,7 @@ def selected_families(run_dir: Path, pool_dir: Path, noisy=quality_pool.NOISY, d
 
 def train_one(cfg: LeadConfig, prepared, method: str, budget: float, seed: int) -> tuple[LeadConfig, dict, dict]:
     """One run: (its config, the row of runs.csv without the evaluation columns, train_with_selection's output)."""
-    from lead_ray.run import train_with_selection
+    from lead_ray.train.fit import train_with_selection
 
     run_cfg = dataclasses.replace(cfg, run_name=f"{method}-b{budget:g}-s{seed}", budget=budget, seed=seed,
                                   **METHODS[method])
@@ -219,7 +219,8 @@ def bandit_movement(run_dir: Path) -> dict[str, float]:
 
 
 def run_all(args: argparse.Namespace) -> list[dict]:
-    from lead_ray.run import init_ray, prepare_stages
+    from lead_ray.pipeline import prepare_stages
+    from lead_ray.runtime.ray_init import init_ray
 
     work = Path(args.work).expanduser().resolve()
     write_bench_pool(args, work / "data")
@@ -274,7 +275,8 @@ def rescore_timing(args: argparse.Namespace, out: Path) -> int:
     rescore_timing.csv (one row per pool; the *_growth columns are relative to the first pool)."""
     import ray
 
-    from lead_ray.run import init_ray, prepare_stages
+    from lead_ray.pipeline import prepare_stages
+    from lead_ray.runtime.ray_init import init_ray
 
     work = Path(args.work).expanduser().resolve()
     results, problems = [], []

@@ -33,8 +33,8 @@ import pyarrow.parquet as pq  # noqa: E402
 import ray  # noqa: E402
 
 from lead_ray.config import LeadConfig  # noqa: E402
-from lead_ray.run import init_ray  # noqa: E402
-from lead_ray.select.selector import LeadSelector  # noqa: E402
+from lead_ray.runtime.ray_init import init_ray  # noqa: E402
+from lead_ray.select.lead import LeadSelector  # noqa: E402
 from lead_ray.select.service import start_service  # noqa: E402
 
 NUM_ARMS, NUM_GROUPS = 7, 64

@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return main_report(args.run_dir)
 
     from lead_ray.data.pool import DataError
-    from lead_ray.run import RunError
-    from lead_ray.train.model import ModelError
+    from lead_ray.models.load import ModelError
+    from lead_ray.train.fit import RunError
 
     cfg = None
     try:
@@ -72,12 +72,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"run it: python jobs/lead.py --config {result['sweep_dir']}/best_config.yaml", flush=True)
             return 0
         if args.command == "prepare":
-            from lead_ray.run import prepare_stages
+            from lead_ray.pipeline import prepare_stages
 
             prepared = prepare_stages(cfg, cfg.run_dir)
             print(f"\nenriched pool: {prepared.enriched}", flush=True)
             return 0
-        from lead_ray.run import run, summary_table
+        from lead_ray.pipeline import run, summary_table
 
         summary = run(cfg)
     except (ConfigError, DataError, ModelError, RunError) as e:

@@ -20,6 +20,9 @@ class ConfigError(ValueError):
     """A bad config value or key; the message names it."""
 
 
+SELECTORS = ("lead", "random", "full", "longest", "static_iu", "static_ifd", "iterative_rescore")  # lead_ray/select
+
+
 @dataclass
 class LeadConfig:
     # run
@@ -119,8 +122,6 @@ class LeadConfig:
         need(0.0 <= self.eval_fraction < 1.0, "eval_fraction", "must be in [0, 1)")
         need(self.dedup in ("exact", "none"), "dedup", "must be exact or none")
         need(self.max_samples is None or self.max_samples > 0, "max_samples", "must be > 0 or null")
-        from lead_ray.baselines import SELECTORS
-
         need(self.selector in SELECTORS, "selector", f"must be one of {', '.join(SELECTORS)}")
         need(self.scoring_backend in ("hf", "vllm"), "scoring_backend", "must be hf or vllm")
         need(self.group_by in ("embedding", "source"), "group_by", "must be embedding or source")

@@ -19,7 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lead_ray.config import ConfigError, LeadConfig, build_config
-from lead_ray.run import PreparedPool, claim_folder, init_ray, log, prepare_stages, train_with_selection
+from lead_ray.data.prepared import PreparedPool
+from lead_ray.pipeline import prepare_stages
+from lead_ray.runtime.folders import claim_folder, log
+from lead_ray.runtime.ray_init import init_ray
+from lead_ray.train.fit import train_with_selection
 
 ALIASES = {"b": "smoothing", "r": "sample_rate", "k": "num_arms", "lr": "learning_rate"}
 TUNABLE = {"smoothing", "gamma", "bandit_lr", "num_arms", "sample_rate", "learning_rate", "max_uses", "arms_per_round",

@@ -23,7 +23,7 @@ def ray_local():
     import ray
 
     from lead_ray.config import LeadConfig
-    from lead_ray.run import init_ray
+    from lead_ray.runtime.ray_init import init_ray
 
     init_ray(LeadConfig(num_cpus=4))
     yield ray
@@ -32,6 +32,6 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def tiny_model_path() -> str:
-    from lead_ray.train.model import resolve_model_path
+    from lead_ray.models.load import resolve_model_path
 
     return resolve_model_path("builtin:tiny", CACHE)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lead_ray.select.selector import LeadSelector
+from lead_ray.select.lead import LeadSelector
 
 PLANTED = [0.3] + [0.97] * 6
 

@@ -83,7 +83,7 @@ def test_job_tiny_direct(ray_local, tmp_path: Path) -> None:
 
 def test_two_workers_lora_in_process(ray_local, tmp_path: Path) -> None:
     from lead_ray.config import load_config
-    from lead_ray.run import run
+    from lead_ray.pipeline import run
 
     cfg = load_config(REPO / "configs" / "tiny.yaml", {
         "output_dir": str(tmp_path), "run_name": "ddp", "num_workers": 2, "use_lora": True, "lora_rank": 4,
@@ -111,7 +111,8 @@ def test_two_workers_iterative_rescore(ray_local, tmp_path: Path) -> None:
     """The expensive baseline through the real loop: before each round both workers score their half of the
     eligible rows with the current model; the run then trains exactly budget × max_uses presentations."""
     from lead_ray.config import load_config
-    from lead_ray.run import prepare_stages, train_with_selection
+    from lead_ray.pipeline import prepare_stages
+    from lead_ray.train.fit import train_with_selection
 
     cfg = load_config(REPO / "configs" / "tiny.yaml", {
         "output_dir": str(tmp_path), "run_name": "rescore", "num_workers": 2, "selector": "iterative_rescore",

@@ -20,8 +20,8 @@ from lead_ray.data.tokenize import tokenize_messages
 from lead_ray.eval import EVAL_FILE, evaluate_run, main_eval
 from lead_ray.eval.generate import exact_match, greedy_generate, last_number, normalise, split_prompt
 from lead_ray.eval.nll import heldout_nll
-from lead_ray.train.loss import response_nll
-from lead_ray.train.model import load_model, load_tokenizer
+from lead_ray.models.load import load_model, load_tokenizer
+from lead_ray.models.nll import response_nll
 from tests.conftest import REPO
 
 
@@ -157,7 +157,7 @@ def memorised(base_model, store, tok):
     prompt and length, so batching with left padding is really exercised, and a known right answer per row."""
     model = copy.deepcopy(base_model).train()
     rows = [i for i in EVAL_IDS if split_prompt(ROWS[i][3]) is not None]
-    from lead_ray.train.loss import collate
+    from lead_ray.models.nll import collate
 
     batch = collate([store.get(int(i)) for i in rows], tok.pad_token_id)
     torch.manual_seed(0)
@@ -284,7 +284,7 @@ def test_main_eval_bad_paths_are_one_error_line(tmp_path: Path, capsys) -> None:
 @pytest.mark.slow
 def test_real_lora_run_then_evaluate(tmp_path: Path, ray_local) -> None:
     """A real tiny LoRA run; evaluate_run reproduces its held-out NLL from the saved adapter and the merged model."""
-    from lead_ray.run import run
+    from lead_ray.pipeline import run
 
     cfg = load_config(REPO / "configs" / "tiny.yaml", {"output_dir": str(tmp_path), "use_lora": True,
                                                        "merge_adapter": True, "max_rounds": 3})

@@ -21,7 +21,7 @@ from lead_ray.config import LeadConfig
 from lead_ray.eval import EVAL_FILE, evaluate_run, load_eval_model, main_eval
 from lead_ray.eval.generate import greedy_generate, last_number, normalise, split_prompt
 from lead_ray.eval.generate_vllm import servable_folder
-from lead_ray.train.model import load_model, load_tokenizer, resolve_model_path
+from lead_ray.models.load import load_model, load_tokenizer, resolve_model_path
 from tests.conftest import CACHE
 from tests.test_eval import EVAL_IDS, ROWS, _make_run
 

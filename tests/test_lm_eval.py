@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lead_ray.config import LeadConfig
-from lead_ray.train.model import load_model, load_tokenizer
+from lead_ray.models.load import load_model, load_tokenizer
 
 pytest.importorskip("lm_eval", reason="the lm-eval extra is not installed")
 

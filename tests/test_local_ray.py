@@ -22,7 +22,7 @@ LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 # a driver that starts the instance as jobs/lead.py does, runs a task and an actor, and reports its dashboard
 DRIVER = """
 from lead_ray.config import LeadConfig
-from lead_ray.run import init_ray
+from lead_ray.runtime.ray_init import init_ray
 init_ray(LeadConfig(num_cpus=2))
 import ray, time
 ray.get(ray.remote(lambda: 1).remote())
@@ -49,7 +49,7 @@ def _start_driver() -> tuple[subprocess.Popen, str]:
 
 
 def _ray_tree(proc: subprocess.Popen) -> list[psutil.Process]:
-    reaper = "lead_ray.reaper"
+    reaper = "lead_ray.runtime.reaper"
     return [p for p in psutil.Process(proc.pid).children(recursive=True)
             if reaper not in " ".join(p.cmdline())]
 

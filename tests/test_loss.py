@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from lead_ray.data.tokenize import tokenize_messages
-from lead_ray.train.loss import collate, response_nll
-from lead_ray.train.model import load_model, load_tokenizer
+from lead_ray.models.load import load_model, load_tokenizer
+from lead_ray.models.nll import collate, response_nll
 
 
 def test_response_nll_matches_hf_shifted_loss(tiny_model_path: str) -> None:

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from lead_ray.models.nll import response_nll
 from lead_ray.select.idu import RoundDirection, loss_change_correction
-from lead_ray.select.selector import LeadSelector
+from lead_ray.select.lead import LeadSelector
 from lead_ray.train.direction import RoundDirectionTracker, count_sketch, direction_parameters
-from lead_ray.train.loss import response_nll
 
 
 def test_correction_non_sgd_by_hand() -> None:
@@ -155,8 +155,8 @@ def test_smollm2_lora_predicted_loss_change_tracks_measured() -> None:
     import json
 
     from lead_ray.data.tokenize import tokenize_messages
-    from lead_ray.train.loss import collate
-    from lead_ray.train.model import load_model, load_tokenizer, resolve_model_path
+    from lead_ray.models.load import load_model, load_tokenizer, resolve_model_path
+    from lead_ray.models.nll import collate
     from tests.conftest import CACHE, REPO
 
     path = resolve_model_path("builtin:smollm2", CACHE)

@@ -61,7 +61,7 @@ def test_ingest_counts_quarantine_and_store(ray_local, tiny_model_path: str, tmp
     assert {r["source"] for r in pool} == {"alpaca", "b", "pq"}  # file stem when no source field
     assert 0 < sum(r["split"] == "eval" for r in pool) < good
 
-    from lead_ray.train.model import load_tokenizer
+    from lead_ray.models.load import load_tokenizer
 
     tok = load_tokenizer(tiny_model_path)
     store = RowStore(out / "pool.arrow")

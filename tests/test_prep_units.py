@@ -10,9 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lead_ray.baselines import IterativeRescoreSelector, StaticSelector, baseline_scores, build_selector
+from lead_ray.models.nll import scoring_row, start_token_id
 from lead_ray.prep.cluster import assign_clusters, sample_embeddings, spherical_kmeans
-from lead_ray.prep.score import ifd_score, scoring_row, start_token_id
+from lead_ray.prep.score import ifd_score
+from lead_ray.select.baselines import IterativeRescoreSelector, StaticSelector, baseline_scores
+from lead_ray.select.strategies import build_selector
 
 
 def test_scoring_row_modes_by_hand() -> None:

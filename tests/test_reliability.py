@@ -19,6 +19,8 @@ from lead_ray.config import LeadConfig, load_config
 from tests.conftest import REPO
 from tests.test_e2e import check_run_outputs
 
+sys.path.insert(0, str(REPO / "bench"))  # bench/chaos.py: fault injection, shared with bench/faults.py
+
 pytestmark = pytest.mark.slow
 # Longer rounds than tiny.yaml's defaults (batch 1, more rounds), so a kill lands mid-run.
 SETTINGS = {"per_device_train_batch_size": 1, "budget": 0.3, "sample_rate": 0.1, "max_rounds": 8, "max_uses": 2}
@@ -33,7 +35,7 @@ def _selections(run_dir: Path) -> pd.DataFrame:
 
 
 def _run_and_kill(cfg: LeadConfig, title: str) -> tuple[dict[str, Any], int | None]:
-    from lead_ray.chaos import run_with_kill
+    from chaos import run_with_kill
 
     out, killed = run_with_kill(cfg, title)
     assert killed is not None, f"the run finished before {title} could be killed"
@@ -43,7 +45,7 @@ def _run_and_kill(cfg: LeadConfig, title: str) -> tuple[dict[str, Any], int | No
 @pytest.fixture(scope="module")
 def reference(ray_local, tmp_path_factory) -> tuple[dict, pd.DataFrame]:
     """An uninterrupted run, twice: the same config and seed must give identical selections."""
-    from lead_ray.run import run
+    from lead_ray.pipeline import run
 
     tmp = tmp_path_factory.mktemp("ref")
     first, second = run(_cfg(tmp, "a")), run(_cfg(tmp, "b"))
@@ -106,7 +108,7 @@ def test_driver_kill_and_rerun_resumes(reference, tmp_path: Path) -> None:
 def test_rerun_after_death_past_the_final_report(reference, tmp_path: Path) -> None:
     """The driver died after the final checkpoint but before writing summary.json: the rerun resumes from the
     final checkpoint (selection state included) and trains nothing more."""
-    from lead_ray.run import run
+    from lead_ray.pipeline import run
 
     first, ref = reference
     run(_cfg(tmp_path, "f"))

@@ -23,7 +23,7 @@ from lead_ray.report import (
     selection_mix,
     write_report,
 )
-from lead_ray.select.selector import LeadSelector
+from lead_ray.select.lead import LeadSelector
 
 # A hand-made run: 3 rounds, 2 arms. id 0 is trained twice (rounds 0 and 2).
 SEL = {

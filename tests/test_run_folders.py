@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from lead_ray.config import ConfigError, LeadConfig
-from lead_ray.run import FINISHED, RUN_MARKER, RunError, _resume_or_reset, claim_folder, publish_outputs
+from lead_ray.runtime.folders import FINISHED, RUN_MARKER, claim_folder, publish_outputs
+from lead_ray.train.fit import RunError, _resume_or_reset
 
 
 def test_claim_folder(tmp_path: Path) -> None:

@@ -15,8 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lead_ray.select.bandit import Exp3
+from lead_ray.select.coarse_to_fine import top_k_per_group
 from lead_ray.select.idu import RoundDirection, cosine, loss_change_correction, optimal_beta, smooth_idu
-from lead_ray.select.selector import LeadSelector, RoundPlan, top_k_per_group
+from lead_ray.select.lead import LeadSelector
+from lead_ray.select.rounds import RoundPlan
 
 STOP_REASONS = {"budget", "max_rounds", "no_eligible"}
 

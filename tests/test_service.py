@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lead_ray.select.selector import LeadSelector
+from lead_ray.select.lead import LeadSelector
 from lead_ray.select.service import start_service
 
 PARAMS = {"num_arms": 3, "gamma": 0.2, "smoothing": 0.3, "sample_rate": 0.1, "max_uses": 2, "budget": 40,

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from lead_ray.data.formats import BadRow
 from lead_ray.data.tokenize import tokenize_messages
-from lead_ray.train.model import ModelError, load_tokenizer, resolve_model_path
+from lead_ray.models.load import ModelError, load_tokenizer, resolve_model_path
 
 CACHE_DIR = Path("~/.cache/lead-ray").expanduser()
 END = "<|im_end|>\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lead_ray.baselines import build_selector
 from lead_ray.config import ConfigError, LeadConfig
+from lead_ray.select.strategies import build_selector
 
 
 def _columns(n_clean: int = 30, n_noisy: int = 30) -> dict[str, np.ndarray]:

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from lead_ray.config import DEMO_DATA
-from lead_ray.prep.score import MODES, HFScorer, score_pool
+from lead_ray.models.nll import MODES
+from lead_ray.prep.score import HFScorer, score_pool
 
 CACHE = Path("~/.cache/lead-ray").expanduser()
 
@@ -45,7 +46,7 @@ def _require_vllm() -> str:
 def pool(ray_local, tmp_path_factory) -> tuple[str, Path]:
     """~20 short real rows (arithmetic, pydoc answers, multi-turn chats) ingested with SmolLM2's tokenizer."""
     from lead_ray.data.pool import ingest
-    from lead_ray.train.model import resolve_model_path
+    from lead_ray.models.load import resolve_model_path
 
     model = resolve_model_path("builtin:smollm2", CACHE)
     root = tmp_path_factory.mktemp("vllm_pool")

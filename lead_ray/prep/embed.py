@@ -40,7 +40,7 @@ class Embedder:
         import torch
         from sentence_transformers import SentenceTransformer
 
-        from lead_ray.prep.score import cpu_threads
+        from lead_ray.models.load import cpu_threads
 
         cpu_threads(threads_divisor)
         self.model = SentenceTransformer(embedding_model_path(model), trust_remote_code=trust_remote_code,

@@ -31,7 +31,7 @@ from lead_ray.prep.cluster import (
     sample_embeddings,
     spherical_kmeans,
 )
-from lead_ray.stages import run_stage, stage_key
+from lead_ray.runtime.stages import run_stage, stage_key
 
 
 def _scores(path: Path) -> dict[str, np.ndarray]:
@@ -178,7 +178,8 @@ def _warmup_ifd(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str
     keys["warmup"] = stage_key(ingest_key, model_path, recipe)
 
     def build_warmup(tmp: Path) -> None:
-        from lead_ray.run import PreparedPool, train_with_selection
+        from lead_ray.data.prepared import PreparedPool
+        from lead_ray.train.fit import train_with_selection
 
         pool = pq.read_table(pool_dir / "pool.parquet", columns=["id", "split"])
         train = pool.column("split").to_numpy(zero_copy_only=False) == "train"

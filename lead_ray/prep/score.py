@@ -1,6 +1,6 @@
 """Per-row response NLLs for IU and IFD: one streaming pass per model in a Ray Data actor pool.
 
-Two sequences can be scored per row (`MODES`):
+Two sequences can be scored per row (`lead_ray.models.nll.MODES`):
 - `full`: the whole conversation, assistant tokens counted: NLL(response | instruction), the IU of LEAD;
 - `response`: the assistant tokens alone after one start token: NLL(response), IFD's denominator.
 Backends: `hf` (batched forward passes, here) and `vllm` (prompt logprobs, `lead_ray.prep.score_vllm`).
@@ -14,46 +14,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-MODES = ("full", "response")
+from lead_ray.models.load import cpu_threads
+from lead_ray.models.nll import scoring_row, start_token_id
+
 BACKENDS = ("hf", "vllm")
-
-
-def scoring_row(ids: np.ndarray, mask: np.ndarray, mode: str, start_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """(input_ids, mask of the tokens whose NLL counts) for one row in one mode."""
-    if mode == "full":
-        return ids, mask
-    if mode == "response":  # every assistant token, predicted from the start token and earlier response tokens
-        resp = ids[np.asarray(mask, dtype=bool)]
-        return (np.concatenate([[start_id], resp]).astype(np.int64),
-                np.concatenate([[0], np.ones(len(resp), dtype=np.int8)]).astype(np.int8))
-    raise ValueError(f"unknown scoring mode {mode!r}; expected one of {MODES}")
-
-
-def start_token_id(model_config) -> int:
-    """The token a response-only sequence starts with: BOS, else EOS, else 0."""
-    for name in ("bos_token_id", "eos_token_id"):
-        value = getattr(model_config, name, None)
-        if isinstance(value, list):
-            value = value[0] if value else None
-        if value is not None:
-            return int(value)
-    return 0
 
 
 def ifd_score(nll_full: np.ndarray, nll_response: np.ndarray) -> np.ndarray:
     """IFD = NLL(response | instruction) / NLL(response), uncapped (1 where NLL(response) is 0). A ratio above 1
     means the instruction makes the answer less likely: preparation excludes or caps it (`ifd_above_one`)."""
     return np.divide(nll_full, nll_response, out=np.ones_like(nll_full, dtype=np.float64), where=nll_response > 0)
-
-
-def cpu_threads(divisor: int) -> None:
-    """Ray pins an actor to 1 OMP thread; on CPU give each of `divisor` actors its share of this node's cores."""
-    import os
-
-    import torch
-
-    if not torch.cuda.is_available():
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(divisor, 1)))
 
 
 class HFScorer:
@@ -64,7 +34,7 @@ class HFScorer:
         import torch
 
         from lead_ray.data.store import RowStore
-        from lead_ray.train.model import load_model
+        from lead_ray.models.load import load_model
 
         self.torch = torch
         cpu_threads(threads_divisor)
@@ -85,7 +55,7 @@ class HFScorer:
 
     def score(self, rows: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """Mean NLL of the masked tokens of each row; rows of similar length are batched together."""
-        from lead_ray.train.loss import collate, response_nll
+        from lead_ray.models.nll import collate, response_nll
 
         out = np.zeros(len(rows), dtype=np.float32)
         lengths = np.array([len(r[0]) for r in rows])

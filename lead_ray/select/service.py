@@ -1,5 +1,5 @@
-"""SelectionService: the one Ray actor per run that owns the selection state. A thin shell over LeadSelector
-(or a static baseline, `lead_ray.baselines`).
+"""SelectionService: the one Ray actor per run that owns the selection state. A thin shell over a selection
+strategy (`lead_ray.select.strategies`).
 
 With a `state_dir` it persists its state after every planned and every finished round, so that Ray can restart
 it after a crash (`max_restarts`) and it carries on from there. Each incarnation has its own token, returned by
@@ -19,13 +19,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import ray
 
-from lead_ray.select.selector import LeadSelector
+from lead_ray.select.params import SelectionParams
+from lead_ray.select.rounds import RoundBook
 from lead_ray.select.snapshot import load_state, save_state
+from lead_ray.select.strategies import build_selector, columns_needed
 
 
 class SelectionService:
-    def __init__(self, enriched_path: str, params: dict[str, Any], state_dir: str | None = None):
-        self.enriched_path, self.params = enriched_path, params
+    def __init__(self, enriched_path: str, params: SelectionParams | dict[str, Any], state_dir: str | None = None):
+        self.enriched_path = enriched_path
+        self.params = params if isinstance(params, SelectionParams) else SelectionParams(**params)
         self.selector = self._fresh_selector()
         self.state_dir = Path(state_dir) if state_dir else None
         self.incarnation = uuid.uuid4().hex
@@ -34,12 +37,8 @@ class SelectionService:
             print(f"[lead-ray] selection service restored at round {self.selector.round} from {self.state_dir}",
                   flush=True)
 
-    def _fresh_selector(self) -> LeadSelector:
-        from lead_ray.baselines import build_selector
-
-        wanted = {"lead": ["ref_loss"] if self.params.get("utility") == "learnable" else [], "longest": ["n_response_tokens"], "static_ifd": ["ifd"]}.get(
-            self.params.get("selector", "lead"), [])
-        table = pq.read_table(self.enriched_path, columns=["id", "arm", "group", "iu0", *wanted])
+    def _fresh_selector(self) -> RoundBook:
+        table = pq.read_table(self.enriched_path, columns=columns_needed(self.params))
         ids = table.column("id").to_numpy()
         if not np.array_equal(ids, np.arange(len(ids))):
             raise ValueError(f"{self.enriched_path}: ids must be dense 0..N-1 in order")
@@ -116,13 +115,13 @@ class SelectionService:
     def summary(self) -> dict[str, Any]:
         s = self.selector
         return {"rounds": s.round, "num_unique": s.num_unique, "budget": s.budget, "stop_reason": s.stop_reason,
-                "round_stats": s.round_stats, "arm_probs": s.bandit.probabilities().tolist()}
+                "round_stats": s.round_stats, "arm_probs": s.arm_probs().tolist()}
 
     def selections(self) -> dict[str, np.ndarray]:
         return self.selector.selections()
 
 
-def start_service(enriched_path: str, params: dict[str, Any], name: str | None = None,
+def start_service(enriched_path: str, params: SelectionParams | dict[str, Any], name: str | None = None,
                   state_dir: str | None = None, max_restarts: int = 3) -> ray.actor.ActorHandle:
     """Create the actor on the driver's node (outputs land next to the driver), using no CPU slot. Calls to a
     restarting actor are retried (`max_task_retries=-1`), so callers see a pause, not an error."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from lead_ray.select.selector import LOG_COLUMNS
+from lead_ray.select.rounds import LOG_COLUMNS
 
 
 def save_state(state: dict[str, Any], folder: Path) -> None:

@@ -21,9 +21,8 @@ import torch.distributed as dist
 
 from lead_ray.config import LeadConfig
 from lead_ray.data.store import RowStore
-from lead_ray.eval.nll import batch_response_nll
+from lead_ray.models.nll import batch_response_nll, collate, response_nll
 from lead_ray.train.direction import RoundDirectionTracker, direction_parameters
-from lead_ray.train.loss import collate, response_nll
 from lead_ray.train.reporter import LossReporter
 
 
@@ -102,7 +101,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(use_bf16))
 
-    from lead_ray.train.model import load_model, load_tokenizer
+    from lead_ray.models.load import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(model_path, cfg.trust_remote_code)
     lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout} if cfg.use_lora else None

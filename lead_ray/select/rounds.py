@@ -1,13 +1,15 @@
-"""The LEAD round loop over a utility store: EXP3 picks arms, per-group top-k by IDU picks samples.
+"""The round bookkeeping every selection strategy shares. Pure NumPy (no Ray, no torch).
 
-Each round ends with the round's mean loss gradient ḡ and parameter displacement u (`end_round(grad, step)`), from
-which ΔL′ is a loss change in nats (`idu.loss_change_correction`); the IDU of the trained rows is smoothed towards
-L_t + ΔL′ and the chosen arm is rewarded with their mean IDU drop. With `reference_loss` (utility: learnable) the
+Per row: its utility (IDU), how often it was trained (`uses`), and this round's loss from the training forward pass.
+Per run: the unique-sample budget, `max_uses`, `max_rounds`, the round log and per-round stats, and the state a
+checkpoint holds. A strategy only decides which rows a round trains (`next_round`).
+
+Every strategy keeps IDU up to date the same way (so the report compares like with like): the trained rows' IDU
+is smoothed towards L_t + ΔL′, where ΔL′ is a first-order loss change in nats from the round's mean gradient ḡ and
+displacement u (`end_round(grad, step)`, `idu.loss_change_correction`). With `reference_loss` (utility: learnable)
 utility is the loss minus a per-row reference loss, RHO-LOSS's reducible loss, so rows whose loss cannot fall
-(wrong answers) stop looking useful.
-
-Pure NumPy (no Ray, no torch) so selection can be unit-tested in milliseconds. Row ids are dense
-positions 0..N-1 in the pool; rows that may not be selected (held-out eval rows, excluded rows) have arm = -1.
+(wrong answers) stop looking useful. Row ids are dense positions 0..N-1; rows that may not be selected (held-out
+rows, excluded rows) have arm = -1.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from lead_ray.select.bandit import Exp3
 from lead_ray.select.idu import RoundDirection, loss_change_correction, smooth_idu
+from lead_ray.select.params import SelectionParams
 
 LOG_COLUMNS = ["round", "id", "arm", "group", "idu_before", "idu_after", "loss"]  # one row per (round, id)
 
@@ -28,56 +30,24 @@ class RoundPlan:
     round: int
     arms: np.ndarray  # arm chosen for each selected id
     ids: np.ndarray
-    arm_probs: np.ndarray  # full EXP3 distribution this round
+    arm_probs: np.ndarray  # the distribution the arms were drawn from (uniform for strategies without a bandit)
 
 
-def top_k_per_group(
-    ids: np.ndarray, groups: np.ndarray, scores: np.ndarray, quota: np.ndarray
-) -> np.ndarray:
-    """The `quota[g]` highest-scoring ids of each group g (ties broken by lower id), vectorised."""
-    if len(ids) == 0:
-        return ids
-    order = np.lexsort((ids, -scores, groups))
-    g_sorted = groups[order]
-    first = np.searchsorted(g_sorted, g_sorted, side="left")
-    rank = np.arange(len(order)) - first
-    return ids[order[rank < quota[g_sorted]]]
+class RoundBook:
+    """Utility store, uses, budget and round log; subclasses implement `next_round`."""
 
-
-class LeadSelector:
-    """Utility store (idu, uses per id), the EXP3 bandit, and the per-round accounting."""
-
-    def __init__(
-        self,
-        idu0: np.ndarray,
-        arm: np.ndarray,
-        group: np.ndarray,
-        *,
-        num_arms: int,
-        gamma: float = 0.1,
-        bandit_lr: float | None = None,
-        smoothing: float = 0.1,
-        sample_rate: float = 0.015,
-        max_uses: int = 4,
-        budget: int,
-        max_rounds: int = 20,
-        arms_per_round: int = 1,
-        arm_reference: str = "last",
-        uniform_arms: bool = False,
-        use_correction: bool = True,
-        reuse_after_budget: bool = False,
-        reference_loss: np.ndarray | None = None,
-        seed: int = 0,
-    ):
+    def __init__(self, idu0: np.ndarray, arm: np.ndarray, group: np.ndarray, *,
+                 reference_loss: np.ndarray | None = None, **params: Any):
+        p = self.params = SelectionParams(**params)
         n = len(idu0)
         if not (len(arm) == len(group) == n):
             raise ValueError("idu0, arm and group must have the same length")
-        if arm.max(initial=-1) >= num_arms:
-            raise ValueError(f"arm ids must be < num_arms={num_arms}")
-        if not 0.0 < smoothing <= 1.0:
-            raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
-        if arm_reference not in ("last", "first"):
-            raise ValueError(f"arm_reference must be 'last' or 'first', got {arm_reference!r}")
+        if arm.max(initial=-1) >= p.num_arms:
+            raise ValueError(f"arm ids must be < num_arms={p.num_arms}")
+        if not 0.0 < p.smoothing <= 1.0:
+            raise ValueError(f"smoothing must be in (0, 1], got {p.smoothing}")
+        if p.arm_reference not in ("last", "first"):
+            raise ValueError(f"arm_reference must be 'last' or 'first', got {p.arm_reference!r}")
         self.reference = np.zeros(n) if reference_loss is None else np.asarray(reference_loss, dtype=np.float64)
         if self.reference.shape != (n,):
             raise ValueError("reference_loss must have one value per row")
@@ -85,17 +55,12 @@ class LeadSelector:
         self.arm = np.asarray(arm, dtype=np.int64)
         self.group = np.asarray(group, dtype=np.int64)
         self.uses = np.zeros(n, dtype=np.int32)
-        self.num_arms, self.smoothing, self.sample_rate = num_arms, smoothing, sample_rate
-        self.max_uses, self.budget, self.max_rounds = max_uses, budget, max_rounds
-        self.arms_per_round, self.arm_reference = arms_per_round, arm_reference
-        self.uniform_arms, self.use_correction = uniform_arms, use_correction
-        self.reuse_after_budget = reuse_after_budget
-        self.bandit = Exp3(num_arms, 1.0 if uniform_arms else gamma, seed=seed, learning_rate=bandit_lr)
+        self.num_arms, self.budget, self.max_uses, self.max_rounds = p.num_arms, p.budget, p.max_uses, p.max_rounds
+        self.sample_rate = p.sample_rate
         num_groups = int(self.group.max(initial=-1)) + 1
-        self.cell_size = np.zeros((num_arms, max(num_groups, 1)), dtype=np.int64)
+        self.cell_size = np.zeros((p.num_arms, max(num_groups, 1)), dtype=np.int64)  # rows per (arm, group)
         sel = self.arm >= 0
         np.add.at(self.cell_size, (self.arm[sel], self.group[sel]), 1)
-        self.members = [np.flatnonzero(self.arm == k) for k in range(num_arms)]
         self.round = 0
         self.plan: RoundPlan | None = None
         self.losses = np.full(n, np.nan)  # this round's reported L_t(x)
@@ -104,6 +69,8 @@ class LeadSelector:
         self.log: list[dict[str, np.ndarray]] = []
         self.round_stats: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
+
+    # --- which rows a round may take -------------------------------------------------------------------------------
 
     @property
     def num_unique(self) -> int:
@@ -117,32 +84,11 @@ class LeadSelector:
             ok &= self.uses > 0
         return ok
 
-    def next_round(self) -> RoundPlan | None:
-        """Choose this round's arms and ids, or None (and set `stop_reason`) when the run is over."""
-        if self.plan is not None:
-            return self.plan  # asked again before end_round (e.g. after a restart): same answer
-        if self.stopped():
-            return None
-        ok = self.eligible_mask()
-        eligible = [m[ok[m]] for m in self.members]
-        available = np.array([len(e) > 0 for e in eligible])
-        arms, probs = self.bandit.choose(available, self.arms_per_round)
-        chosen, chosen_arm = [], []
-        for k in arms:
-            e = eligible[int(k)]
-            quota = np.maximum(1, np.floor(self.sample_rate * self.cell_size[k])).astype(np.int64)
-            picked = top_k_per_group(e, self.group[e], self.idu[e], quota)
-            chosen.append(picked)
-            chosen_arm.append(np.full(len(picked), k, dtype=np.int64))
-        ids, ids_arm = np.concatenate(chosen), np.concatenate(chosen_arm)
-        keep = self.within_budget(ids, self.idu)
-        return self.start_round(ids[keep], ids_arm[keep], probs)
-
     def stopped(self) -> bool:
         """Whether the run is over (and why, in `stop_reason`): budget spent, rounds used up, nothing eligible."""
         if self.stop_reason is None:
             spent = self.num_unique >= self.budget
-            if spent and not self.reuse_after_budget:
+            if spent and not self.params.reuse_after_budget:
                 self.stop_reason = "budget"
             elif self.round >= self.max_rounds:
                 self.stop_reason = "max_rounds"
@@ -162,14 +108,24 @@ class LeadSelector:
         keep[new_idx[np.lexsort((ids[new_idx], -priority[ids[new_idx]]))[:room]]] = True
         return keep
 
+    def next_round(self) -> RoundPlan | None:
+        raise NotImplementedError
+
     def start_round(self, ids: np.ndarray, arms: np.ndarray, probs: np.ndarray) -> RoundPlan:
         self.uses[ids] += 1
         self.losses[ids] = np.nan
         self.plan = RoundPlan(self.round, arms, ids, probs)
         return self.plan
 
+    def arm_probs(self) -> np.ndarray:
+        """The current distribution over arms (uniform for a strategy without a bandit)."""
+        p = np.full(self.num_arms, 1.0 / self.num_arms)
+        return p / p.sum()
+
+    # --- what training reports -------------------------------------------------------------------------------------
+
     def rescore_request(self) -> np.ndarray | None:
-        """Ids the workers must score with the current model before `next_round` (LEAD needs none)."""
+        """Ids the workers must score with the current model before `next_round` (none by default)."""
         return None
 
     def report_scores(self, ids: np.ndarray, nll: np.ndarray) -> None:
@@ -180,7 +136,7 @@ class LeadSelector:
         self.losses[np.asarray(ids, dtype=np.int64)] = np.asarray(losses, dtype=np.float64)
 
     def end_round(self, grad: np.ndarray, step: np.ndarray) -> dict[str, Any]:
-        """Apply ΔL′ and the IDU update to this round's samples, then reward the bandit.
+        """Apply ΔL′ and the IDU update to this round's samples; `arm_reward` gets each arm's mean IDU drop.
 
         `grad` is ḡ, the mean gradient of the training loss over the round's optimizer steps, and `step` is u, the
         round's parameter displacement, over the same parameters.
@@ -199,18 +155,15 @@ class LeadSelector:
         for k in np.unique(plan.arms):
             sel = (plan.arms == k) & seen
             correction, beta = 0.0, 0.0
-            if self.use_correction:
+            if self.params.use_correction:
                 correction, beta = loss_change_correction(self.arm_round.get(int(k)), self.prev)
             ids_k = plan.ids[sel]
             observed = losses[sel] - self.reference[ids_k]
-            self.idu[ids_k] = smooth_idu(self.idu[ids_k], observed, correction, self.smoothing)
+            self.idu[ids_k] = smooth_idu(self.idu[ids_k], observed, correction, self.params.smoothing)
             reward = float(np.mean(before[sel] - self.idu[ids_k])) if sel.any() else 0.0
-            scaled = self.bandit.rescale(reward)
-            if not self.uniform_arms:
-                self.bandit.update(int(k), scaled, float(plan.arm_probs[k]))
-            arm_stats.append({"arm": int(k), "reward": reward, "scaled_reward": scaled,
+            arm_stats.append({"arm": int(k), "reward": reward, **self.arm_reward(int(k), reward, plan),
                               "delta_l": correction, "beta": beta})
-            if self.arm_reference == "last" or int(k) not in self.arm_round:
+            if self.params.arm_reference == "last" or int(k) not in self.arm_round:
                 self.arm_round[int(k)] = direction
         self.prev = direction
         after = self.idu[plan.ids]
@@ -226,6 +179,12 @@ class LeadSelector:
         self.plan = None
         return stats
 
+    def arm_reward(self, arm: int, reward: float, plan: RoundPlan) -> dict[str, Any]:
+        """Hook for a strategy that learns from an arm's reward (LEAD's bandit); returns extra arm stats."""
+        return {}
+
+    # --- outputs and checkpoints -----------------------------------------------------------------------------------
+
     def selections(self) -> dict[str, np.ndarray]:
         """Every (round, id) trained so far, as columns."""
         if not self.log:
@@ -238,7 +197,7 @@ class LeadSelector:
             "idu": self.idu.copy(), "uses": self.uses.copy(), "round": self.round,
             "prev": None if self.prev is None else _direction_state(self.prev),
             "arm_round": {k: _direction_state(v) for k, v in self.arm_round.items()},
-            "bandit": self.bandit.state(), "log": [dict(e) for e in self.log],
+            "bandit": None, "log": [dict(e) for e in self.log],
             "round_stats": list(self.round_stats), "stop_reason": self.stop_reason,
             "plan": None if self.plan is None else {
                 "round": self.plan.round, "arms": self.plan.arms.copy(), "ids": self.plan.ids.copy(),
@@ -251,7 +210,6 @@ class LeadSelector:
         self.round = int(state["round"])
         self.prev = None if state["prev"] is None else RoundDirection(**state["prev"])
         self.arm_round = {int(k): RoundDirection(**v) for k, v in state["arm_round"].items()}
-        self.bandit.load_state(state["bandit"])
         self.log = [dict(e) for e in state["log"]]
         self.round_stats = list(state["round_stats"])
         self.stop_reason = state["stop_reason"]

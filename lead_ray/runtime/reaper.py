@@ -2,7 +2,7 @@
 
 Ray's dashboard and runtime-env agents outlive a SIGKILLed driver (seen with Ray 2.60), still listening on their
 ports. A small watcher process, started with the instance, follows the driver's process tree while the driver
-lives and kills what is left of that tree once it is gone. Run as `python -m lead_ray.reaper DRIVER_PID`.
+lives and kills what is left of that tree once it is gone. Run as `python -m lead_ray.runtime.reaper DRIVER_PID`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def start_reaper() -> None:
     """Watch this process, once: in its own session, so a signal to the driver's process group does not stop it."""
     global _reaper
     if _reaper is None or _reaper.poll() is not None:
-        _reaper = subprocess.Popen([sys.executable, "-m", "lead_ray.reaper", str(os.getpid())],
+        _reaper = subprocess.Popen([sys.executable, "-m", "lead_ray.runtime.reaper", str(os.getpid())],
                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    start_new_session=True)
 

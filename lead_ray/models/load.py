@@ -166,3 +166,13 @@ def load_model(path: str, *, trust_remote_code: bool = False, dtype=None, lora: 
                                                  lora_dropout=lora["dropout"], target_modules="all-linear",
                                                  task_type="CAUSAL_LM"))
     return model
+
+
+def cpu_threads(divisor: int) -> None:
+    """Ray pins an actor to 1 OMP thread; on CPU give each of `divisor` actors its share of this node's cores."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(divisor, 1)))

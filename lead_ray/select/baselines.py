@@ -1,4 +1,4 @@
-"""The baselines LEAD is measured against, on LEAD's own bookkeeping. Pure NumPy.
+"""The baselines LEAD is measured against, on the shared round bookkeeping (`rounds.RoundBook`). Pure NumPy.
 
 The static baselines (random, full, longest, static top-IU / top-IFD) and the IFD warm-up run through the same
 SelectionService and training loop as LEAD, so only the choice of samples differs. A static selector takes the
@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from lead_ray.select.selector import LeadSelector, RoundPlan
+from lead_ray.select.rounds import RoundBook, RoundPlan
 
 STATIC_SELECTORS = ("random", "full", "longest", "static_iu", "static_ifd")
-SELECTORS = ("lead", *STATIC_SELECTORS, "iterative_rescore")
 
 
 def baseline_scores(kind: str, columns: dict[str, np.ndarray], seed: int = 0) -> np.ndarray:
@@ -38,16 +37,17 @@ def baseline_scores(kind: str, columns: dict[str, np.ndarray], seed: int = 0) ->
     raise ValueError(f"unknown static selector {kind!r}; expected one of {STATIC_SELECTORS}")
 
 
-class StaticSelector(LeadSelector):
-    """LeadSelector's bookkeeping (uses, losses, round log, state) with a fixed plan instead of the bandit."""
+class StaticSelector(RoundBook):
+    """A fixed plan: the `budget` best rows by a score, `round_size` per round (default: LEAD's sample rate times
+    the selectable pool), `max_uses` epochs."""
 
-    def __init__(self, idu0: np.ndarray, arm: np.ndarray, group: np.ndarray, *, scores: np.ndarray,
-                 round_size: int, **params: Any):
-        super().__init__(idu0, arm, group, **{**params, "uniform_arms": True})
+    def __init__(self, idu0: np.ndarray, arm: np.ndarray, group: np.ndarray, *, scores: np.ndarray, **params: Any):
+        super().__init__(idu0, arm, group, **params)
         selectable = np.flatnonzero(self.arm >= 0)
         s = np.asarray(scores, dtype=np.float64)[selectable]
         self.order = selectable[np.lexsort((selectable, -s))][: self.budget]
-        self.round_size = max(1, int(round_size))
+        size = self.params.round_size or int(np.ceil(self.sample_rate * len(selectable)))
+        self.round_size = max(1, int(size))
         self.rounds_per_epoch = max(1, -(-len(self.order) // self.round_size))
 
     def next_round(self) -> RoundPlan | None:
@@ -60,18 +60,22 @@ class StaticSelector(LeadSelector):
         ids = self.order[step * self.round_size : (step + 1) * self.round_size]
         self.uses[ids] += 1
         self.losses[ids] = np.nan
-        self.plan = RoundPlan(self.round, self.arm[ids], ids, self.bandit.probabilities())
+        self.plan = RoundPlan(self.round, self.arm[ids], ids, self.arm_probs())
         return self.plan
 
 
-class IterativeRescoreSelector(LeadSelector):
+class IterativeRescoreSelector(RoundBook):
     """Each round: the current model's NLL of every eligible sample (uses < max_uses), then the `round_size`
     highest, until the unique-sample budget is spent. The scores come from the workers (`rescore_request` →
     `report_scores`); a round cannot start before all of them are in."""
 
-    def __init__(self, idu0: np.ndarray, arm: np.ndarray, group: np.ndarray, *, round_size: int, **params: Any):
-        super().__init__(idu0, arm, group, **{**params, "uniform_arms": True})
-        self.round_size = max(1, int(round_size))
+    def __init__(self, idu0: np.ndarray, arm: np.ndarray, group: np.ndarray, **params: Any):
+        super().__init__(idu0, arm, group, **params)
+        size = self.params.round_size
+        if size is None:  # rounds as large as LEAD's, on average over its arms
+            quota = np.maximum(1, np.floor(self.sample_rate * self.cell_size)) * (self.cell_size > 0)
+            size = int(np.ceil(quota.sum(axis=1).mean()))
+        self.round_size = max(1, int(size))
         self.scores = np.full(len(self.idu), np.nan)
 
     def rescore_request(self) -> np.ndarray | None:
@@ -94,7 +98,7 @@ class IterativeRescoreSelector(LeadSelector):
             raise RuntimeError("iterative_rescore: next_round before every eligible sample was scored")
         ids = eligible[np.lexsort((eligible, -self.scores[eligible]))][: self.round_size]
         ids = ids[self.within_budget(ids, self.scores)]
-        return self.start_round(ids, self.arm[ids], self.bandit.probabilities())
+        return self.start_round(ids, self.arm[ids], self.arm_probs())
 
     def end_round(self, grad: np.ndarray, step: np.ndarray) -> dict[str, Any]:
         stats = super().end_round(grad, step)
@@ -104,27 +108,3 @@ class IterativeRescoreSelector(LeadSelector):
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
         self.scores[:] = np.nan
-
-
-def build_selector(columns: dict[str, np.ndarray], params: dict[str, Any]) -> LeadSelector:
-    """LEAD or a static baseline over the enriched pool's columns (`id, arm, group, iu0`, and what it ranks by;
-    `ref_loss` for LEAD with utility: learnable)."""
-    params = dict(params)
-    kind = params.pop("selector", "lead")
-    utility = params.pop("utility", "lead")
-    round_size = params.pop("round_size", None)
-    iu0 = np.asarray(columns["iu0"], dtype=np.float64)
-    arm, group = np.asarray(columns["arm"], dtype=np.int64), np.asarray(columns["group"], dtype=np.int64)
-    if kind == "lead":
-        reference = np.asarray(columns["ref_loss"], dtype=np.float64) if utility == "learnable" else None
-        return LeadSelector(iu0, arm, group, reference_loss=reference, **params)
-    if kind == "iterative_rescore":
-        sel = IterativeRescoreSelector(iu0, arm, group, round_size=round_size or 1, **params)
-        if round_size is None:  # rounds as large as LEAD's, on average over its arms
-            quota = np.maximum(1, np.floor(sel.sample_rate * sel.cell_size)) * (sel.cell_size > 0)
-            sel.round_size = max(1, int(np.ceil(quota.sum(axis=1).mean())))
-        return sel
-    if round_size is None:
-        round_size = int(np.ceil(params.get("sample_rate", 0.015) * int((arm >= 0).sum())))
-    return StaticSelector(iu0, arm, group, scores=baseline_scores(kind, columns, params.get("seed", 0)),
-                          round_size=round_size, **params)

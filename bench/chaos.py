@@ -29,7 +29,7 @@ def run_with_kill(cfg: LeadConfig, title: str | None, after_checkpoints: int = 2
                   timeout_s: float = 600) -> tuple[dict[str, Any], int | None]:
     """Run LEAD in a thread; once `after_checkpoints` rounds are checkpointed, SIGKILL the first process titled
     `title` (None: no kill). Returns (the run's summary, the killed pid or None)."""
-    from lead_ray.run import run
+    from lead_ray.pipeline import run
 
     out: dict[str, Any] = {}
     errors: list[BaseException] = []

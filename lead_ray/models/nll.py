@@ -1,0 +1,82 @@
+"""Per-sample mean response NLL: the one definition that training, scoring and evaluation share.
+
+A row's NLL is the mean, over its assistant target tokens (with the next-token shift), of -log p(token | earlier
+tokens). The training forward pass computes it for the loss and for IDU; `batch_response_nll` computes it without
+grad for held-out evaluation and re-scoring; preparation scores `scoring_row` sequences (IU and IFD).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def collate(rows: list[tuple[np.ndarray, np.ndarray]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad (input_ids, assistant_mask) rows into tensors."""
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (ids, m) in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.from_numpy(np.asarray(ids, dtype=np.int64))
+        mask[i, : len(m)] = torch.from_numpy(np.asarray(m, dtype=bool))
+        attention[i, : len(ids)] = 1
+    return {"input_ids": input_ids, "assistant_mask": mask, "attention_mask": attention}
+
+
+def response_nll(logits: torch.Tensor, input_ids: torch.Tensor, assistant_mask: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-sample mean NLL over assistant target tokens [B], token count [B]), with the next-token shift.
+
+    The labels are shifted rather than the logits, so the big logits tensor is never copied.
+    """
+    labels = torch.full_like(input_ids, -100)
+    labels[:, :-1] = torch.where(assistant_mask[:, 1:], input_ids[:, 1:], -100)
+    token_nll = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="none").view_as(labels)
+    counts = (labels != -100).sum(dim=1).to(token_nll.dtype)
+    return token_nll.sum(dim=1) / counts.clamp_min(1), counts
+
+
+def batch_response_nll(model, store, ids: np.ndarray, batch_size: int, pad_id: int, device,
+                       autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(per-row mean response NLL [B], target-token counts [B]) for each batch of `ids`, in order, without grad.
+
+    The one forward-pass core both the training loop's evaluation and `heldout_nll` use, so they cannot drift.
+    The caller sets eval/train mode.
+    """
+    with torch.inference_mode(), autocast():
+        for s in range(0, len(ids), batch_size):
+            t = collate([store.get(int(i)) for i in ids[s : s + batch_size]], pad_id)
+            t = {k: v.to(device) for k, v in t.items()}
+            logits = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
+            yield response_nll(logits, t["input_ids"], t["assistant_mask"])
+
+
+MODES = ("full", "response")  # the sequences preparation scores per row
+
+
+def scoring_row(ids: np.ndarray, mask: np.ndarray, mode: str, start_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, mask of the tokens whose NLL counts) for one row in one mode."""
+    if mode == "full":
+        return ids, mask
+    if mode == "response":  # every assistant token, predicted from the start token and earlier response tokens
+        resp = ids[np.asarray(mask, dtype=bool)]
+        return (np.concatenate([[start_id], resp]).astype(np.int64),
+                np.concatenate([[0], np.ones(len(resp), dtype=np.int8)]).astype(np.int8))
+    raise ValueError(f"unknown scoring mode {mode!r}; expected one of {MODES}")
+
+
+def start_token_id(model_config) -> int:
+    """The token a response-only sequence starts with: BOS, else EOS, else 0."""
+    for name in ("bos_token_id", "eos_token_id"):
+        value = getattr(model_config, name, None)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is not None:
+            return int(value)
+    return 0

