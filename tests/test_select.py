@@ -1,7 +1,7 @@
 """Unit and property tests for the pure-NumPy LEAD selection code (`lead_ray.select`).
 
 Expected values in the hand-worked tests are derived in the comments next to them (from the formulas in
-docs/lead-method.md); none is obtained by calling the code under test. No Ray, no torch: the file runs in seconds.
+docs/method.md); none is obtained by calling the code under test. No Ray, no torch: the file runs in seconds.
 """
 
 from __future__ import annotations

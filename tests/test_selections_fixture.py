@@ -6,8 +6,9 @@ Regenerate only for an intended change of selection behaviour: `python tests/tes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest

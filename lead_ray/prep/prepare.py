@@ -1,4 +1,4 @@
-"""LEAD's offline preparation, as resumable stages over the ingested pool (architecture.md, "prepare").
+"""LEAD's offline preparation, as resumable stages over the ingested pool (docs/architecture.md).
 
     embed instructions → faiss spherical k-means → task group   (group_by: embedding | source)
     base model NLL(response | instruction)       → iu0 (IDU_0)
