@@ -115,7 +115,7 @@ def bench_actor(path: str, n: int, rounds: int, chunks, g: np.ndarray, workers: 
                 pending[w] = service.report.remote(ids, losses)
                 reported += len(ids)
             ray.get([p for p in pending if p is not None])
-            ray.get(service.end_round.remote(g, 1e-5, {}))
+            ray.get(service.end_round.remote(g, -1e-5 * g, plan["round"]))
             update_rate.append(reported / (time.perf_counter() - t0))
         rss = peak_rss_mb(pid)
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -67,9 +66,7 @@ def run(cfg: LeadConfig) -> dict[str, Any]:
     """Run LEAD end to end and write every output under `cfg.run_dir`. Returns the summary."""
     t_start = time.time()
     prepared = prepare_stages(cfg, cfg.run_dir)
-    out = train_with_selection(cfg, prepared)
-    out["wall_seconds"] = time.time() - t_start
-    (cfg.run_dir / "summary.json").write_text(json.dumps(out, indent=2))
+    out = train_with_selection(cfg, prepared, started=t_start)
     from lead_ray.report import write_report
 
     log(f"report: {write_report(cfg.run_dir) / 'summary.md'}")

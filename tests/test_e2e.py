@@ -59,6 +59,16 @@ def test_job_tiny_direct(ray_local, tmp_path: Path) -> None:
     assert "rows read" in proc.stdout
     s = check_run_outputs(tmp_path / "tiny", expect_max_uses=4)
     assert s["nll_after"] < s["nll_before"]
+    # the same config and seed select what the code selected before select/ and train/ were restructured
+    # (tests/fixtures/tiny_selections.parquet; byte-identical on the machine that made it, `cmp`): the choices
+    # exactly, the utilities to float precision, which another CPU's kernels may round differently
+    got = pq.read_table(tmp_path / "tiny" / "selections.parquet").to_pandas()
+    want = pq.read_table(REPO / "tests" / "fixtures" / "tiny_selections.parquet").to_pandas()
+    assert list(got.columns) == list(want.columns)
+    for col in ("round", "id", "arm", "group"):
+        assert got[col].tolist() == want[col].tolist(), col
+    for col in ("idu_before", "idu_after", "loss"):
+        np.testing.assert_allclose(got[col], want[col], rtol=1e-5, err_msg=col)
     assert s["ifd_excluded"] >= 0 and "train rows excluded (IFD > 1)" in (tmp_path / "tiny" / "report" / "summary.md"
                                                                           ).read_text()
 

@@ -45,18 +45,18 @@ def test_service_matches_pure_selector_and_restores(ray_local, tmp_path: Path) -
     pure = LeadSelector(iu0, arm, group, **PARAMS)
 
     got = _drive(lambda: ray.get(actor.next_round.remote()), lambda i, v: actor.report.remote(i, v),
-                 lambda g, u: ray.get(actor.end_round.remote(g, u, {})), 3, np.random.default_rng(1))
+                 lambda g, u: ray.get(actor.end_round.remote(g, u, -1)), 3, np.random.default_rng(1))
     want = _drive(lambda: (lambda p: None if p is None else {"ids": p.ids})(pure.next_round()), pure.report,
                   pure.end_round, 3, np.random.default_rng(1))
     assert len(got) == 3 and all(np.array_equal(a, b) for a, b in zip(got, want))
 
     snap = ray.get(actor.snapshot.remote())
     later = _drive(lambda: ray.get(actor.next_round.remote()), lambda i, v: actor.report.remote(i, v),
-                   lambda g, u: ray.get(actor.end_round.remote(g, u, {})), 2, np.random.default_rng(2))
+                   lambda g, u: ray.get(actor.end_round.remote(g, u, -1)), 2, np.random.default_rng(2))
     fresh = start_service(str(tmp_path / "enriched.parquet"), PARAMS)
     assert ray.get(fresh.restore.remote(snap)) == 3
     again = _drive(lambda: ray.get(fresh.next_round.remote()), lambda i, v: fresh.report.remote(i, v),
-                   lambda g, u: ray.get(fresh.end_round.remote(g, u, {})), 2, np.random.default_rng(2))
+                   lambda g, u: ray.get(fresh.end_round.remote(g, u, -1)), 2, np.random.default_rng(2))
     assert all(np.array_equal(a, b) for a, b in zip(later, again))
 
     summary = ray.get(fresh.summary.remote())
@@ -72,7 +72,6 @@ def test_restart_after_the_last_report_makes_workers_resend(ray_local, tmp_path:
     those losses, so end_round must refuse the stale token, and the workers' resend must fill them all in."""
     import torch
 
-    from lead_ray.train.loop import _end_round
     from lead_ray.train.reporter import LossReporter
 
     ray = ray_local
@@ -93,9 +92,9 @@ def test_restart_after_the_last_report_makes_workers_resend(ray_local, tmp_path:
         assert time.time() < deadline, "the service was not restarted"
         time.sleep(0.05)
 
-    args = (np.zeros(16), np.zeros(16), {"round": plan["round"]})
+    args = (np.zeros(16), np.zeros(16), plan["round"])
     assert ray.get(actor.end_round.remote(*args, [old])) is None  # stale token: refused, nothing ended
-    stats = _end_round(actor, reporter, rank=0, world=1, args=args)
+    stats = reporter.end_round(0, 1, *args)
     assert stats is not None and stats["round"] == plan["round"] and reporter.incarnation != old
     sel = ray.get(actor.selections.remote())
     assert len(sel["id"]) == len(plan["ids"]) and not np.isnan(sel["loss"]).any()

@@ -83,18 +83,17 @@ class SelectionService:
         self.selector.report_scores(ids, nll)
         return self.incarnation
 
-    def end_round(self, grad: np.ndarray, step: np.ndarray, extra: dict[str, Any],
+    def end_round(self, grad: np.ndarray, step: np.ndarray, round_index: int,
                   incarnations: list[str | None] | None = None) -> dict[str, Any] | None:
-        """End the round. `incarnations` are the tokens the workers last got from `report`: if any differs from
-        this incarnation, some of the round's losses may have died with an earlier one, so the answer is None
-        and the workers send the round's losses again before asking once more."""
+        """End round `round_index`. `incarnations` are the tokens the workers last got from `report`: if any
+        differs from this incarnation, some of the round's losses may have died with an earlier one, so the answer
+        is None and the workers send the round's losses again before asking once more."""
         s = self.selector
-        if s.plan is None and s.round_stats and s.round_stats[-1]["round"] == extra.get("round"):
+        if s.plan is None and s.round_stats and s.round_stats[-1]["round"] == round_index:
             return s.round_stats[-1]  # a retry after a restart: this round is already done
         if incarnations is not None and any(t != self.incarnation for t in incarnations):
             return None
         stats = s.end_round(grad, step)
-        stats.update(extra)
         self._persist()
         return stats
 

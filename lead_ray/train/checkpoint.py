@@ -1,9 +1,11 @@
-"""Round checkpoints (trainable weights as safetensors, optimizer via weights_only, selection snapshot)."""
+"""Round checkpoints: trainable weights as safetensors, the optimizer via weights_only, the selection snapshot, and
+the training metrics so far (metrics.jsonl)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import ray
 import torch
@@ -15,12 +17,24 @@ def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_training_state(folder: Path, model, optimizer, snapshot: dict[str, bytes], step: int,
-                        nll_before: float, selection_seconds: float = 0.0) -> None:
+                        nll_before: float, selection_seconds: float = 0.0,
+                        history: list[dict[str, Any]] | None = None) -> None:
     save_file(_trainable_state(model), str(folder / "trainable.safetensors"))
     torch.save(optimizer.state_dict(), folder / "optimizer.pt")
     write_snapshot(folder / "selection", snapshot)
     (folder / "train_state.json").write_text(json.dumps({"step": step, "nll_before": nll_before,
-                                                               "selection_seconds": selection_seconds}))
+                                                          "selection_seconds": selection_seconds}))
+    write_history(folder, history or [])
+
+
+def write_history(folder: Path, history: list[dict[str, Any]]) -> None:
+    """Each round's training metrics, one JSON line per round."""
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in history))
+
+
+def read_history(folder: Path) -> list[dict[str, Any]]:
+    path = folder / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def write_snapshot(folder: Path, snapshot: dict[str, bytes]) -> None:
@@ -30,9 +44,9 @@ def write_snapshot(folder: Path, snapshot: dict[str, bytes]) -> None:
         (folder / name).write_bytes(data)
 
 
-def load_training_state(folder: Path, model, optimizer, service) -> tuple[int, float, float]:
+def load_training_state(folder: Path, model, optimizer, service) -> dict[str, Any]:
     """Restore weights and optimizer; rank 0 also restores the SelectionService from the same checkpoint.
-    Returns (optimizer step, held-out NLL before training, selection seconds so far)."""
+    Returns the optimizer step, the held-out NLL before training, the selection seconds and the metrics so far."""
     weights = load_file(str(folder / "trainable.safetensors"))
     missing = set(_trainable_state(model)) - set(weights)
     if missing:
@@ -43,7 +57,8 @@ def load_training_state(folder: Path, model, optimizer, service) -> tuple[int, f
         files = {p.name: p.read_bytes() for p in (folder / "selection").iterdir()}
         ray.get(service.restore.remote(files))
     state = json.loads((folder / "train_state.json").read_text())
-    return int(state["step"]), float(state["nll_before"]), float(state.get("selection_seconds", 0.0))
+    return {"step": int(state["step"]), "nll_before": float(state["nll_before"]),
+            "selection_seconds": float(state.get("selection_seconds", 0.0)), "history": read_history(folder)}
 
 
 def save_final_model(folder: Path, model, tokenizer, merge: bool) -> None:

@@ -20,20 +20,23 @@ from lead_ray.data.prepared import PreparedPool
 from lead_ray.runtime.folders import FINISHED, claim_folder, log, publish_outputs
 from lead_ray.runtime.stages import mark_stage, stage_current, stage_key
 from lead_ray.select.params import SelectionParams
+from lead_ray.train.checkpoint import read_history
 
 
 class RunError(RuntimeError):
     """A run that failed after it started; the message is one line and points at the details."""
 
 
-def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: list | None = None) -> dict[str, Any]:
-    """Start this run's SelectionService, run the TorchTrainer, and write the run's outputs."""
+def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: list | None = None,
+                         started: float | None = None) -> dict[str, Any]:
+    """Start this run's SelectionService, run the TorchTrainer, and write the run's outputs. `started`: when the
+    run began (its `wall_seconds` count from there; default now)."""
     import ray
 
     from lead_ray.select.service import start_service
     from lead_ray.train.trainer import build_trainer
 
-    t_start = time.time()
+    t_start = started or time.time()
     run_dir = cfg.run_dir
     claim_folder(run_dir)
     enriched = pq.read_table(prepared.enriched, columns=["id", "split", "ifd_excluded"])
@@ -73,9 +76,11 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
     summary = ray.get(service.summary.remote())
     sel = ray.get(service.selections.remote())
     pq.write_table(pa.table({k: np.asarray(v) for k, v in sel.items()}), staging / "selections.parquet")
-    with open(staging / "metrics.jsonl", "w") as f:
+    training = {m["round"]: m for m in read_history(Path(result.checkpoint.path))}  # what the workers reported
+    with open(staging / "metrics.jsonl", "w") as f:  # per round: selection stats joined with training metrics
         for s in summary["round_stats"]:
-            f.write(json.dumps({k: v for k, v in s.items() if k not in ("arms", "arm_probs")}) + "\n")
+            selection = {k: v for k, v in s.items() if k not in ("arms", "arm_probs")}
+            f.write(json.dumps({**selection, **training.get(s["round"], {})}) + "\n")
         f.write(json.dumps({"final": True, **final}) + "\n")
     with open(staging / "bandit.jsonl", "w") as f:
         for s in summary["round_stats"]:

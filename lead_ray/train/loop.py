@@ -1,14 +1,19 @@
 """train_loop_per_worker: one long fit; each round asks the SelectionService what to train on.
 
-The per-sample losses that feed IDU come from the training forward pass itself (no extra inference).
+    setup → resume → for each round: plan_round → train_round → end the round → save_round → finish
+
+The per-sample losses that feed IDU come from the training forward pass itself (no extra inference). Training
+metrics travel the Ray Train way (`ray.train.report`); rank 0 also keeps their history in every checkpoint, so the
+run's metrics.jsonl survives restarts. The selection actor holds selection state only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,213 +22,258 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
-import torch.distributed as dist
 
 from lead_ray.config import LeadConfig
 from lead_ray.data.store import RowStore
+from lead_ray.models.load import cpu_threads, load_model, load_tokenizer
 from lead_ray.models.nll import batch_response_nll, collate, response_nll
+from lead_ray.train.checkpoint import (
+    load_training_state,
+    save_final_model,
+    save_training_state,
+    write_history,
+    write_snapshot,
+)
+from lead_ray.train.collective import all_sum, broadcast
 from lead_ray.train.direction import RoundDirectionTracker, direction_parameters
 from lead_ray.train.reporter import LossReporter
 
 
-def _broadcast(obj: Any, world: int) -> Any:
-    if world == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+@dataclass
+class Worker:
+    """What a worker sets up once: config, its place in the group, the model and optimizer, the row store."""
+
+    cfg: LeadConfig
+    service: Any
+    rank: int
+    world: int
+    device: torch.device
+    use_bf16: bool
+    base: torch.nn.Module  # the model before DDP wrapping: what is saved and evaluated
+    model: torch.nn.Module
+    tokenizer: Any
+    optimizer: torch.optim.Optimizer
+    trainable: list[torch.nn.Parameter]
+    tracker: RoundDirectionTracker | None  # rank 0 only: ḡ and u for ΔL′
+    store: RowStore
+    eval_ids: np.ndarray
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bool(self.use_bf16))
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
 
 
-def _gather(obj: Any, world: int) -> list[Any]:
-    if world == 1:
-        return [obj]
-    box: list[Any] = [None] * world
-    dist.all_gather_object(box, obj)
-    return box
+@dataclass
+class Progress:
+    """What a checkpoint carries besides weights and selection state."""
 
-
-def _end_round(service, reporter: LossReporter, rank: int, world: int, args: tuple | None) -> dict | None:
-    """Rank 0 ends the round once the service holds every loss of it: a service that restarted after a worker's
-    last report answers None, and every worker sends the round's losses again. Rank 0 gets the stats."""
-    while True:
-        reporter.flush()
-        tokens = _gather(reporter.incarnation, world)
-        stats = ray.get(service.end_round.remote(*args, tokens)) if rank == 0 else None
-        if _broadcast(stats is not None if rank == 0 else None, world):
-            return stats
-        reporter.resend()
-
-
-def _all_sum(values: list[float], world: int) -> list[float]:
-    if world == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def evaluate(model, store: RowStore, ids: np.ndarray, batch_size: int, pad_id: int, device, autocast) -> float:
-    """Token-weighted mean response NLL over this worker's share of the held-out rows, summed over workers."""
-    world = ray.train.get_context().get_world_size()
-    total, tokens = 0.0, 0.0
-    if len(ids) == 0 and world == 1:
-        return float("nan")
-    model.eval()
-    for nll, counts in batch_response_nll(model, store, ids, batch_size, pad_id, device, autocast):
-        total += float((nll * counts).sum())
-        tokens += float(counts.sum())
-    model.train()
-    total, tokens = _all_sum([total, tokens], world)
-    return total / tokens if tokens else float("nan")
-
-
-def rescore(service, model, store: RowStore, ids: np.ndarray, batch_size: int, pad_id: int, device,
-            autocast) -> None:
-    """iterative_rescore's extra pass: this worker's share of the eligible pool, scored with the current model."""
-    model.eval()
-    parts = [nll.float().cpu().numpy()
-             for nll, _ in batch_response_nll(model, store, ids, batch_size, pad_id, device, autocast)]
-    model.train()
-    ray.get(service.report_scores.remote(ids, np.concatenate(parts) if parts else np.zeros(0, np.float32)))
+    step: int = 0
+    nll_before: float | None = None
+    selection_seconds: float = 0.0  # what the loop waits on selection: service calls and any re-scoring pass
+    history: list[dict[str, Any]] = field(default_factory=list)  # rank 0: each round's training metrics
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    w = setup(config)
+    progress = resume(w)
+    if progress is None:
+        return  # the group died after the run had finished: nothing left to train
+    reporter = LossReporter(w.service)
+    while (plan := plan_round(w, progress)) is not None:
+        metrics = train_round(w, progress, plan, reporter)
+        t_select = time.time()
+        metrics["selection_seconds"] = progress.selection_seconds  # cumulative, up to this round's plan
+        grad, step = w.tracker.end_round() if w.tracker is not None else (None, None)
+        stats = reporter.end_round(w.rank, w.world, grad, step, int(plan["round"]))
+        progress.selection_seconds += time.time() - t_select
+        save_round(w, progress, metrics, stats)
+    finish(w, progress)
+
+
+def setup(config: dict[str, Any]) -> Worker:
     cfg = LeadConfig(**config["cfg"])
-    service, model_path, pool_dir = config["service"], config["model_path"], Path(config["pool_dir"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.seed + rank)
-    if not torch.cuda.is_available():  # Ray pins OMP threads to 1 CPU per worker; use this node's share
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
-    device = ray.train.torch.get_device()
-    use_bf16 = cfg.bf16 if cfg.bf16 is not None else (cfg.use_gpu and torch.cuda.is_available())
-
-    def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(use_bf16))
-
-    from lead_ray.models.load import load_model, load_tokenizer
-
-    tokenizer = load_tokenizer(model_path, cfg.trust_remote_code)
+    cpu_threads(ctx.get_local_world_size())  # Ray pins OMP threads to 1 CPU per worker; use this node's share
+    tokenizer = load_tokenizer(config["model_path"], cfg.trust_remote_code)
     lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout} if cfg.use_lora else None
-    base = load_model(model_path, trust_remote_code=cfg.trust_remote_code, lora=lora)
-    num_layers = base.config.num_hidden_layers
+    base = load_model(config["model_path"], trust_remote_code=cfg.trust_remote_code, lora=lora)
     model = ray.train.torch.prepare_model(base)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     which = cfg.loss_change_params if cfg.loss_change_params != "auto" else "all" if cfg.use_lora else "last_block"
-    tracker = RoundDirectionTracker(direction_parameters(base, which, num_layers), cfg.loss_change_sketch_dim,
-                                    cfg.seed) if rank == 0 else None
-    store = RowStore(pool_dir / "pool.arrow")
+    tracker = RoundDirectionTracker(direction_parameters(base, which, base.config.num_hidden_layers),
+                                    cfg.loss_change_sketch_dim, cfg.seed) if rank == 0 else None
+    use_bf16 = cfg.bf16 if cfg.bf16 is not None else (cfg.use_gpu and torch.cuda.is_available())
     eval_ids = np.asarray(config["eval_ids"], dtype=np.int64)[: cfg.eval_max_samples][rank::world]
-    pad_id = tokenizer.pad_token_id
+    return Worker(cfg, config["service"], rank, world, ray.train.torch.get_device(), bool(use_bf16), base, model,
+                  tokenizer, optimizer, trainable, tracker, RowStore(Path(config["pool_dir"]) / "pool.arrow"),
+                  eval_ids)
 
-    step, nll_before = 0, None
-    selection_seconds = 0.0  # what the loop waits on selection: service calls and any re-scoring pass
+
+def resume(w: Worker) -> Progress | None:
+    """Progress from the latest checkpoint (rank 0 restores the service from it too), or a fresh start; None if
+    that checkpoint is the final one."""
+    service = w.service if w.rank == 0 else None
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None and _report_again_if_final(checkpoint, service if rank == 0 else None):
-        return  # the group died after the run had finished: nothing left to train
-    if checkpoint is None and rank == 0:
+    if checkpoint is not None and _report_again_if_final(checkpoint, service):
+        return None
+    progress = Progress()
+    if checkpoint is None and service is not None:
         ray.get(service.reset.remote())  # no checkpoint: the model starts from the base, so must selection
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            from lead_ray.train.checkpoint import load_training_state
+            state = load_training_state(Path(d), w.base, w.optimizer, service)
+        progress = Progress(state["step"], state["nll_before"], state["selection_seconds"], state["history"])
+        _log(w, f"resumed from checkpoint at optimizer step {progress.step}")
+    if progress.nll_before is None:
+        progress.nll_before = evaluate(w)
+        _log(w, f"held-out NLL before training: {progress.nll_before:.4f}")
+    return progress
 
-            step, nll_before, selection_seconds = load_training_state(Path(d), base, optimizer,
-                                                                      service if rank == 0 else None)
-        if rank == 0:
-            print(f"[lead-ray] resumed from checkpoint at optimizer step {step}", flush=True)
-    if nll_before is None:
-        nll_before = evaluate(base, store, eval_ids, cfg.eval_batch_size, pad_id, device, autocast)
-        if rank == 0:
-            print(f"[lead-ray] held-out NLL before training: {nll_before:.4f}", flush=True)
 
-    micro = cfg.per_device_train_batch_size
-    reporter = LossReporter(service)
+def plan_round(w: Worker, progress: Progress) -> dict[str, Any] | None:
+    """The next round's plan on every rank (None: the run is over), after any re-scoring the selector asks for."""
     while True:
         t_select = time.time()
-        plan = _broadcast(ray.get(service.next_round.remote()) if rank == 0 else None, world)
+        plan = broadcast(ray.get(w.service.next_round.remote()) if w.rank == 0 else None, w.world)
         if plan is not None and "rescore" in plan:
-            rescore(service, base, store, plan["rescore"][rank::world], cfg.eval_batch_size, pad_id, device,
-                    autocast)
-            _all_sum([0.0], world)  # a barrier: every worker's scores are in before rank 0 asks again
-        selection_seconds += time.time() - t_select
-        if plan is None:
-            break
-        if "rescore" in plan:
-            continue
-        t0 = time.time()
-        torch.manual_seed(cfg.seed + 1000 * int(plan["round"]) + rank)  # dropout etc.: the same after a restart
-        # the round's rows in a seeded order, as a data loader shuffles (the same order again after a restart)
-        ids = plan["ids"][np.random.default_rng([cfg.seed, int(plan["round"])]).permutation(len(plan["ids"]))]
-        padded = np.concatenate([ids, np.full(-len(ids) % (micro * world), -1, dtype=np.int64)])
-        mine = padded[rank::world]
-        if tracker is not None:
-            tracker.start_round()
-        reporter.start_round()
-        lrs, losses_sum, tokens_sum, n_micro, n_tokens = [], 0.0, 0.0, 0, 0
-        model.train()
-        for s in range(0, len(mine), micro):
-            chunk = mine[s : s + micro]
-            real = chunk >= 0
-            rows = [store.get(int(i if i >= 0 else ids[0])) for i in chunk]
-            t = {k: v.to(device) for k, v in collate(rows, pad_id).items()}
-            with autocast():
-                logits = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
-            nll, counts = response_nll(logits, t["input_ids"], t["assistant_mask"])
-            weight = counts * torch.from_numpy(real).to(device)
-            loss = (nll * weight).sum() / weight.sum().clamp_min(1.0)
-            (loss / cfg.gradient_accumulation_steps).backward()
-            n_micro += 1
-            if n_micro % cfg.gradient_accumulation_steps == 0:
-                lrs.append(_optimizer_step(cfg, model, optimizer, trainable, step, tracker))
-                step += 1
-            if real.any():
-                reporter.add(chunk[real], nll[torch.from_numpy(real).to(device)])
-            losses_sum += float((nll.detach() * weight).sum())
-            n_tokens += int(t["attention_mask"][torch.from_numpy(real).to(device)].sum())
-            tokens_sum += float(weight.sum())
-        if n_micro % cfg.gradient_accumulation_steps:
-            lrs.append(_optimizer_step(cfg, model, optimizer, trainable, step, tracker))
-            step += 1
-        reporter.flush()
-        losses_sum, tokens_sum, n_tokens = _all_sum([losses_sum, tokens_sum, n_tokens], world)  # a barrier too
-        metrics = {"round": int(plan["round"]), "train_loss": losses_sum / max(tokens_sum, 1.0),
-                   "num_samples": len(ids), "num_tokens": int(n_tokens), "round_seconds": time.time() - t0,
-                   "step": step}
-        if cfg.eval_every_round:
-            metrics["eval_nll"] = evaluate(base, store, eval_ids, cfg.eval_batch_size, pad_id, device, autocast)
-        metrics["learning_rate"] = float(np.mean(lrs)) if lrs else cfg.learning_rate
-        t_select = time.time()
-        metrics["selection_seconds"] = selection_seconds  # cumulative, up to this round's plan
-        stats = _end_round(service, reporter, rank, world,
-                           (*tracker.end_round(), dict(metrics)) if rank == 0 else None)
-        selection_seconds += time.time() - t_select
-        with tempfile.TemporaryDirectory() as d:
-            if rank == 0:
-                print(f"[lead-ray] round {plan['round']}: arm {sorted(set(plan['arms'].tolist()))} "
-                      f"{len(ids)} samples, loss {metrics['train_loss']:.4f}, unique {stats['num_unique']}/"
-                      f"{stats['budget']}, {metrics['round_seconds']:.1f}s", flush=True)
-                from lead_ray.train.checkpoint import save_training_state
+            rescore(w, plan["rescore"][w.rank :: w.world])
+            all_sum([0.0], w.world)  # a barrier: every worker's scores are in before rank 0 asks again
+        progress.selection_seconds += time.time() - t_select
+        if plan is None or "rescore" not in plan:
+            return plan
 
-                save_training_state(Path(d), base, optimizer, ray.get(service.snapshot.remote()), step, nll_before,
-                                    selection_seconds)
-            ckpt = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
-            ray.train.report({**metrics, "nll_before": nll_before}, checkpoint=ckpt)
 
-    nll_after = evaluate(base, store, eval_ids, cfg.eval_batch_size, pad_id, device, autocast)
+def train_round(w: Worker, progress: Progress, plan: dict[str, Any], reporter: LossReporter) -> dict[str, Any]:
+    """One pass over the round's rows; each micro-batch's per-row losses go to the service as they come."""
+    cfg, t0, round_index = w.cfg, time.time(), int(plan["round"])
+    torch.manual_seed(cfg.seed + 1000 * round_index + w.rank)  # dropout etc.: the same after a restart
+    # the round's rows in a seeded order, as a data loader shuffles (the same order again after a restart)
+    ids = plan["ids"][np.random.default_rng([cfg.seed, round_index]).permutation(len(plan["ids"]))]
+    micro = cfg.per_device_train_batch_size
+    mine = np.concatenate([ids, np.full(-len(ids) % (micro * w.world), -1, dtype=np.int64)])[w.rank :: w.world]
+    if w.tracker is not None:
+        w.tracker.start_round()
+    reporter.start_round()
+    lrs, totals, n_micro = [], np.zeros(3), 0  # totals: loss x tokens, target tokens, input tokens
+    w.model.train()
+    for s in range(0, len(mine), micro):
+        totals += train_micro_batch(w, mine[s : s + micro], ids[0], reporter, cfg.gradient_accumulation_steps)
+        n_micro += 1
+        if n_micro % cfg.gradient_accumulation_steps == 0:
+            lrs.append(optimizer_step(w, progress.step))
+            progress.step += 1
+    if n_micro % cfg.gradient_accumulation_steps:
+        lrs.append(optimizer_step(w, progress.step))
+        progress.step += 1
+    reporter.flush()
+    loss_sum, target_tokens, n_tokens = all_sum(totals.tolist(), w.world)  # a barrier too
+    metrics = {"round": round_index, "train_loss": loss_sum / max(target_tokens, 1.0), "num_samples": len(ids),
+               "num_tokens": int(n_tokens), "round_seconds": time.time() - t0, "step": progress.step}
+    if cfg.eval_every_round:
+        metrics["eval_nll"] = evaluate(w)
+    metrics["learning_rate"] = float(np.mean(lrs)) if lrs else cfg.learning_rate
+    return metrics
+
+
+def train_micro_batch(w: Worker, chunk: np.ndarray, filler: int, reporter: LossReporter,
+                      accumulation: int) -> np.ndarray:
+    """Forward + backward of one micro-batch (-1 ids pad the last one: weight 0, not reported). Returns
+    (loss x target tokens, target tokens, input tokens) of its real rows."""
+    real = chunk >= 0
+    rows = [w.store.get(int(i if i >= 0 else filler)) for i in chunk]
+    t = {k: v.to(w.device) for k, v in collate(rows, w.pad_id).items()}
+    with w.autocast():
+        logits = w.model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
+    nll, counts = response_nll(logits, t["input_ids"], t["assistant_mask"])
+    real_t = torch.from_numpy(real).to(w.device)
+    weight = counts * real_t
+    loss = (nll * weight).sum() / weight.sum().clamp_min(1.0)
+    (loss / accumulation).backward()
+    if real.any():
+        reporter.add(chunk[real], nll[real_t])
+    return np.array([float((nll.detach() * weight).sum()), float(weight.sum()),
+                     int(t["attention_mask"][real_t].sum())])
+
+
+def optimizer_step(w: Worker, step: int) -> float:
+    cfg = w.cfg
+    if w.tracker is not None:
+        w.tracker.add_step()  # ḡ for ΔL′: the step's gradient before clipping
+    lr = cfg.learning_rate * cfg.lr_decay ** (step // cfg.lr_decay_every)
+    for group in w.optimizer.param_groups:
+        group["lr"] = lr
+    if cfg.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(w.trainable, cfg.max_grad_norm)
+    w.optimizer.step()
+    w.optimizer.zero_grad(set_to_none=True)
+    return lr
+
+
+def save_round(w: Worker, progress: Progress, metrics: dict[str, Any], stats: dict[str, Any] | None) -> None:
+    """Round checkpoint (rank 0 writes it: weights, optimizer, selection snapshot, metrics history) + report."""
     with tempfile.TemporaryDirectory() as d:
-        if rank == 0:
-            print(f"[lead-ray] held-out NLL after training: {nll_after:.4f} (before {nll_before:.4f})", flush=True)
-            from lead_ray.train.checkpoint import save_final_model, write_snapshot
+        if w.rank == 0:
+            progress.history.append(metrics)
+            arms = sorted({a["arm"] for a in stats["arms"]})
+            _log(w, f"round {metrics['round']}: arm {arms} {metrics['num_samples']} samples, loss "
+                    f"{metrics['train_loss']:.4f}, unique {stats['num_unique']}/{stats['budget']}, "
+                    f"{metrics['round_seconds']:.1f}s")
+            save_training_state(Path(d), w.base, w.optimizer, ray.get(w.service.snapshot.remote()), progress.step,
+                                progress.nll_before, progress.selection_seconds, progress.history)
+        ckpt = ray.train.Checkpoint.from_directory(d) if w.rank == 0 else None
+        ray.train.report({**metrics, "nll_before": progress.nll_before}, checkpoint=ckpt)
 
-            save_final_model(Path(d), base, tokenizer, merge=cfg.merge_adapter)
-            write_snapshot(Path(d) / "selection", ray.get(service.snapshot.remote()))
-            (Path(d) / "final.json").write_text(json.dumps({"nll_before": nll_before, "nll_after": nll_after,
-                                                            "selection_seconds": selection_seconds}))
-        ckpt = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
-        ray.train.report({"final": 1, "nll_before": nll_before, "nll_after": nll_after, "eval_nll": nll_after,
-                          "step": step},
-                         checkpoint=ckpt)
+
+def finish(w: Worker, progress: Progress) -> None:
+    """Held-out NLL after training, then the final checkpoint: the model, selection state and metrics history."""
+    nll_after = evaluate(w)
+    with tempfile.TemporaryDirectory() as d:
+        if w.rank == 0:
+            _log(w, f"held-out NLL after training: {nll_after:.4f} (before {progress.nll_before:.4f})")
+            save_final_model(Path(d), w.base, w.tokenizer, merge=w.cfg.merge_adapter)
+            write_snapshot(Path(d) / "selection", ray.get(w.service.snapshot.remote()))
+            (Path(d) / "final.json").write_text(json.dumps({"nll_before": progress.nll_before,
+                                                            "nll_after": nll_after,
+                                                            "selection_seconds": progress.selection_seconds}))
+            write_history(Path(d), progress.history)
+        ckpt = ray.train.Checkpoint.from_directory(d) if w.rank == 0 else None
+        ray.train.report({"final": 1, "nll_before": progress.nll_before, "nll_after": nll_after,
+                          "eval_nll": nll_after, "step": progress.step}, checkpoint=ckpt)
+
+
+def evaluate(w: Worker) -> float:
+    """Token-weighted mean response NLL over the held-out rows, summed over workers."""
+    total, tokens = 0.0, 0.0
+    if len(w.eval_ids) == 0 and w.world == 1:
+        return float("nan")
+    w.base.eval()
+    for nll, counts in batch_response_nll(w.base, w.store, w.eval_ids, w.cfg.eval_batch_size, w.pad_id, w.device,
+                                          w.autocast):
+        total += float((nll * counts).sum())
+        tokens += float(counts.sum())
+    w.base.train()
+    total, tokens = all_sum([total, tokens], w.world)
+    return total / tokens if tokens else float("nan")
+
+
+def rescore(w: Worker, ids: np.ndarray) -> None:
+    """iterative_rescore's extra pass: this worker's share of the eligible pool, scored with the current model."""
+    w.base.eval()
+    parts = [nll.float().cpu().numpy() for nll, _ in
+             batch_response_nll(w.base, w.store, ids, w.cfg.eval_batch_size, w.pad_id, w.device, w.autocast)]
+    w.base.train()
+    ray.get(w.service.report_scores.remote(ids, np.concatenate(parts) if parts else np.zeros(0, np.float32)))
+
+
+def _log(w: Worker, msg: str) -> None:
+    if w.rank == 0:
+        print(f"[lead-ray] {msg}", flush=True)
 
 
 def _report_again_if_final(checkpoint: ray.train.Checkpoint, service) -> bool:
@@ -244,17 +294,3 @@ def _report_again_if_final(checkpoint: ray.train.Checkpoint, service) -> bool:
             ckpt = ray.train.Checkpoint.from_directory(copy) if service is not None else None
             ray.train.report({"final": 1, **metrics, "eval_nll": metrics["nll_after"]}, checkpoint=ckpt)
     return True
-
-
-def _optimizer_step(cfg: LeadConfig, model, optimizer, trainable, step: int,
-                    tracker: RoundDirectionTracker | None) -> float:
-    if tracker is not None:
-        tracker.add_step()  # ḡ for ΔL′: the step's gradient before clipping
-    lr = cfg.learning_rate * cfg.lr_decay ** (step // cfg.lr_decay_every)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    if cfg.max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return lr

@@ -2,7 +2,7 @@
 
 The reporter keeps the round's losses until the round ends: if the service restarted meanwhile (its incarnation
 token changed, seen on a report or at `end_round`), everything of this round is sent again, so a crash of the
-service loses nothing.
+service loses nothing. `end_round` hides that handshake from the loop.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import ray
 import torch
+
+from lead_ray.train.collective import broadcast, gather
 
 
 class LossReporter:
@@ -63,3 +65,16 @@ class LossReporter:
         """Send what is buffered and wait until the service has every loss (call before end_round)."""
         self._send()
         self._wait()
+
+    def end_round(self, rank: int, world: int, grad: np.ndarray | None, step: np.ndarray | None,
+                  round_index: int) -> dict | None:
+        """Rank 0 ends the round (with ḡ and u) once the service holds every loss of it: a service that restarted
+        after a worker's last report answers None, and every worker sends the round's losses again. Returns the
+        round's selection stats on rank 0, None elsewhere."""
+        while True:
+            self.flush()
+            tokens = gather(self.incarnation, world)
+            stats = ray.get(self.service.end_round.remote(grad, step, round_index, tokens)) if rank == 0 else None
+            if broadcast(stats is not None if rank == 0 else None, world):
+                return stats
+            self.resend()
