@@ -1,4 +1,7 @@
-"""Shared fixtures: a real local Ray instance (per module, so `ray stop` tests cannot kill it) and the tiny model."""
+"""Shared fixtures: one real local Ray instance for the whole session, and the tiny model.
+
+No test may stop Ray instances it did not start (`ray stop --force` would kill this one): tests/test_job_submit.py
+stops only the head it started."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile("explore" if os.environ.get("LEAD_RAY_FUZZ_RANDOM") == "1" else "reproducible")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_local():
     import ray
 

@@ -33,15 +33,17 @@ def test_ray_job_submit_tiny(tmp_path: Path) -> None:
     ray = str(bin_dir / "ray")
     port, dash = _free_port(), _free_port()
     subprocess.run([ray, "get-auth-token", "--generate"], env=env, capture_output=True, timeout=60, check=True)
-    start = subprocess.run([ray, "start", "--head", f"--port={port}",
-                            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4",
-                            "--include-dashboard=true", "--disable-usage-stats"],
-                           env=env, capture_output=True, text=True, timeout=120)
-    assert start.returncode == 0, start.stderr[-2000:]
+    # --block: the head's processes are this process's descendants, so the test stops exactly them (never
+    # `ray stop --force`, which kills every Ray instance on the host, the suite's shared one too)
+    head = subprocess.Popen([ray, "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
+                             f"--dashboard-port={dash}", "--num-cpus=4", "--include-dashboard=true",
+                             "--disable-usage-stats", "--block"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         address = f"http://127.0.0.1:{dash}"
         deadline = time.time() + 60
-        while time.time() < deadline:  # the job server comes up a moment after `ray start` returns
+        while time.time() < deadline:  # the job server comes up a moment after the head starts
+            assert head.poll() is None, "ray start --head exited"
             if subprocess.run([ray, "job", "list", "--address", address], env=env, capture_output=True).returncode == 0:
                 break
             time.sleep(1)
@@ -68,4 +70,22 @@ def test_ray_job_submit_tiny(tmp_path: Path) -> None:
         assert len((out / "sw" / "trials.csv").read_text().strip().splitlines()) == 3  # header + 2 trials
         assert (out / "sw" / "best_config.yaml").exists()
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _stop_tree(head)
+
+
+def _stop_tree(head: subprocess.Popen) -> None:
+    """Stop the `ray start --block` process and every process it started."""
+    import psutil
+
+    tree = psutil.Process(head.pid).children(recursive=True)
+    head.terminate()
+    try:
+        head.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        head.kill()
+    for p in tree:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(tree, timeout=30)
