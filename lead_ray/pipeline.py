@@ -52,7 +52,7 @@ def prepare_stages(cfg: LeadConfig, data_dir: Path) -> PreparedPool:
     if stage_current(pool_dir, ingest_key):
         log("ingest: up to date, skipped")
     else:
-        log("ingest: read → normalise → tokenize (Ray Data)")
+        log("ingest: read → normalize → tokenize (Ray Data)")
         summary = ingest(files, model_path, pool_dir, max_length=cfg.max_length, eval_fraction=cfg.eval_fraction,
                          max_samples=cfg.max_samples, trust_remote_code=cfg.trust_remote_code, dedup=cfg.dedup)
         mark_stage(pool_dir, ingest_key)

@@ -187,3 +187,18 @@ def test_project_is_mounted_and_installed() -> None:
     cfg = _load()
     assert cfg["file_mounts"] == {"/home/ray/lead-ray": "."}
     assert "pip install -e /home/ray/lead-ray" in cfg["setup_commands"]
+
+
+RAY_INTERNAL_PORTS = (6379, 10001)  # GCS and Ray Client: unauthenticated; cluster.yaml's header says never open them
+
+
+@pytest.mark.parametrize("port", RAY_INTERNAL_PORTS)
+def test_cluster_yaml_opens_no_ray_internal_port(port: int) -> None:
+    assert _ports_opened(_load(), port) == []
+
+
+def test_cluster_yaml_port_check_catches_open_rules() -> None:
+    bad = {"provider": {"security_group": {"IpPermissions": [{"IpProtocol": "tcp", "FromPort": 6000, "ToPort": 11000}]}}}
+    assert all(len(_ports_opened(bad, p)) == 1 for p in RAY_INTERNAL_PORTS)
+    assert _rule_opens_port({"IpProtocol": "-1"}, 6379)
+    assert not _rule_opens_port({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22}, 6379)

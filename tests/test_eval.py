@@ -18,7 +18,7 @@ from lead_ray.config import LeadConfig, load_config
 from lead_ray.data.store import RowStore, StoreWriter
 from lead_ray.data.tokenize import tokenize_messages
 from lead_ray.eval import EVAL_FILE, evaluate_run, main_eval
-from lead_ray.eval.generate import exact_match, greedy_generate, last_number, normalise, split_prompt
+from lead_ray.eval.generate import exact_match, greedy_generate, last_number, normalize_answer, split_prompt
 from lead_ray.eval.nll import heldout_nll
 from lead_ray.models.load import load_model, load_tokenizer
 from lead_ray.models.nll import response_nll
@@ -198,14 +198,14 @@ def test_batched_left_padded_generation_equals_unpadded_greedy(memorised, base_m
         refs = [_manual_greedy(model, tok, p, 12) for p in prompts]
         out = exact_match(model, tok, list(zip(prompts, refs, strict=True)), batch_size=5, max_new_tokens=12)
         assert out["accuracy"] == 1.0, [(e["generated"], e["reference"]) for e in out["examples"]]
-    assert len({normalise(r) for r in refs}) == 1  # the base model babbles the same for every prompt ...
+    assert len({normalize_answer(r) for r in refs}) == 1  # the base model babbles the same for every prompt ...
     memorised_refs = [_manual_greedy(memorised, tok, p, 12) for p in prompts]
     assert len(set(memorised_refs)) >= 3  # ... the memorised one does not, so padding mistakes would show
     assert greedy_generate(memorised, tok, prompts, 2, 12) == memorised_refs
 
 
-def test_normalise_last_number_and_split_prompt() -> None:
-    assert normalise("  2 + 3\n\t=  5 ") == "2 + 3 = 5"
+def test_normalize_answer_last_number_and_split_prompt() -> None:
+    assert normalize_answer("  2 + 3\n\t=  5 ") == "2 + 3 = 5"
     assert last_number("968 divided by 7 is 138 remainder 2") == "2"
     assert last_number("total: 1,200.50 dollars") == "1200.5" and last_number("-0.0") == "0"
     assert last_number("the answer is 100") == last_number("100.0") == "100"

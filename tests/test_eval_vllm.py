@@ -19,7 +19,7 @@ import torch
 
 from lead_ray.config import LeadConfig
 from lead_ray.eval import EVAL_FILE, evaluate_run, load_eval_model, main_eval
-from lead_ray.eval.generate import greedy_generate, last_number, normalise, split_prompt
+from lead_ray.eval.generate import greedy_generate, last_number, normalize_answer, split_prompt
 from lead_ray.eval.generate_vllm import servable_folder
 from lead_ray.models.load import load_model, load_tokenizer, resolve_model_path
 from tests.conftest import CACHE
@@ -120,7 +120,7 @@ def test_vllm_exact_match_equals_hf_greedy(smollm2: str) -> None:
     assert same >= 7, list(zip(generated, hf, strict=True))
     assert out["n"] == 8 and [e["prompt"] for e in out["examples"]] == [p[-1]["content"] for p in PROMPTS]
     correct = [e["correct"] for e in out["examples"]]
-    assert correct == [normalise(g) == normalise(r) for g, r in zip(generated, refs, strict=True)]
+    assert correct == [normalize_answer(g) == normalize_answer(r) for g, r in zip(generated, refs, strict=True)]
     assert not correct[1] and not correct[5] and sum(correct) >= 5  # 6 matchable rows, at most one flip
     assert out["accuracy"] == pytest.approx(sum(correct) / 8)
     assert out["n_number"] == sum(last_number(r) is not None for r in refs) >= 2

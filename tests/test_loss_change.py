@@ -1,6 +1,6 @@
 """ΔL′ is a loss change in nats, under real optimizers.
 
-The algebra of `loss_change_correction` is checked by hand in test_select.py; here it is tied to training: a small
+The algebra of `loss_change_correction` is checked by hand in test_idu.py and test_lead_selector.py; here it is tied to training: a small
 Llama built from a config takes real `torch.optim.AdamW` and `SGD` steps, `RoundDirectionTracker` (the loop's own
 ḡ and u) feeds the selector, and the first-order loss change it predicts for a round must track the loss change
 measured on that round's rows. The earlier estimator, g = Δθ/η and ΔL′ = -‖Δθ‖²/η, fails these tests under AdamW

@@ -20,7 +20,7 @@ Messages = list[dict[str, str]]
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
-def normalise(text: str) -> str:
+def normalize_answer(text: str) -> str:
     """Strip and collapse runs of whitespace, so formatting noise is not a wrong answer."""
     return " ".join(text.split())
 
@@ -106,7 +106,7 @@ def score_answers(generated: list[str], references: list[str]) -> dict[str, Any]
     examples = []
     for gen, ref in zip(generated, references, strict=True):
         num = last_number(ref)
-        examples.append({"reference": ref, "generated": gen, "correct": normalise(gen) == normalise(ref),
+        examples.append({"reference": ref, "generated": gen, "correct": normalize_answer(gen) == normalize_answer(ref),
                          "correct_number": num is not None and last_number(gen) == num})
     n, n_number = len(examples), sum(last_number(ref) is not None for ref in references)
     return {"accuracy": sum(e["correct"] for e in examples) / n if n else float("nan"),

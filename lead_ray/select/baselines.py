@@ -41,8 +41,8 @@ class StaticSelector(RoundBook):
     """A fixed plan: the `budget` best rows by a score, `round_size` per round (default: LEAD's sample rate times
     the selectable pool), `max_uses` epochs."""
 
-    def __init__(self, idu0: np.ndarray, arm: np.ndarray, group: np.ndarray, *, scores: np.ndarray, **params: Any):
-        super().__init__(idu0, arm, group, **params)
+    def __init__(self, iu0: np.ndarray, arm: np.ndarray, group: np.ndarray, *, scores: np.ndarray, **params: Any):
+        super().__init__(iu0, arm, group, **params)
         selectable = np.flatnonzero(self.arm >= 0)
         s = np.asarray(scores, dtype=np.float64)[selectable]
         self.order = selectable[np.lexsort((selectable, -s))][: self.budget]
@@ -69,8 +69,8 @@ class IterativeRescoreSelector(RoundBook):
     highest, until the unique-sample budget is spent. The scores come from the workers (`rescore_request` →
     `report_scores`); a round cannot start before all of them are in."""
 
-    def __init__(self, idu0: np.ndarray, arm: np.ndarray, group: np.ndarray, **params: Any):
-        super().__init__(idu0, arm, group, **params)
+    def __init__(self, iu0: np.ndarray, arm: np.ndarray, group: np.ndarray, **params: Any):
+        super().__init__(iu0, arm, group, **params)
         size = self.params.round_size
         if size is None:  # rounds as large as LEAD's, on average over its arms
             quota = np.maximum(1, np.floor(self.sample_rate * self.cell_size)) * (self.cell_size > 0)

@@ -16,8 +16,8 @@ from lead_ray.select.rounds import RoundBook, RoundPlan
 
 
 class LeadSelector(RoundBook):
-    def __init__(self, idu0: np.ndarray, arm: np.ndarray, group: np.ndarray, **params: Any):
-        super().__init__(idu0, arm, group, **params)
+    def __init__(self, iu0: np.ndarray, arm: np.ndarray, group: np.ndarray, **params: Any):
+        super().__init__(iu0, arm, group, **params)
         p = self.params
         self.bandit = Exp3(p.num_arms, 1.0 if p.uniform_arms else p.gamma, seed=p.seed, learning_rate=p.bandit_lr)
         self.members = [np.flatnonzero(self.arm == k) for k in range(p.num_arms)]

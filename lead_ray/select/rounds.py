@@ -36,12 +36,12 @@ class RoundPlan:
 class RoundBook:
     """Utility store, uses, budget and round log; subclasses implement `next_round`."""
 
-    def __init__(self, idu0: np.ndarray, arm: np.ndarray, group: np.ndarray, *,
+    def __init__(self, iu0: np.ndarray, arm: np.ndarray, group: np.ndarray, *,
                  reference_loss: np.ndarray | None = None, **params: Any):
         p = self.params = SelectionParams(**params)
-        n = len(idu0)
+        n = len(iu0)
         if not (len(arm) == len(group) == n):
-            raise ValueError("idu0, arm and group must have the same length")
+            raise ValueError("iu0, arm and group must have the same length")
         if arm.max(initial=-1) >= p.num_arms:
             raise ValueError(f"arm ids must be < num_arms={p.num_arms}")
         if not 0.0 < p.smoothing <= 1.0:
@@ -51,7 +51,7 @@ class RoundBook:
         self.reference = np.zeros(n) if reference_loss is None else np.asarray(reference_loss, dtype=np.float64)
         if self.reference.shape != (n,):
             raise ValueError("reference_loss must have one value per row")
-        self.idu = np.asarray(idu0, dtype=np.float64) - self.reference
+        self.idu = np.asarray(iu0, dtype=np.float64) - self.reference
         self.arm = np.asarray(arm, dtype=np.int64)
         self.group = np.asarray(group, dtype=np.int64)
         self.uses = np.zeros(n, dtype=np.int32)
