@@ -9,7 +9,8 @@ from typing import Any
 
 from lead_ray.config import ConfigError, LeadConfig
 from lead_ray.data.prepared import PreparedPool
-from lead_ray.runtime.folders import claim_folder, log
+from lead_ray.runtime.console import aligned, log
+from lead_ray.runtime.folders import claim_folder
 from lead_ray.runtime.ray_init import check_resources, init_ray
 from lead_ray.runtime.stages import mark_stage, stage_current, stage_key
 from lead_ray.train.fit import train_with_selection
@@ -80,5 +81,4 @@ def summary_table(s: dict[str, Any]) -> str:
             ("stopped by", s["stop_reason"]), ("held-out NLL before", f"{s['nll_before']:.4f}"),
             ("held-out NLL after", f"{s['nll_after']:.4f}"), ("wall time", f"{s['wall_seconds']:.1f}s"),
             ("outputs", s["run_dir"])]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+    return aligned(rows)

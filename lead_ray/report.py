@@ -25,6 +25,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from lead_ray.runtime.console import format_value
+
 REQUIRED_FILES = ("summary.json", "metrics.jsonl", "bandit.jsonl", "selections.parquet")
 IMAGES = {
     "arm_probabilities.png": "EXP3 arm probabilities per round",
@@ -57,19 +59,8 @@ class RunData:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """One dict per non-empty line; a broken line is a ValueError naming the file and line, not a JSON traceback."""
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}: line {n} is not a JSON object")
-        out.append(row)
-    return out
+    """One dict per line of a JSON-lines file lead-ray wrote."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _read_sources(path: Path, notes: list[str]) -> pd.Series | None:
@@ -77,15 +68,7 @@ def _read_sources(path: Path, notes: list[str]) -> pd.Series | None:
     if not path.exists():
         notes.append(f"source panel skipped: {path.name} not found under prep/")
         return None
-    try:
-        names = pq.read_schema(path).names
-        if "id" not in names or "source" not in names:
-            notes.append(f"source panel skipped: {path.name} has no 'id'/'source' columns")
-            return None
-        t = pq.read_table(path, columns=["id", "source"]).to_pandas()
-    except Exception as e:  # a damaged optional file costs one panel, not the report
-        notes.append(f"source panel skipped: {path.name} could not be read ({type(e).__name__})")
-        return None
+    t = pq.read_table(path, columns=["id", "source"]).to_pandas()
     return pd.Series(t["source"].astype(str).to_numpy(), index=t["id"].to_numpy(), name="source")
 
 
@@ -97,20 +80,12 @@ def load_run(run_dir: Path | str) -> RunData:
     missing = [name for name in REQUIRED_FILES if not (run_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{run_dir} is not a finished run dir: missing {', '.join(missing)}")
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{run_dir / 'summary.json'}: not valid JSON ({e.msg})") from None
-    if not isinstance(summary, dict):
-        raise ValueError(f"{run_dir / 'summary.json'}: expected a JSON object")
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     finals = [m for m in metrics if m.get("final")]
     rounds = sorted((m for m in metrics if not m.get("final")), key=lambda m: _num(m.get("round"), 0))
     bandit = sorted(read_jsonl(run_dir / "bandit.jsonl"), key=lambda m: _num(m.get("round"), 0))
-    try:
-        sel = pq.read_table(run_dir / "selections.parquet").to_pandas()
-    except Exception as e:
-        raise ValueError(f"{run_dir / 'selections.parquet'}: not a readable Parquet file ({e})") from None
+    sel = pq.read_table(run_dir / "selections.parquet").to_pandas()
     notes: list[str] = []
     if not finals:
         notes.append("metrics.jsonl has no final line: held-out NLL before/after taken from summary.json")
@@ -425,18 +400,8 @@ def plot_training(rounds: Sequence[Mapping[str, Any]], final: Mapping[str, Any] 
 # markdown
 
 
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, float):
-        return "n/a" if not math.isfinite(v) else f"{v:.{digits}f}"
-    return str(v)
-
-
 def _cell(v: Any) -> str:
-    return _fmt(v).replace("|", "\\|").replace("\n", " ")
+    return format_value(v).replace("|", "\\|").replace("\n", " ")
 
 
 def summary_rows(summary: Mapping[str, Any], final: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
@@ -449,26 +414,26 @@ def summary_rows(summary: Mapping[str, Any], final: Mapping[str, Any] | None = N
     known = {"run_dir", "rounds", "arms_per_round", "num_unique", "budget", "stop_reason", "ifd_excluded", "nll_before",
              "nll_after", "wall_seconds"}
     if "rounds" in s:
-        rows.append(("rounds", _fmt(s["rounds"])))
+        rows.append(("rounds", format_value(s["rounds"])))
     apr = s.get("arms_per_round")
     if isinstance(apr, list):
         text = " ".join(str(a[0]) if isinstance(a, list) and len(a) == 1 else str(a) for a in apr)
         rows.append(("arm per round", text or "none"))
     if "num_unique" in s:
-        rows.append(("unique samples", _fmt(s["num_unique"])))
+        rows.append(("unique samples", format_value(s["num_unique"])))
     if "budget" in s:
         used, budget = _num(s.get("num_unique")), _num(s["budget"])
         pct = f" ({100 * used / budget:.0f}% used)" if math.isfinite(used) and budget and math.isfinite(budget) else ""
-        rows.append(("budget (unique samples)", f"{_fmt(s['budget'])}{pct}"))
+        rows.append(("budget (unique samples)", f"{format_value(s['budget'])}{pct}"))
     if "stop_reason" in s:
-        rows.append(("stopped by", _fmt(s["stop_reason"])))
+        rows.append(("stopped by", format_value(s["stop_reason"])))
     if "ifd_excluded" in s:
-        rows.append(("train rows excluded (IFD > 1)", _fmt(s["ifd_excluded"])))
+        rows.append(("train rows excluded (IFD > 1)", format_value(s["ifd_excluded"])))
     before, after = _num(s.get("nll_before")), _num(s.get("nll_after"))
     if "nll_before" in s:
-        rows.append(("held-out NLL before", _fmt(before)))
+        rows.append(("held-out NLL before", format_value(before)))
     if "nll_after" in s:
-        rows.append(("held-out NLL after", _fmt(after)))
+        rows.append(("held-out NLL after", format_value(after)))
     if math.isfinite(before) and math.isfinite(after):
         rel = f" ({100 * (after - before) / before:+.1f}%)" if before else ""
         rows.append(("held-out NLL change", f"{after - before:+.4f}{rel}"))
@@ -477,9 +442,9 @@ def summary_rows(summary: Mapping[str, Any], final: Mapping[str, Any] | None = N
         rows.append(("wall time", f"{w:.1f}s" if math.isfinite(w) else "n/a"))
     for k, v in s.items():
         if k not in known and not isinstance(v, dict | list):
-            rows.append((k, _fmt(v)))
+            rows.append((k, format_value(v)))
     if "run_dir" in s:
-        rows.append(("run dir (as written)", _fmt(s["run_dir"])))
+        rows.append(("run dir (as written)", format_value(s["run_dir"])))
     return rows
 
 

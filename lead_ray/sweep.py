@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 from lead_ray.config import ConfigError, LeadConfig, build_config
 from lead_ray.data.prepared import PreparedPool
 from lead_ray.pipeline import prepare_stages
-from lead_ray.runtime.folders import claim_folder, log
+from lead_ray.runtime.console import log
+from lead_ray.runtime.folders import claim_folder
 from lead_ray.runtime.ray_init import init_ray
 from lead_ray.train.fit import train_with_selection
 

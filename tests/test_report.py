@@ -288,18 +288,6 @@ def test_missing_required_file_is_named(tmp_path: Path, missing: str, capsys: py
     assert capsys.readouterr().err.startswith(f"lead-ray: error: {run} is not a finished run dir: missing {missing}")
 
 
-def test_not_a_dir_and_broken_files(tmp_path: Path) -> None:
+def test_not_a_dir_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="run dir not found"):
         write_report(tmp_path / "nope")
-    run = write_run(tmp_path / "run")
-    (run / "bandit.jsonl").write_text('{"round": 0, "arm_probs": [1.0]}\n{"round": 1, \n')
-    with pytest.raises(ValueError, match=r"bandit.jsonl: line 2 is not valid JSON"):
-        write_report(run)
-    run = write_run(tmp_path / "run2")
-    (run / "selections.parquet").write_bytes(b"not parquet")
-    with pytest.raises(ValueError, match="selections.parquet: not a readable Parquet file"):
-        write_report(run)
-    run = write_run(tmp_path / "run3")
-    (run / "summary.json").write_text("[1, 2]")
-    with pytest.raises(ValueError, match="summary.json: expected a JSON object"):
-        write_report(run)

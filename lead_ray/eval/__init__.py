@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ if TYPE_CHECKING:
 
 from lead_ray.eval.model import EvalError, load_eval_model
 from lead_ray.models.vllm_engine import VLLM_MISSING
+from lead_ray.runtime.console import aligned, format_value
 
 __all__ = ["EVAL_FILE", "EvalError", "evaluate_run", "load_eval_model", "main_eval"]
 
@@ -151,9 +151,7 @@ def _json_default(value: Any) -> Any:
 def eval_table(result: dict[str, Any]) -> str:
     """A few aligned lines for the terminal: overall numbers, then one line per source."""
     nll, em = result["nll"], result["exact_match"]
-
-    def f(x: float) -> str:
-        return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+    f = format_value
 
     rows = [("held-out NLL", f"{f(nll['nll'])}  ({nll['n']} rows, {nll['tokens']} tokens)"),
             ("exact match", f"{f(em['accuracy'])}  (last number {f(em['accuracy_number'])}, {em['n']} rows)")]
@@ -162,8 +160,7 @@ def eval_table(result: dict[str, Any]) -> str:
         gen_text = f"; exact match {f(gen['accuracy'])} of {gen['n']}" if gen else ""
         rows.append((f"  {source}", f"NLL {f(cell['nll'])} ({cell['n']} rows){gen_text}"))
     rows.append(("written to", str(Path(result["run_dir"]) / EVAL_FILE)))
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+    return aligned(rows)
 
 
 def main_eval(model: str | None = None, config: str | None = None, run_dir: str | None = None,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lead_ray.eval.model import EvalError, load_eval_model
+from lead_ray.runtime.console import aligned
 
 if TYPE_CHECKING:
     from lead_ray.config import LeadConfig
@@ -105,8 +106,7 @@ def lm_eval_table(result: dict[str, Any]) -> str:
             err = metrics.get(f"{metric}_stderr,{flt}")
             err_text = f" ± {err:.4f}" if isinstance(err, (int, float)) and math.isfinite(err) else ""
             rows.append((f"{task} {metric}", f"{value:.4f}{err_text}" + (f"  ({n} docs)" if n is not None else "")))
-    width = max((len(k) for k, _ in rows), default=0)
-    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+    return aligned(rows)
 
 
 def _json_safe(value: Any) -> Any:

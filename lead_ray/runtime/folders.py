@@ -28,9 +28,6 @@ def claim_folder(path: Path) -> None:
         raise ConfigError(f"config key 'output_dir': cannot write {path} ({e.strerror or e})") from None
 
 
-def log(msg: str) -> None:
-    print(f"[lead-ray] {msg}", flush=True)
-
 
 # what a finished run publishes; eval.json and lm_eval.json (from `lead-ray eval`) describe an earlier model, so a
 # new run removes them

@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 
 from lead_ray.config import LeadConfig
 from lead_ray.data.prepared import PreparedPool
-from lead_ray.runtime.folders import FINISHED, claim_folder, log, publish_outputs
+from lead_ray.runtime.console import log
+from lead_ray.runtime.folders import FINISHED, claim_folder, publish_outputs
 from lead_ray.runtime.stages import mark_stage, stage_current, stage_key
 from lead_ray.select.params import SelectionParams
 from lead_ray.train.checkpoint import read_history
