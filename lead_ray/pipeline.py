@@ -8,7 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from lead_ray.config import ConfigError, LeadConfig
+from lead_ray.data.pool import discover_files, ingest
 from lead_ray.data.prepared import PreparedPool
+from lead_ray.models.load import check_model, resolve_model_path
+from lead_ray.prep.prepare import prepare
+from lead_ray.report import write_report
 from lead_ray.runtime.console import aligned, log
 from lead_ray.runtime.folders import claim_folder
 from lead_ray.runtime.ray_init import check_resources, init_ray
@@ -34,9 +38,6 @@ def check_prep_inputs(cfg: LeadConfig) -> None:
 
 def prepare_stages(cfg: LeadConfig, data_dir: Path) -> PreparedPool:
     """Ingest and score the pool into `data_dir` (pool/, prep/), skipping stages whose output is current."""
-    from lead_ray.data.pool import discover_files, ingest
-    from lead_ray.models.load import check_model, resolve_model_path
-    from lead_ray.prep.prepare import prepare
 
     files = discover_files(cfg.data_files)
     model_path = resolve_model_path(cfg.model_name_or_path, cfg.cache_path)
@@ -68,7 +69,6 @@ def run(cfg: LeadConfig) -> dict[str, Any]:
     t_start = time.time()
     prepared = prepare_stages(cfg, cfg.run_dir)
     out = train_with_selection(cfg, prepared, started=t_start)
-    from lead_ray.report import write_report
 
     log(f"report: {write_report(cfg.run_dir) / 'summary.md'}")
     return out

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from lead_ray.config import ConfigError, LeadConfig, build_config
 from lead_ray.data.prepared import PreparedPool
 from lead_ray.pipeline import prepare_stages
+from lead_ray.prep.cluster import kmeans_1d
 from lead_ray.runtime.console import log
 from lead_ray.runtime.folders import claim_folder
 from lead_ray.runtime.ray_init import init_ray
@@ -77,7 +78,6 @@ def trial_config(base: LeadConfig, params: dict[str, Any], trial_dir: Path) -> L
 
 def _rearm(prepared: PreparedPool, num_arms: int, seed: int, out: Path, arm_by: str) -> PreparedPool:
     """A trial that tunes K gets its own enriched file with new arms (1-D k-means on the shared ifd or iu0)."""
-    from lead_ray.prep.cluster import kmeans_1d
 
     table = pq.read_table(prepared.enriched)
     arm = table.column("arm").to_numpy().copy()

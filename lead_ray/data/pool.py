@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 
 from lead_ray.data.formats import BadRow, normalize
 from lead_ray.data.store import StoreWriter
+from lead_ray.data.tokenize import tokenize_messages
+from lead_ray.models.load import load_tokenizer
 
 EXTENSIONS = (".jsonl", ".json", ".parquet")
 RAW_PREVIEW = 500
@@ -188,13 +190,11 @@ class Tokenize:
     """Ray Data callable: raw record → kept row (tokens, metadata) or quarantined row (reason)."""
 
     def __init__(self, tokenizer_path: str, max_length: int, trust_remote_code: bool = False):
-        from lead_ray.models.load import load_tokenizer
 
         self.tokenizer = load_tokenizer(tokenizer_path, trust_remote_code)
         self.max_length = max_length
 
     def row(self, path: str, line: int, raw: str, error: str) -> dict[str, Any]:
-        from lead_ray.data.tokenize import tokenize_messages
 
         out = {"path": path, "line": line, "reason": error, "raw": raw[:RAW_PREVIEW], "source": "",
                "messages": "", "input_ids": [], "assistant_mask": [], "n_prompt_tokens": 0,

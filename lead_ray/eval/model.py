@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lead_ray.models.load import ModelError, load_model, load_tokenizer, resolve_model_path
+
 if TYPE_CHECKING:
     import torch
 
@@ -19,7 +21,6 @@ def load_eval_model(model_dir: Path, cfg: LeadConfig, device: torch.device) -> t
     """(model, tokenizer) of a saved folder: a LoRA adapter is applied to the run's base model, a full model (or a
     `merged/` folder) is loaded directly. fp32 weights, as training keeps them; the tokenizer saved with the model
     wins, the base model's is the fallback."""
-    from lead_ray.models.load import ModelError, load_model, load_tokenizer, resolve_model_path
 
     model_dir = Path(model_dir)
     base_path = None

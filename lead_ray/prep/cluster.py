@@ -9,6 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lead_ray.prep.embed import embedding_matrix
+
 
 def kmeans_1d(values: np.ndarray, k: int, seed: int = 0, niter: int = 25) -> np.ndarray:
     """Arm id per value; empty or degenerate inputs fall back to fewer arms, never to an error."""
@@ -72,7 +74,6 @@ class AssignCentroids:
         self.index.add(np.ascontiguousarray(centroids, dtype=np.float32))
 
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
-        from lead_ray.prep.embed import embedding_matrix
 
         _, nearest = self.index.search(embedding_matrix(batch.column("embedding")), 1)
         return {"id": batch.column("id").to_numpy(), "cluster": nearest[:, 0].astype(np.int64)}

@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lead_ray.models.load import cpu_threads
+
 BUILTIN_EMBEDDER = "builtin:minilm"
 
 
@@ -40,7 +42,6 @@ class Embedder:
         import torch
         from sentence_transformers import SentenceTransformer
 
-        from lead_ray.models.load import cpu_threads
 
         cpu_threads(threads_divisor)
         self.model = SentenceTransformer(embedding_model_path(model), trust_remote_code=trust_remote_code,

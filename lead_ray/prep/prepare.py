@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lead_ray.config import LeadConfig
+from lead_ray.data.prepared import PreparedPool
 from lead_ray.prep.cluster import (
     assign_clusters,
     kmeans_1d,
@@ -31,7 +32,10 @@ from lead_ray.prep.cluster import (
     sample_embeddings,
     spherical_kmeans,
 )
+from lead_ray.prep.embed import embed_pool
+from lead_ray.prep.score import ifd_score, score_pool
 from lead_ray.runtime.stages import run_stage, stage_key
+from lead_ray.train.fit import train_with_selection
 
 
 def _scores(path: Path) -> dict[str, np.ndarray]:
@@ -49,8 +53,6 @@ def _write_scores(tmp: Path, values: dict[str, np.ndarray]) -> None:
 def prepare(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, ingest_key: str,
             log: Callable[[str], None]) -> tuple[Path, str]:
     """Run the stages that are not current; returns (enriched.parquet, its stage key)."""
-    from lead_ray.prep.embed import embed_pool
-    from lead_ray.prep.score import score_pool
 
     pool = pq.read_table(pool_dir / "pool.parquet",
                          columns=["id", "source", "split", "n_prompt_tokens", "n_response_tokens"])
@@ -98,7 +100,6 @@ def prepare(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, in
 
     ifd, ref_loss = np.full(n, np.nan), np.full(n, np.nan)  # ref_loss: the reference model's NLL (utility: learnable)
     if cfg.ifd_model == "base":
-        from lead_ray.prep.score import ifd_score
 
         ifd, ref_loss = ifd_score(base["nll_full"], base["nll_response"]), iu0
     elif cfg.ifd_model == "warmup":
@@ -169,7 +170,6 @@ def _warmup_ifd(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str
                 ) -> tuple[np.ndarray, np.ndarray]:
     """(IFD, the warm-up model's NLL(response | instruction)) with a warm-up model: a short LoRA fine-tune on a random `warmup_fraction` of the train split, run by
     the same TorchTrainer loop with selection turned off (the `random` selector), then one scoring pass."""
-    from lead_ray.prep.score import ifd_score, score_pool
 
     recipe = {k: getattr(cfg, k) for k in ("learning_rate", "weight_decay", "lr_decay", "lr_decay_every",
                                            "per_device_train_batch_size", "gradient_accumulation_steps",
@@ -178,8 +178,6 @@ def _warmup_ifd(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str
     keys["warmup"] = stage_key(ingest_key, model_path, recipe)
 
     def build_warmup(tmp: Path) -> None:
-        from lead_ray.data.prepared import PreparedPool
-        from lead_ray.train.fit import train_with_selection
 
         pool = pq.read_table(pool_dir / "pool.parquet", columns=["id", "split"])
         train = pool.column("split").to_numpy(zero_copy_only=False) == "train"

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from lead_ray.models.load import cpu_threads
-from lead_ray.models.nll import scoring_row, start_token_id
+from lead_ray.data.store import RowStore
+from lead_ray.models.load import cpu_threads, load_model
+from lead_ray.models.nll import collate, response_nll, scoring_row, start_token_id
 
 BACKENDS = ("hf", "vllm")
 
@@ -33,8 +34,6 @@ class HFScorer:
                  batch_tokens: int = 4096, trust_remote_code: bool = False, threads_divisor: int = 1):
         import torch
 
-        from lead_ray.data.store import RowStore
-        from lead_ray.models.load import load_model
 
         self.torch = torch
         cpu_threads(threads_divisor)
@@ -55,7 +54,6 @@ class HFScorer:
 
     def score(self, rows: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """Mean NLL of the masked tokens of each row; rows of similar length are batched together."""
-        from lead_ray.models.nll import collate, response_nll
 
         out = np.zeros(len(rows), dtype=np.float32)
         lengths = np.array([len(r[0]) for r in rows])

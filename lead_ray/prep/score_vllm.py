@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lead_ray.data.store import RowStore
 from lead_ray.models.nll import scoring_row, start_token_id
 from lead_ray.models.vllm_engine import vllm_engine
 
@@ -44,7 +45,6 @@ class VLLMScorer:
                  trust_remote_code: bool = False, max_model_len: int | None = None, dtype: str | None = None):
         from transformers import AutoConfig
 
-        from lead_ray.data.store import RowStore
 
         self.store = RowStore(store_path)
         self.modes = tuple(modes)

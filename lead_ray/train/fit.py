@@ -21,7 +21,9 @@ from lead_ray.runtime.console import log
 from lead_ray.runtime.folders import FINISHED, claim_folder, publish_outputs
 from lead_ray.runtime.stages import mark_stage, stage_current, stage_key
 from lead_ray.select.params import SelectionParams
+from lead_ray.select.service import start_service
 from lead_ray.train.checkpoint import read_history
+from lead_ray.train.trainer import build_trainer
 
 
 class RunError(RuntimeError):
@@ -34,8 +36,6 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
     run began (its `wall_seconds` count from there; default now)."""
     import ray
 
-    from lead_ray.select.service import start_service
-    from lead_ray.train.trainer import build_trainer
 
     t_start = started or time.time()
     run_dir = cfg.run_dir
