@@ -31,19 +31,19 @@ def test_ray_job_submit_tiny(tmp_path: Path) -> None:
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("RAY_ADDRESS", None)
     ray = str(bin_dir / "ray")
-    port, dash = _free_port(), _free_port()
+    port, dash, agent = _free_port(), _free_port(), _free_port()
     subprocess.run([ray, "get-auth-token", "--generate"], env=env, capture_output=True, timeout=60, check=True)
-    # --block: the head's processes are this process's descendants, so the test stops exactly them (never
-    # `ray stop --force`, which kills every Ray instance on the host, the suite's shared one too)
-    head = subprocess.Popen([ray, "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
-                             f"--dashboard-port={dash}", "--num-cpus=4", "--include-dashboard=true",
-                             "--disable-usage-stats", "--block"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    start = subprocess.run([ray, "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
+                            f"--dashboard-port={dash}", "--num-cpus=4", "--include-dashboard=true",
+                            # not the default 52365: another instance on the host (the suite's own) holds it, and
+                            # a head without its job agent answers every submission "No available agent"
+                            f"--dashboard-agent-listen-port={agent}", "--disable-usage-stats"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stderr[-2000:]
     try:
         address = f"http://127.0.0.1:{dash}"
         deadline = time.time() + 60
         while time.time() < deadline:  # the job server comes up a moment after the head starts
-            assert head.poll() is None, "ray start --head exited"
             if subprocess.run([ray, "job", "list", "--address", address], env=env, capture_output=True).returncode == 0:
                 break
             time.sleep(1)
@@ -70,22 +70,32 @@ def test_ray_job_submit_tiny(tmp_path: Path) -> None:
         assert len((out / "sw" / "trials.csv").read_text().strip().splitlines()) == 3  # header + 2 trials
         assert (out / "sw" / "best_config.yaml").exists()
     finally:
-        _stop_tree(head)
+        _stop_head(port)
 
 
-def _stop_tree(head: subprocess.Popen) -> None:
-    """Stop the `ray start --block` process and every process it started."""
+def _stop_head(port: int) -> None:
+    """Stop this test's head and only it (never `ray stop --force`, which kills every Ray instance on the host, the
+    suite's shared one too): its services name its GCS port, and the workers are their descendants."""
     import psutil
 
-    tree = psutil.Process(head.pid).children(recursive=True)
-    head.terminate()
-    try:
-        head.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        head.kill()
+    mine = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or []) + " "
+        if f"--gcs_server_port={port} " in cmd or f"--gcs-address=127.0.0.1:{port} " in cmd:
+            mine.append(p)
+    tree = {q for p in mine for q in [p, *_children(p)]}
     for p in tree:
         try:
             p.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(tree, timeout=30)
+    psutil.wait_procs(list(tree), timeout=30)
+
+
+def _children(p):
+    import psutil
+
+    try:
+        return p.children(recursive=True)
+    except psutil.Error:
+        return []
