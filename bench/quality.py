@@ -27,7 +27,8 @@ plus ~10 min of preparation per pool; with `--use-gpu` both are far shorter.) Th
 (re-scoring the pool with SmolLM2 every round is what makes it slow): its time ratio comes from the timing run's
 rescore_timing.csv in the same --out folder, the largest pool's, or nan when that file is missing.
 
-Writes runs.csv (one row per run), table.csv (method × budget: mean ± std over seeds) and quality.png to --out.
+Writes runs.csv (one row per run, saved as each run ends; `--resume` keeps those rows and does only the rest),
+table.csv (method × budget: mean ± std over seeds) and quality.png to --out.
 The last line is `lead_vs_random_nll_gain=<x> lead_vs_iterative_time_ratio=<y>`: the mean over budgets of
 (random NLL - LEAD NLL) / random NLL, and LEAD's mean run time over iterative_rescore's (same budgets and seeds).
 `--rescore-timing` writes rescore_timing.csv and ends with `rescore_time_ratio_300=… rescore_time_ratio_600=…
@@ -218,7 +219,23 @@ def bandit_movement(run_dir: Path) -> dict[str, float]:
     return {"arm_prob_max": float(max(probs)), "mean_abs_delta_l": float(np.mean(delta)) if delta else math.nan}
 
 
-def run_all(args: argparse.Namespace) -> list[dict]:
+def read_runs(path: Path) -> list[dict]:
+    """The rows of an earlier runs.csv (numbers as numbers), for --resume."""
+    def value(text: str):
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def run_all(args: argparse.Namespace, out: Path) -> list[dict]:
     from lead_ray.pipeline import prepare_stages
     from lead_ray.runtime.ray_init import init_ray
 
@@ -240,9 +257,15 @@ def run_all(args: argparse.Namespace) -> list[dict]:
     em_args = dict(batch_size=32, max_new_tokens=32) if args.model == "smollm2" else {}
     pool = pool_module(args)
 
-    rows, runs = [], [(m, b, s) for s in range(args.seeds) for b in args.budgets for m in args.methods
-                      if m != "full" or b == args.budgets[0]]
+    runs = [(m, b, s) for s in range(args.seeds) for b in args.budgets for m in args.methods
+            if m != "full" or b == args.budgets[0]]
+    rows = read_runs(out / "runs.csv") if args.resume else []  # each run is saved as it ends
+    done = {(r["method"], float(r["budget"]) if r["method"] != "full" else args.budgets[0], int(r["seed"]))
+            for r in rows}
     for i, (method, budget, seed) in enumerate(runs):
+        if (method, budget, seed) in done:
+            log(f"[{i + 1}/{len(runs)}] {method}-b{budget:g}-s{seed}: in {out / 'runs.csv'} already (--resume)")
+            continue
         run_cfg, row, _ = train_one(cfg, prepared, method, budget, seed)
         em = exact_match_of(run_cfg.run_dir, eval_rows, run_cfg, **em_args)
         families = selected_families(run_cfg.run_dir, prepared.pool_dir, pool.NOISY, pool.DUPLICATE)
@@ -253,6 +276,7 @@ def run_all(args: argparse.Namespace) -> list[dict]:
         row = {**dict(list(row.items())[:at]), **scores, **dict(list(row.items())[at:]), "prep_seconds": prep_seconds,
                "share_noisy": families["noisy"], "share_duplicate": families["duplicate"]}
         rows.append(row)
+        write_csv(rows, out / "runs.csv")
         log(f"[{i + 1}/{len(runs)}] {run_cfg.run_name}: NLL {row['heldout_nll']:.4f}, exact match "
             f"{row['exact_match']:.3f}, {row['unique_samples']}/{row['budget_samples']} unique, "
             f"{row['trained_samples']} trained, {row['wall_seconds']:.0f}s (selection "
@@ -484,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-rows", type=int, default=None, help="(smollm2) training rows of the real-text pool")
     p.add_argument("--eval-rows", type=int, default=None, help="(smollm2) held-out rows of the real-text pool")
     p.add_argument("--keep-runs", action="store_true", help="keep every run folder under --work/runs")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in --out/runs.csv (saved after each run) and do only the others")
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
     preset = QUICK if args.quick else FULL
@@ -515,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rescore_timing:
         return rescore_timing(args, out)
     t0 = time.time()
-    rows = run_all(args)
+    rows = run_all(args, out)
     table = summarise(rows)
     write_csv(rows, out / "runs.csv")
     write_csv(table, out / "table.csv")
