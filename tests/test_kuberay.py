@@ -7,7 +7,6 @@ check that silently stops detecting anything fails too.
 
 from __future__ import annotations
 
-import ast
 import copy
 import importlib.metadata
 import shlex
@@ -20,14 +19,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RAYJOB_YAML = ROOT / "deploy" / "kuberay" / "rayjob.yaml"
-CLUSTER_YAML = ROOT / "cluster.yaml"
-SOURCE_GLOBS = ("lead_ray/**/*.py", "jobs/*.py", "tune/*.py", "bench/*.py", "scripts/*.py")
 DASHBOARD_PORT = 8265
 PUBLIC_SERVICE_TYPES = {"LoadBalancer", "NodePort"}
 GPU = "nvidia.com/gpu"
 
-Violation = tuple[int, str]  # (line, message)
-Check = Callable[[ast.AST], list[Violation]]
 
 
 

@@ -19,12 +19,7 @@ import pytest
 from lead_ray.config import LeadConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-RAYJOB_YAML = ROOT / "deploy" / "kuberay" / "rayjob.yaml"
-CLUSTER_YAML = ROOT / "cluster.yaml"
 SOURCE_GLOBS = ("lead_ray/**/*.py", "jobs/*.py", "tune/*.py", "bench/*.py", "scripts/*.py")
-DASHBOARD_PORT = 8265
-PUBLIC_SERVICE_TYPES = {"LoadBalancer", "NodePort"}
-GPU = "nvidia.com/gpu"
 
 Violation = tuple[int, str]  # (line, message)
 Check = Callable[[ast.AST], list[Violation]]
