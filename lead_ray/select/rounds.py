@@ -55,8 +55,6 @@ class RoundBook:
         self.arm = np.asarray(arm, dtype=np.int64)
         self.group = np.asarray(group, dtype=np.int64)
         self.uses = np.zeros(n, dtype=np.int32)
-        self.num_arms, self.budget, self.max_uses, self.max_rounds = p.num_arms, p.budget, p.max_uses, p.max_rounds
-        self.sample_rate = p.sample_rate
         num_groups = int(self.group.max(initial=-1)) + 1
         self.cell_size = np.zeros((p.num_arms, max(num_groups, 1)), dtype=np.int64)  # rows per (arm, group)
         sel = self.arm >= 0
@@ -69,6 +67,13 @@ class RoundBook:
         self.log: list[dict[str, np.ndarray]] = []
         self.round_stats: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
+
+    # the parameters the bookkeeping reads most, by name (SelectionParams is the one place they live)
+    num_arms = property(lambda self: self.params.num_arms)
+    budget = property(lambda self: self.params.budget)
+    max_uses = property(lambda self: self.params.max_uses)
+    max_rounds = property(lambda self: self.params.max_rounds)
+    sample_rate = property(lambda self: self.params.sample_rate)
 
     # --- which rows a round may take -------------------------------------------------------------------------------
 
