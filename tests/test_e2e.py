@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY, seed_prepared
 
 pytestmark = pytest.mark.slow
 
@@ -91,11 +91,12 @@ def test_job_tiny_direct(ray_local, tmp_path: Path) -> None:
     assert (run / "model").is_dir() and (run / "ray").is_dir()
 
 
-def test_two_workers_lora_in_process(ray_local, tmp_path: Path) -> None:
+def test_two_workers_lora_in_process(tiny_prepared, tmp_path: Path) -> None:
     from lead_ray.config import load_config
     from lead_ray.pipeline import run
 
-    cfg = load_config(REPO / "configs" / "tiny.yaml", {
+    seed_prepared(tiny_prepared, tmp_path / "ddp")
+    cfg = load_config(TINY, {
         "output_dir": str(tmp_path), "run_name": "ddp", "num_workers": 2, "use_lora": True, "lora_rank": 4,
         "lora_alpha": 8, "merge_adapter": True, "max_uses": 2, "max_rounds": 4, "per_device_train_batch_size": 3})
     s = run(cfg)
@@ -117,14 +118,15 @@ def test_two_workers_lora_in_process(ray_local, tmp_path: Path) -> None:
     assert torch.allclose(a, b, atol=1e-4)
 
 
-def test_two_workers_iterative_rescore(ray_local, tmp_path: Path) -> None:
+def test_two_workers_iterative_rescore(tiny_prepared, tmp_path: Path) -> None:
     """The expensive baseline through the real loop: before each round both workers score their half of the
     eligible rows with the current model; the run then trains exactly budget × max_uses presentations."""
     from lead_ray.config import load_config
     from lead_ray.pipeline import prepare_stages
     from lead_ray.train.fit import train_with_selection
 
-    cfg = load_config(REPO / "configs" / "tiny.yaml", {
+    seed_prepared(tiny_prepared, tmp_path / "rescore")
+    cfg = load_config(TINY, {
         "output_dir": str(tmp_path), "run_name": "rescore", "num_workers": 2, "selector": "iterative_rescore",
         "reuse_after_budget": True, "max_uses": 2, "max_rounds": 1000, "per_device_train_batch_size": 3})
     s = train_with_selection(cfg, prepare_stages(cfg, cfg.run_dir))

@@ -22,7 +22,7 @@ from lead_ray.eval.generate import exact_match, greedy_generate, last_number, no
 from lead_ray.eval.nll import heldout_nll
 from lead_ray.models.load import load_model, load_tokenizer
 from lead_ray.models.nll import response_nll
-from tests.conftest import REPO
+from tests.conftest import TINY, seed_prepared
 
 
 def _conv(user: str, answer: str, system: str | None = None) -> list[dict[str, str]]:
@@ -282,11 +282,12 @@ def test_main_eval_bad_paths_are_one_error_line(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.slow
-def test_real_lora_run_then_evaluate(tmp_path: Path, ray_local) -> None:
+def test_real_lora_run_then_evaluate(tmp_path: Path, tiny_prepared) -> None:
     """A real tiny LoRA run; evaluate_run reproduces its held-out NLL from the saved adapter and the merged model."""
     from lead_ray.pipeline import run
 
-    cfg = load_config(REPO / "configs" / "tiny.yaml", {"output_dir": str(tmp_path), "use_lora": True,
+    seed_prepared(tiny_prepared, tmp_path / "tiny")
+    cfg = load_config(TINY, {"output_dir": str(tmp_path), "use_lora": True,
                                                        "merge_adapter": True, "max_rounds": 3})
     summary = run(cfg)
     run_dir = cfg.run_dir

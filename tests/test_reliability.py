@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lead_ray.config import LeadConfig, load_config
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY, seed_prepared
 from tests.test_e2e import check_run_outputs
 
 sys.path.insert(0, str(REPO / "bench"))  # bench/chaos.py: fault injection, shared with bench/faults.py
@@ -26,8 +26,17 @@ pytestmark = pytest.mark.slow
 SETTINGS = {"per_device_train_batch_size": 1, "budget": 0.3, "sample_rate": 0.1, "max_rounds": 8, "max_uses": 2}
 
 
-def _cfg(tmp_path: Path, name: str) -> LeadConfig:
-    return load_config(REPO / "configs" / "tiny.yaml", {**SETTINGS, "output_dir": str(tmp_path), "run_name": name})
+def _cfg(tmp_path: Path, name: str, prepared: Path) -> LeadConfig:
+    """The run `name` under `tmp_path`, seeded with the session's prepared tiny pool."""
+    seed_prepared(prepared, tmp_path / name)
+    return load_config(TINY, {**SETTINGS, "output_dir": str(tmp_path), "run_name": name})
+
+
+def _cmd(tmp_path: Path, name: str, prepared: Path) -> list[str]:
+    """`_cfg` as a jobs/lead.py command line."""
+    seed_prepared(prepared, tmp_path / name)
+    return [sys.executable, "jobs/lead.py", "--config", str(TINY), "--output-dir", str(tmp_path),
+            f"run_name={name}", *[f"{k}={v}" for k, v in SETTINGS.items()]]
 
 
 def _selections(run_dir: Path) -> pd.DataFrame:
@@ -43,44 +52,44 @@ def _run_and_kill(cfg: LeadConfig, title: str) -> tuple[dict[str, Any], int | No
 
 
 @pytest.fixture(scope="module")
-def reference(ray_local, tmp_path_factory) -> tuple[dict, pd.DataFrame]:
-    """An uninterrupted run, twice: the same config and seed must give identical selections."""
+def reference(tiny_prepared, tmp_path_factory) -> tuple[dict, pd.DataFrame, Path]:
+    """An uninterrupted run, twice: the same config and seed must give identical selections. Returns the first
+    run's summary and selections, and the second run's folder."""
     from lead_ray.pipeline import run
 
     tmp = tmp_path_factory.mktemp("ref")
-    first, second = run(_cfg(tmp, "a")), run(_cfg(tmp, "b"))
+    first, second = run(_cfg(tmp, "a", tiny_prepared)), run(_cfg(tmp, "b", tiny_prepared))
     ref = _selections(tmp / "a")
     assert len(ref) > 0 and ref.equals(_selections(tmp / "b"))
-    assert first["num_unique"] == second["num_unique"]
-    return first, ref
+    assert first["num_unique"] == second["num_unique"] and first["nll_after"] == second["nll_after"]
+    return first, ref, tmp / "b"
 
 
 def test_determinism(reference) -> None:
-    first, ref = reference
+    first, ref, _ = reference
     assert ref["round"].nunique() == first["rounds"] >= 2
 
 
-def test_worker_kill_resumes_identically(reference, tmp_path: Path) -> None:
-    first, ref = reference
-    _, killed = _run_and_kill(_cfg(tmp_path, "k"), "ray::RayTrainWorker")
+def test_worker_kill_resumes_identically(reference, tiny_prepared, tmp_path: Path) -> None:
+    first, ref, _ = reference
+    _, killed = _run_and_kill(_cfg(tmp_path, "k", tiny_prepared), "ray::RayTrainWorker")
     assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
     summary = check_run_outputs(tmp_path / "k", expect_max_uses=SETTINGS["max_uses"])
     assert summary["num_unique"] == first["num_unique"]  # the unique-sample budget is exact
     assert _selections(tmp_path / "k").equals(ref)  # rounds after the restart match the uninterrupted run
 
 
-def test_selection_actor_kill_restarts_and_restores(reference, tmp_path: Path) -> None:
-    first, ref = reference
-    _run_and_kill(_cfg(tmp_path, "s"), "ray::SelectionService")
+def test_selection_actor_kill_restarts_and_restores(reference, tiny_prepared, tmp_path: Path) -> None:
+    first, ref, _ = reference
+    _run_and_kill(_cfg(tmp_path, "s", tiny_prepared), "ray::SelectionService")
     summary = check_run_outputs(tmp_path / "s", expect_max_uses=SETTINGS["max_uses"])  # every loss arrived
     assert summary["num_unique"] == first["num_unique"]
     assert _selections(tmp_path / "s").equals(ref)  # restored state + resent losses: nothing changed
 
 
-def test_driver_kill_and_rerun_resumes(reference, tmp_path: Path) -> None:
-    first, ref = reference
-    cmd = [sys.executable, "jobs/lead.py", "--config", "configs/tiny.yaml", "--output-dir", str(tmp_path),
-           "run_name=d", *[f"{k}={v}" for k, v in SETTINGS.items()]]
+def test_driver_kill_and_rerun_resumes(reference, tiny_prepared, tmp_path: Path) -> None:
+    first, ref, _ = reference
+    cmd = _cmd(tmp_path, "d", tiny_prepared)
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     ckpt_root = tmp_path / "d" / "ray" / "train"
@@ -105,24 +114,23 @@ def test_driver_kill_and_rerun_resumes(reference, tmp_path: Path) -> None:
     assert _selections(tmp_path / "d").equals(ref)
 
 
-def test_rerun_after_death_past_the_final_report(reference, tmp_path: Path) -> None:
+def test_rerun_after_death_past_the_final_report(reference) -> None:
     """The driver died after the final checkpoint but before writing summary.json: the rerun resumes from the
-    final checkpoint (selection state included) and trains nothing more."""
+    final checkpoint (selection state included) and trains nothing more. The reference's second run plays the
+    dead one (the other tests only read the reference's first run)."""
     from lead_ray.pipeline import run
 
-    first, ref = reference
-    run(_cfg(tmp_path, "f"))
-    (tmp_path / "f" / "summary.json").unlink()
-    (tmp_path / "f" / "selections.parquet").unlink()
-    (tmp_path / "f" / "ray" / "finished.json").unlink()  # written after the outputs are published
-    again = run(_cfg(tmp_path, "f"))
+    first, ref, finished = reference
+    (finished / "summary.json").unlink()
+    (finished / "selections.parquet").unlink()
+    (finished / "ray" / "finished.json").unlink()  # written after the outputs are published
+    again = run(load_config(TINY, {**SETTINGS, "output_dir": str(finished.parent), "run_name": finished.name}))
     assert again["num_unique"] == first["num_unique"] and again["nll_after"] == first["nll_after"]
-    assert _selections(tmp_path / "f").equals(ref)
+    assert _selections(finished).equals(ref)
 
 
-def test_ctrl_c_says_where_it_stopped_and_how_to_resume(tmp_path: Path) -> None:
-    cmd = [sys.executable, "jobs/lead.py", "--config", "configs/tiny.yaml", "--output-dir", str(tmp_path),
-           "run_name=c", *[f"{k}={v}" for k, v in SETTINGS.items()]]
+def test_ctrl_c_says_where_it_stopped_and_how_to_resume(tiny_prepared, tmp_path: Path) -> None:
+    cmd = _cmd(tmp_path, "c", tiny_prepared)
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     ckpt_root = tmp_path / "c" / "ray" / "train"
