@@ -1,5 +1,5 @@
 """`ray job submit` against a real one-box head (every port on loopback, token auth on, as the README shows it):
-jobs/lead.py and tune/sweep.py, unchanged."""
+jobs/lead.py, and tune/sweep.py with the optuna searcher, unchanged."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from lead_ray.config import load_config
 from tests.conftest import REPO
 from tests.test_e2e import check_run_outputs
 
@@ -26,6 +28,8 @@ def _free_port() -> int:
 
 
 def test_ray_job_submit_tiny(tmp_path: Path) -> None:
+    """Not seeded with the session's prepared pool: a job runs from the uploaded working dir, where the bundled
+    data files have other paths and times, so every stage key differs and the job prepares its own pool."""
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -61,14 +65,19 @@ def test_ray_job_submit_tiny(tmp_path: Path) -> None:
         s = check_run_outputs(out / "tiny", expect_max_uses=4)
         assert json.loads((out / "tiny" / "summary.json").read_text()) == s
 
+        # the optuna searcher over a float and an integer range given by their aliases (b: smoothing, k: num_arms)
+        space = json.dumps({"b": ["loguniform", 0.05, 0.5], "k": ["uniform", 2, 4]}).replace(" ", "")
         sweep = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--",
                                 "python", "tune/sweep.py", "--config", "configs/tiny.yaml", "--output-dir",
-                                str(out), "--experiment", "sw", "tune_num_samples=2", "max_rounds=2"],
+                                str(out), "--experiment", "sw", "tune_searcher=optuna", "tune_num_samples=2",
+                                "max_rounds=2", f"tune_space={space}"],
                                cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert sweep.returncode == 0, (sweep.stdout[-3000:], sweep.stderr[-3000:])
         assert "best_config.yaml" in sweep.stdout
-        assert len((out / "sw" / "trials.csv").read_text().strip().splitlines()) == 3  # header + 2 trials
-        assert (out / "sw" / "best_config.yaml").exists()
+        table = pd.read_csv(out / "sw" / "trials.csv")
+        assert len(table) == 2 and (table["error"].fillna("") == "").all()
+        assert table["smoothing"].between(0.05, 0.5).all() and table["num_arms"].between(2, 4).all()
+        assert load_config(out / "sw" / "best_config.yaml").num_arms in (2, 3, 4)
     finally:
         _stop_head(port)
 
