@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from lead_ray.report import write_report
 from lead_ray.runtime.console import aligned, log
 from lead_ray.runtime.folders import claim_folder
 from lead_ray.runtime.ray_init import check_resources, init_ray
-from lead_ray.runtime.stages import mark_stage, stage_current, stage_key
+from lead_ray.runtime.stages import file_digest, mark_stage, stage_current, stage_key
 from lead_ray.train.fit import train_with_selection
 
 
@@ -49,8 +48,7 @@ def prepare_stages(cfg: LeadConfig, data_dir: Path) -> PreparedPool:
     check_resources(cfg)
 
     pool_dir = data_dir / "pool"
-    stamps = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files]
-    ingest_key = stage_key(stamps, model_path, cfg.max_length, cfg.eval_fraction, cfg.max_samples, cfg.dedup)
+    ingest_key = stage_key([file_digest(f) for f in files], model_path, cfg.max_length, cfg.eval_fraction, cfg.max_samples, cfg.dedup)
     if stage_current(pool_dir, ingest_key):
         log("ingest: up to date, skipped")
     else:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
+from lead_ray.runtime.folders import RUN_MARKER
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.path.expanduser("~/.cache/lead-ray"))
@@ -44,19 +48,30 @@ def tiny_model_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_prepared(ray_local, tmp_path_factory) -> Path:
-    """configs/tiny.yaml's pool, ingested and prepared once (pool/, prep/). The stage keys do not depend on the
-    folder, so a run seeded with a copy skips ingest, embed and scoring exactly as a rerun does; tests about those
-    stages (test_e2e.py::test_job_tiny_direct, test_prepare.py) still run them."""
-    from lead_ray.config import load_config
-    from lead_ray.pipeline import prepare_stages
+def tiny_job(ray_local, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """`python jobs/lead.py --config configs/tiny.yaml`, from scratch, once per session: its run folder and the
+    finished process. `ray_local`: another Ray instance runs on the host meanwhile, which once made Ray Train's
+    placement-group cleaner print a traceback at every training start."""
+    out = tmp_path_factory.mktemp("tiny_job")
+    proc = subprocess.run([sys.executable, "jobs/lead.py", "--config", str(TINY), "--output-dir", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / "tiny", proc
 
-    cfg = load_config(TINY, {"output_dir": str(tmp_path_factory.mktemp("tiny_prepared")), "run_name": "tiny"})
-    prepare_stages(cfg, cfg.run_dir)
-    return cfg.run_dir
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tiny_job) -> Path:
+    """configs/tiny.yaml's pool, ingested and prepared once (by `tiny_job`). The stage keys depend on the data
+    files' contents, not on folders, so a run seeded with a copy (`seed_prepared`) skips ingest, embed and scoring
+    exactly as a rerun does; test_prepare.py still runs every stage under `lead-ray prepare`."""
+    return tiny_job[0]
 
 
 def seed_prepared(prepared: Path, run_dir: Path) -> Path:
-    """A run folder holding a copy of the prepared pool (and lead-ray's folder marker); returns `run_dir`."""
-    shutil.copytree(prepared, run_dir)
+    """A run folder holding a copy of the prepared pool (pool/, prep/ and lead-ray's folder marker); returns
+    `run_dir`."""
+    run_dir.mkdir(parents=True)
+    for name in ("pool", "prep"):
+        shutil.copytree(prepared / name, run_dir / name)
+    shutil.copy2(prepared / RUN_MARKER, run_dir / RUN_MARKER)
     return run_dir

@@ -48,12 +48,10 @@ def check_run_outputs(run_dir: Path, expect_max_uses: int, enriched_path: Path |
     return summary
 
 
-def test_job_tiny_direct(ray_local, tmp_path: Path) -> None:
-    """`ray_local`: another Ray instance runs on the host meanwhile, which once made Ray Train's placement-group
-    cleaner print a traceback at every training start."""
-    proc = subprocess.run([sys.executable, "jobs/lead.py", "--config", "configs/tiny.yaml", "--output-dir",
-                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_job_tiny_direct(tiny_job) -> None:
+    """The session's `python jobs/lead.py --config configs/tiny.yaml` run, from scratch (tests/conftest.py)."""
+    run, proc = tiny_job
+    tmp_path = run.parent
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "LEAD run summary" in proc.stdout and "held-out NLL after" in proc.stdout
     assert "rows read" in proc.stdout
@@ -81,7 +79,6 @@ def test_job_tiny_direct(ray_local, tmp_path: Path) -> None:
     assert ingest["read"] == ingest["kept"] + ingest["quarantined"] + ingest["capped"]
 
     # a rerun that fails before training leaves the finished run's outputs exactly as they were
-    run = tmp_path / "tiny"
     before = {p: p.read_bytes() for p in run.glob("*") if p.is_file()}
     for bad in ("model_name_or_path=/no/such/model", "eval_batch_size=0"):
         fail = subprocess.run([sys.executable, "jobs/lead.py", "--config", "configs/tiny.yaml", "--output-dir",

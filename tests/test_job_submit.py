@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from lead_ray.config import load_config
-from tests.conftest import REPO
+from tests.conftest import REPO, seed_prepared
 from tests.test_e2e import check_run_outputs
 
 pytestmark = pytest.mark.slow
@@ -27,9 +27,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ray_job_submit_tiny(tmp_path: Path) -> None:
-    """Not seeded with the session's prepared pool: a job runs from the uploaded working dir, where the bundled
-    data files have other paths and times, so every stage key differs and the job prepares its own pool."""
+def test_ray_job_submit_tiny(tiny_prepared, tmp_path: Path) -> None:
+    """Both jobs are seeded with the session's prepared pool. They run from the uploaded working dir, where the
+    bundled data files have other paths and times: the stage keys hash the files' contents, so the pool is reused."""
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -52,6 +52,8 @@ def test_ray_job_submit_tiny(tmp_path: Path) -> None:
                 break
             time.sleep(1)
         out = tmp_path / "out"
+        seed_prepared(tiny_prepared, out / "tiny")
+        seed_prepared(tiny_prepared, out / "sw" / "shared")  # the pool the sweep's trials share
         deadline = time.time() + 120
         while True:  # on a loaded machine the job agent can come up after the job server answers
             job = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--",
@@ -62,6 +64,8 @@ def test_ray_job_submit_tiny(tmp_path: Path) -> None:
             time.sleep(2)
         assert job.returncode == 0, (job.stdout[-3000:], job.stderr[-3000:])
         assert "LEAD run summary" in job.stdout and "succeeded" in job.stdout
+        for stage in ("ingest", "embed", "score (base model)"):
+            assert f"{stage}: up to date, skipped" in job.stdout, stage
         s = check_run_outputs(out / "tiny", expect_max_uses=4)
         assert json.loads((out / "tiny" / "summary.json").read_text()) == s
 
@@ -73,7 +77,7 @@ def test_ray_job_submit_tiny(tmp_path: Path) -> None:
                                 "max_rounds=2", f"tune_space={space}"],
                                cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert sweep.returncode == 0, (sweep.stdout[-3000:], sweep.stderr[-3000:])
-        assert "best_config.yaml" in sweep.stdout
+        assert "best_config.yaml" in sweep.stdout and "ingest: up to date, skipped" in sweep.stdout
         table = pd.read_csv(out / "sw" / "trials.csv")
         assert len(table) == 2 and (table["error"].fillna("") == "").all()
         assert table["smoothing"].between(0.05, 0.5).all() and table["num_arms"].between(2, 4).all()

@@ -21,12 +21,18 @@ ENRICHED_COLUMNS = ["id", "source", "split", "group", "arm", "iu0", "ifd", "ifd_
                     "n_prompt_tokens", "n_response_tokens"]
 
 
-def _prepare(out: Path, *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run([LEAD_RAY, "prepare", "--config", "configs/tiny.yaml", "--output-dir", str(out),
-                           "max_samples=300", "ifd_model=warmup", "warmup_fraction=0.05", *overrides],
-                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+PREP = {"max_samples": 300, "ifd_model": "warmup", "warmup_fraction": 0.05}
+
+
+def _prepare(out: Path, capsys, **overrides) -> str:
+    """`lead-ray prepare` in-process, on the suite's Ray instance; returns what it printed."""
+    from lead_ray.config import load_config
+    from lead_ray.pipeline import prepare_stages
+
+    capsys.readouterr()
+    cfg = load_config(REPO / "configs" / "tiny.yaml", {**PREP, "output_dir": str(out), **overrides})
+    prepare_stages(cfg, cfg.run_dir)
+    return capsys.readouterr().out
 
 
 def _check_enriched(prep: Path, num_arms: int) -> dict:
@@ -54,10 +60,11 @@ def _check_enriched(prep: Path, num_arms: int) -> dict:
 
 
 @pytest.mark.slow
-def test_prepare_interrupted_after_a_stage_resumes_and_skips_it(tmp_path: Path) -> None:
+def test_prepare_interrupted_after_a_stage_resumes_and_skips_it(ray_local, tmp_path: Path, capsys) -> None:
+    """The killed run is `lead-ray prepare` in its own process; the reruns run in-process, as the CLI does."""
     prep = tmp_path / "tiny" / "prep"
     cmd = [LEAD_RAY, "prepare", "--config", "configs/tiny.yaml", "--output-dir", str(tmp_path),
-           "max_samples=300", "ifd_model=warmup", "warmup_fraction=0.05"]
+           *[f"{k}={v}" for k, v in PREP.items()]]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 300
@@ -72,8 +79,7 @@ def test_prepare_interrupted_after_a_stage_resumes_and_skips_it(tmp_path: Path) 
     embedded_at = (prep / "embeddings.parquet").stat().st_mtime_ns
     time.sleep(2)
 
-    rerun = _prepare(tmp_path)
-    log = rerun.stdout + rerun.stderr
+    log = _prepare(tmp_path, capsys)
     assert "embed: up to date, skipped" in log and "embed: done" not in log
     assert (prep / "embeddings.parquet").stat().st_mtime_ns == embedded_at  # not rewritten
     for stage in ("groups: done", "score (base model): done", "warm-up model: done", "score (warm-up model): done",
@@ -91,8 +97,7 @@ def test_prepare_interrupted_after_a_stage_resumes_and_skips_it(tmp_path: Path) 
 
     # a partial stage (output without its marker) is redone; a later-only change redoes only the later stage
     (prep / "groups.parquet.stage.json").unlink()
-    again = _prepare(tmp_path, "num_arms=2")
-    log = again.stdout + again.stderr
+    log = _prepare(tmp_path, capsys, num_arms=2)
     for stage in ("embed", "score (base model)", "warm-up model", "score (warm-up model)"):
         assert f"{stage}: up to date, skipped" in log, stage
     assert "groups: done" in log and "enriched pool: done" in log
@@ -101,8 +106,7 @@ def test_prepare_interrupted_after_a_stage_resumes_and_skips_it(tmp_path: Path) 
     np.testing.assert_array_equal(first["group"], second["group"])  # seeded k-means: the same groups again
 
     # ifd_above_one: cap keeps every train row selectable, with IFD 1 where it was above (only the last stage reruns)
-    capped = _prepare(tmp_path, "num_arms=2", "ifd_above_one=cap")
-    assert "enriched pool: done" in capped.stdout + capped.stderr
+    assert "enriched pool: done" in _prepare(tmp_path, capsys, num_arms=2, ifd_above_one="cap")
     t = pq.read_table(prep / "enriched.parquet").to_pandas()
     train = (t["split"] == "train").to_numpy()
     assert not t["ifd_excluded"].any() and (t["arm"].to_numpy()[train] >= 0).all()

@@ -90,3 +90,21 @@ def test_publish_outputs_replaces_as_a_whole(tmp_path: Path) -> None:
     assert not (run / "merged").exists()  # the old run's merged model does not sit beside the new adapter
     assert (run / "mine.txt").read_text() == "a user's note"  # not an output: untouched
     assert not staging.exists() and not list(run.glob(".*.old"))
+
+
+def test_file_digest_follows_content_not_path_or_time(tmp_path: Path) -> None:
+    """The pool's stage key hashes what the data files hold, so a copy elsewhere (a job's uploaded working dir)
+    reuses the prepared pool, and any changed byte does not."""
+    import hashlib
+    import os
+
+    from lead_ray.runtime.stages import file_digest
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "sub" / "b.jsonl"
+    a.write_bytes(b'{"instruction": "hi", "output": "hello"}\n')
+    b.parent.mkdir()
+    b.write_bytes(a.read_bytes())
+    os.utime(b, (1, 1))
+    assert file_digest(str(a)) == file_digest(str(b)) == hashlib.sha256(a.read_bytes()).hexdigest()
+    b.write_bytes(a.read_bytes().replace(b"hello", b"hellO"))
+    assert file_digest(str(a)) != file_digest(str(b))

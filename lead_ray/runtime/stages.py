@@ -21,6 +21,13 @@ def stage_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def file_digest(path: str) -> str:
+    """A data file's content hash: the pool's key depends on what the files hold, not where they are, so a job that
+    sees the same files under another path (an uploaded working dir, a copy staged on another node) reuses it."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def stage_current(folder: Path, key: str, marker: Path | None = None) -> bool:
     marker = marker or folder / "stage.json"
     return marker.exists() and json.loads(marker.read_text()).get("key") == key
