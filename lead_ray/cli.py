@@ -92,11 +92,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _progress(cfg) -> str:
-    """Where an interrupted run stood, from the selection state it persists after every round."""
+    """Where an interrupted run stood, from the selection state in its latest round checkpoint."""
     import json
 
-    state = None if cfg is None else cfg.run_dir / "ray" / "selection_state" / "selector.json"
-    if state is None or not state.is_file():
+    found = [] if cfg is None else sorted((cfg.run_dir / "ray" / "train").glob("checkpoint_*/selection/selector.json"))
+    if not found:
         return "before the first round finished"
-    finished = int(json.loads(state.read_text())["round"])
+    finished = int(json.loads(found[-1].read_text())["round"])
     return f"after round {finished - 1}" if finished else "before the first round finished"

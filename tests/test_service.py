@@ -68,24 +68,27 @@ def test_service_matches_pure_selector_and_restores(ray_local, tmp_path: Path) -
 
 
 def test_restart_after_the_last_report_makes_workers_resend(ray_local, tmp_path: Path) -> None:
-    """The service dies after every loss of the round arrived but before end_round: the restored state lacks
-    those losses, so end_round must refuse the stale token, and the workers' resend must fill them all in."""
+    """The service dies after every loss of the round arrived but before end_round. Ray restarts it empty: it
+    answers LOST and drops reports until rank 0 gives back the state it holds and the plan, which it replays; the
+    round's losses are not in it, so end_round refuses the stale token and the workers' resend fills them in."""
     import torch
 
+    from lead_ray.select.service import LOST
     from lead_ray.train.reporter import LossReporter
 
     ray = ray_local
     _enriched(tmp_path / "enriched.parquet")
-    actor = start_service(str(tmp_path / "enriched.parquet"), PARAMS, state_dir=str(tmp_path / "state"))
-    plan = ray.get(actor.next_round.remote())
+    actor = start_service(str(tmp_path / "enriched.parquet"), PARAMS)
     reporter = LossReporter(actor, min_batch=4)
+    reporter.restore(None)
+    plan = reporter.next_round()
     reporter.start_round()
     losses = torch.linspace(0.5, 2.5, len(plan["ids"]))
     for s in range(0, len(plan["ids"]), 3):
         reporter.add(plan["ids"][s : s + 3], losses[s : s + 3])
     reporter.flush()
     old = reporter.incarnation
-    ray.kill(actor, no_restart=False)  # Ray restarts it from the state persisted at next_round
+    ray.kill(actor, no_restart=False)  # Ray restarts it, empty
     empty = (np.empty(0, dtype=np.int64), np.empty(0))
     deadline = time.time() + 60
     while ray.get(actor.report.remote(*empty)) == old:  # the kill is asynchronous: wait for the new incarnation
@@ -93,11 +96,13 @@ def test_restart_after_the_last_report_makes_workers_resend(ray_local, tmp_path:
         time.sleep(0.05)
 
     args = (np.zeros(16), np.zeros(16), plan["round"])
-    assert ray.get(actor.end_round.remote(*args, [old])) is None  # stale token: refused, nothing ended
-    stats = reporter.end_round(0, 1, *args)
+    for answer in (actor.next_round.remote(), actor.end_round.remote(*args, [old]), actor.snapshot.remote()):
+        assert ray.get(answer) == LOST  # nothing answered, nothing ended, until the state is back
+    stats = reporter.end_round(0, 1, *args)  # restores the state and the plan, then the workers resend
     assert stats is not None and stats["round"] == plan["round"] and reporter.incarnation != old
     sel = ray.get(actor.selections.remote())
     assert len(sel["id"]) == len(plan["ids"]) and not np.isnan(sel["loss"]).any()
     np.testing.assert_allclose(sel["loss"][np.argsort(sel["id"])],
                                losses.numpy()[np.argsort(plan["ids"])], rtol=1e-6)
-    assert ray.get(actor.end_round.remote(*args, [old])) == stats  # a retried call of a finished round
+    assert ray.get(actor.end_round.remote(*args, [old]))["stats"] == stats  # a retried call of a finished round
+    assert reporter.state is not None and reporter.planned == ()  # rank 0 holds the state after the round

@@ -22,7 +22,7 @@ from lead_ray.runtime.folders import FINISHED, claim_folder, publish_outputs
 from lead_ray.runtime.stages import mark_stage, stage_current, stage_key
 from lead_ray.select.params import SelectionParams
 from lead_ray.select.service import start_service
-from lead_ray.train.checkpoint import read_history
+from lead_ray.train.checkpoint import read_history, read_snapshot
 from lead_ray.train.trainer import build_trainer
 
 
@@ -51,7 +51,7 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
 
     params = SelectionParams.from_config(cfg, budget)
     config_key = _resume_or_reset(cfg, run_dir)
-    service = start_service(str(prepared.enriched), params, state_dir=str(run_dir / "ray" / "selection_state"))
+    service = start_service(str(prepared.enriched), params)
     trainer = build_trainer(cfg, service, prepared.model_path, prepared.pool_dir, eval_ids, callbacks=callbacks)
     try:
         result = trainer.fit()
@@ -74,6 +74,7 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
         if src.exists():
             shutil.copytree(src, staging / name)
 
+    ray.get(service.restore.remote(read_snapshot(Path(result.checkpoint.path) / "selection")))  # the final state
     summary = ray.get(service.summary.remote())
     sel = ray.get(service.selections.remote())
     pq.write_table(pa.table({k: np.asarray(v) for k, v in sel.items()}), staging / "selections.parquet")
