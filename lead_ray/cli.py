@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             prepared = prepare_stages(cfg, cfg.run_dir)
             print(f"\nenriched pool: {prepared.enriched}", flush=True)
             return 0
-        from lead_ray.pipeline import run, summary_table
+        from lead_ray.pipeline import run
+        from lead_ray.report import summary_rows
+        from lead_ray.runtime.console import aligned
 
         summary = run(cfg)
     except (ConfigError, DataError, ModelError, RunError) as e:
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nlead-ray: interrupted {_progress(cfg)}; rerun the same command to resume", file=sys.stderr,
               flush=True)
         return 130
-    print("\nLEAD run summary\n" + summary_table(summary), flush=True)
+    print("\nLEAD run summary\n" + aligned(summary_rows(summary)), flush=True)
     return 0
 
 
