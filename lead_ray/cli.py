@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lead_ray.config import REPO_ROOT, ConfigError, load_config
+from lead_ray.config import REPO_ROOT, LeadRayError, load_config
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 
@@ -55,10 +55,6 @@ def main(argv: list[str] | None = None) -> int:
 
         return main_report(args.run_dir)
 
-    from lead_ray.data.pool import DataError
-    from lead_ray.models.load import ModelError
-    from lead_ray.train.fit import RunError
-
     cfg = None
     try:
         overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
@@ -82,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         from lead_ray.runtime.console import aligned
 
         summary = run(cfg)
-    except (ConfigError, DataError, ModelError, RunError) as e:
+    except LeadRayError as e:
         print(f"lead-ray: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -16,7 +16,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 
 
-class ConfigError(ValueError):
+class LeadRayError(Exception):
+    """An error the user can fix (input, config, model, a failed run): the CLI prints its message as one line.
+    Defined here, at the bottom, so the CLI catches every kind without importing Ray or torch."""
+
+
+class ConfigError(LeadRayError, ValueError):
     """A bad config value or key; the message names it."""
 
 

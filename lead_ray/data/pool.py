@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lead_ray.config import LeadRayError
 from lead_ray.data.formats import BadRow, normalize
 from lead_ray.data.store import StoreWriter
 from lead_ray.data.tokenize import tokenize_messages
@@ -26,7 +27,7 @@ EXTENSIONS = (".jsonl", ".json", ".parquet")
 RAW_PREVIEW = 500
 
 
-class DataError(ValueError):
+class DataError(LeadRayError, ValueError):
     """Missing or unreadable input files; the message names the path."""
 
 

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lead_ray.config import DEMO_DATA
+from lead_ray.config import DEMO_DATA, LeadRayError
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
@@ -23,7 +23,7 @@ CHATML_TEMPLATE = (
 )
 
 
-class ModelError(ValueError):
+class ModelError(LeadRayError, ValueError):
     """A model that cannot be found or loaded; the message says what to do."""
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lead_ray.config import LeadConfig
+from lead_ray.config import LeadConfig, LeadRayError
 from lead_ray.data.prepared import PreparedPool
 from lead_ray.runtime.console import log
 from lead_ray.runtime.folders import FINISHED, claim_folder, publish_outputs
@@ -26,7 +26,7 @@ from lead_ray.train.checkpoint import read_history, read_snapshot
 from lead_ray.train.trainer import build_trainer
 
 
-class RunError(RuntimeError):
+class RunError(LeadRayError, RuntimeError):
     """A run that failed after it started; the message is one line and points at the details."""
 
 
