@@ -22,6 +22,7 @@ from lead_ray.data.formats import BadRow, normalize
 from lead_ray.data.store import StoreWriter
 from lead_ray.data.tokenize import tokenize_messages
 from lead_ray.models.load import load_tokenizer
+from lead_ray.runtime.console import log
 
 EXTENSIONS = (".jsonl", ".json", ".parquet")
 RAW_PREVIEW = 500
@@ -281,7 +282,7 @@ def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: 
         read += batch.num_rows
         if time.time() - last > 15:
             last = time.time()
-            print(f"[lead-ray] ingest: {read} rows written ({read / (last - t0):.0f} rows/s)", flush=True)
+            log(f"ingest: {read} rows written ({read / (last - t0):.0f} rows/s)")
         reason = batch.column("reason").to_numpy(zero_copy_only=False)
         bad = reason != ""
         if bad.any():

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from lead_ray.config import DEMO_DATA, LeadRayError
+from lead_ray.runtime.console import log
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
@@ -56,7 +57,7 @@ def _build_smollm2(out: Path) -> None:
     ggufs = sorted(folder.glob("*.gguf"))
     if not ggufs:
         raise ModelError(f"no .gguf file in {folder}")
-    print(f"[lead-ray] converting {ggufs[0].name} to a Hugging Face folder (once) ...", flush=True)
+    log(f"converting {ggufs[0].name} to a Hugging Face folder (once) ...")
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=ggufs[0].name, trust_remote_code=False)
     quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=ggufs[0].name, dtype=torch.float32,
                                                      trust_remote_code=False)

@@ -27,6 +27,7 @@ from lead_ray.config import LeadConfig
 from lead_ray.data.store import RowStore
 from lead_ray.models.load import cpu_threads, load_model, load_tokenizer
 from lead_ray.models.nll import batch_response_nll, collate, response_nll
+from lead_ray.runtime.console import log
 from lead_ray.train.checkpoint import (
     load_training_state,
     save_final_model,
@@ -275,7 +276,7 @@ def rescore(w: Worker, ids: np.ndarray) -> None:
 
 def _log(w: Worker, msg: str) -> None:
     if w.rank == 0:
-        print(f"[lead-ray] {msg}", flush=True)
+        log(msg)
 
 
 def _report_again_if_final(checkpoint: ray.train.Checkpoint, rank: int) -> bool:
