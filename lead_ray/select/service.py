@@ -11,6 +11,7 @@ the selector replays (planning is deterministic given the state). Each incarnati
 from __future__ import annotations
 
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import ray
 
+from lead_ray.select.metrics import ServiceMetrics
 from lead_ray.select.params import SelectionParams
 from lead_ray.select.rounds import RoundBook
 from lead_ray.select.snapshot import load_state, save_state
@@ -28,10 +30,11 @@ LOST = {"lost": True}  # the answer of a restarted actor until `restore`
 
 
 class SelectionService:
-    def __init__(self, enriched_path: str, params: SelectionParams | dict[str, Any]):
+    def __init__(self, enriched_path: str, params: SelectionParams | dict[str, Any], run: str = ""):
         self.enriched_path = enriched_path
         self.params = params if isinstance(params, SelectionParams) else SelectionParams(**params)
         self.selector = self._fresh_selector()
+        self.metrics = ServiceMetrics(run)
         self.incarnation = uuid.uuid4().hex
         context = ray.get_runtime_context()
         self.lost = context.get_actor_id() is not None and context.was_current_actor_reconstructed
@@ -57,8 +60,10 @@ class SelectionService:
                                           "arm_probs": plan.arm_probs}
 
     def report(self, ids: np.ndarray, losses: np.ndarray) -> str:
+        t0 = time.perf_counter()
         if not self.lost:  # else dropped: the token tells the worker to send it again after the restore
             self.selector.report(ids, losses)
+        self.metrics.report(time.perf_counter() - t0)
         return self.incarnation
 
     def report_scores(self, ids: np.ndarray, nll: np.ndarray) -> str:
@@ -79,6 +84,7 @@ class SelectionService:
         if incarnations is not None and any(t != self.incarnation for t in incarnations):
             return None
         stats = s.end_round(grad, step)
+        self._publish()
         return {"stats": stats, "state": self.snapshot()}
 
     def snapshot(self) -> dict[str, bytes]:
@@ -101,7 +107,12 @@ class SelectionService:
         if replay:
             self.selector.replay(*replay)
         self.lost, self.incarnation = False, uuid.uuid4().hex
+        self._publish()
         return self.selector.round
+
+    def _publish(self) -> None:
+        s = self.selector
+        self.metrics.state(s.round, s.num_unique, s.arm_probs())
 
     def summary(self) -> dict[str, Any]:
         s = self.selector
@@ -113,7 +124,7 @@ class SelectionService:
 
 
 def start_service(enriched_path: str, params: SelectionParams | dict[str, Any], name: str | None = None,
-                  max_restarts: int = 3) -> ray.actor.ActorHandle:
+                  max_restarts: int = 3, run: str = "") -> ray.actor.ActorHandle:
     """Create the actor on the driver's node (outputs land next to the driver), using no CPU slot. Calls to a
     restarting actor are retried (`max_task_retries=-1`), so callers see a pause, not an error."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -122,4 +133,4 @@ def start_service(enriched_path: str, params: SelectionParams | dict[str, Any], 
     actor = ray.remote(num_cpus=0)(SelectionService)
     return actor.options(name=name, max_restarts=max_restarts, max_task_retries=-1 if max_restarts else 0,
                          scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
-        enriched_path, params)
+        enriched_path, params, run)

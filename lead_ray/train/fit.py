@@ -51,7 +51,7 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
 
     params = SelectionParams.from_config(cfg, budget)
     config_key = _resume_or_reset(cfg, run_dir)
-    service = start_service(str(prepared.enriched), params)
+    service = start_service(str(prepared.enriched), params, run=cfg.run_name)
     trainer = build_trainer(cfg, service, prepared.model_path, prepared.pool_dir, eval_ids, callbacks=callbacks)
     try:
         result = trainer.fit()
