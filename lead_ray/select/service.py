@@ -2,9 +2,10 @@
 strategy (`lead_ray.select.strategies`).
 
 It writes nothing. `end_round` returns the state after the round (`state`: npz + json bytes); rank 0 keeps it and
-writes it into the round checkpoint, the one place where selection state persists. After a crash Ray restarts the
-actor empty: it answers `LOST` until rank 0 gives that state back (`restore`), with the plan it got since, which
-the selector replays (planning is deterministic given the state). Each incarnation has its own token, returned by
+writes it into the round checkpoint, the one place where selection state persists. The actor holds no state until
+it is given one (`restore`; `start_service` gives a new one round 0's). After a crash Ray restarts it empty: it
+answers `LOST` until rank 0 gives back that state, with the plan it got since, which the selector replays
+(planning is deterministic given the state). Each incarnation has its own token, returned by
 `report` and checked by `end_round`, so workers notice a restart and send the round's losses again.
 """
 
@@ -26,18 +27,16 @@ from lead_ray.select.rounds import RoundBook
 from lead_ray.select.snapshot import load_state, save_state
 from lead_ray.select.strategies import build_selector, columns_needed
 
-LOST = {"lost": True}  # the answer of a restarted actor until `restore`
+LOST = {"lost": True}  # the answer of an actor without state (new or restarted) until `restore`
 
 
 class SelectionService:
     def __init__(self, enriched_path: str, params: SelectionParams | dict[str, Any], run: str = ""):
         self.enriched_path = enriched_path
         self.params = params if isinstance(params, SelectionParams) else SelectionParams(**params)
-        self.selector = self._fresh_selector()
         self.metrics = ServiceMetrics(run)
-        self.incarnation = uuid.uuid4().hex
-        context = ray.get_runtime_context()
-        self.lost = context.get_actor_id() is not None and context.was_current_actor_reconstructed
+        self.selector: RoundBook | None = None
+        self.lost, self.incarnation = True, uuid.uuid4().hex
 
     def _fresh_selector(self) -> RoundBook:
         table = pq.read_table(self.enriched_path, columns=columns_needed(self.params))
@@ -115,12 +114,14 @@ class SelectionService:
         self.metrics.state(s.round, s.num_unique, s.arm_probs())
 
     def summary(self) -> dict[str, Any]:
+        if self.lost:
+            return LOST
         s = self.selector
         return {"rounds": s.round, "num_unique": s.num_unique, "budget": s.budget, "stop_reason": s.stop_reason,
                 "round_stats": s.round_stats, "arm_probs": s.arm_probs().tolist()}
 
     def selections(self) -> dict[str, np.ndarray]:
-        return self.selector.selections()
+        return LOST if self.lost else self.selector.selections()
 
 
 def start_service(enriched_path: str, params: SelectionParams | dict[str, Any], name: str | None = None,
@@ -131,6 +132,8 @@ def start_service(enriched_path: str, params: SelectionParams | dict[str, Any], 
 
     node = ray.get_runtime_context().get_node_id()
     actor = ray.remote(num_cpus=0)(SelectionService)
-    return actor.options(name=name, max_restarts=max_restarts, max_task_retries=-1 if max_restarts else 0,
-                         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
+    service = actor.options(name=name, max_restarts=max_restarts, max_task_retries=-1 if max_restarts else 0,
+                            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
         enriched_path, params, run)
+    ray.get(service.restore.remote(None))  # round 0, before anyone else calls it (a bad pool fails here)
+    return service
