@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -96,6 +97,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def setup(config: dict[str, Any]) -> Worker:
     cfg = LeadConfig(**config["cfg"])
+    if not cfg.verbose:  # Ray Train logs each report under its file's path, which its LoggingConfig does not reach
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.seed + rank)
