@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lead_ray.config import REPO_ROOT, ConfigError, load_config
+from lead_ray.config import REPO_ROOT, LeadRayError, load_config
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 
@@ -55,10 +55,6 @@ def main(argv: list[str] | None = None) -> int:
 
         return main_report(args.run_dir)
 
-    from lead_ray.data.pool import DataError
-    from lead_ray.models.load import ModelError
-    from lead_ray.train.fit import RunError
-
     cfg = None
     try:
         overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
@@ -77,26 +73,28 @@ def main(argv: list[str] | None = None) -> int:
             prepared = prepare_stages(cfg, cfg.run_dir)
             print(f"\nenriched pool: {prepared.enriched}", flush=True)
             return 0
-        from lead_ray.pipeline import run, summary_table
+        from lead_ray.pipeline import run
+        from lead_ray.report import summary_rows
+        from lead_ray.runtime.console import aligned
 
         summary = run(cfg)
-    except (ConfigError, DataError, ModelError, RunError) as e:
+    except LeadRayError as e:
         print(f"lead-ray: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\nlead-ray: interrupted {_progress(cfg)}; rerun the same command to resume", file=sys.stderr,
               flush=True)
         return 130
-    print("\nLEAD run summary\n" + summary_table(summary), flush=True)
+    print("\nLEAD run summary\n" + aligned(summary_rows(summary)), flush=True)
     return 0
 
 
 def _progress(cfg) -> str:
-    """Where an interrupted run stood, from the selection state it persists after every round."""
+    """Where an interrupted run stood, from the selection state in its latest round checkpoint."""
     import json
 
-    state = None if cfg is None else cfg.run_dir / "ray" / "selection_state" / "selector.json"
-    if state is None or not state.is_file():
+    found = [] if cfg is None else sorted((cfg.run_dir / "ray" / "train").glob("checkpoint_*/selection/selector.json"))
+    if not found:
         return "before the first round finished"
-    finished = int(json.loads(state.read_text())["round"])
+    finished = int(json.loads(found[-1].read_text())["round"])
     return f"after round {finished - 1}" if finished else "before the first round finished"

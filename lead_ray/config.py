@@ -16,7 +16,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 
 
-class ConfigError(ValueError):
+class LeadRayError(Exception):
+    """An error the user can fix (input, config, model, a failed run): the CLI prints its message as one line.
+    Defined here, at the bottom, so the CLI catches every kind without importing Ray or torch."""
+
+
+class ConfigError(LeadRayError, ValueError):
     """A bad config value or key; the message names it."""
 
 
@@ -92,6 +97,7 @@ class LeadConfig:
     bf16: bool | None = None  # None: on when training on GPU
     eval_batch_size: int = 8
     max_failures: int = 3  # worker-group restarts (from the last round checkpoint) before the run fails
+    verbose: bool = False  # Ray Train's own INFO lines on the console (each report and checkpoint); always in its logs
     eval_every_round: bool = False  # held-out NLL after every round (Tune's ASHA needs it)
     eval_max_samples: int | None = 1000  # cap on held-out rows evaluated (keeps per-round evaluation cheap)
     # Ray Tune sweeps (tune/sweep.py); each space entry: [uniform|loguniform, low, high] or [choice, v1, v2, ...]

@@ -12,7 +12,7 @@ from lead_ray.data.prepared import PreparedPool
 from lead_ray.models.load import check_model, resolve_model_path
 from lead_ray.prep.prepare import prepare
 from lead_ray.report import write_report
-from lead_ray.runtime.console import aligned, log
+from lead_ray.runtime.console import log
 from lead_ray.runtime.folders import claim_folder
 from lead_ray.runtime.ray_init import check_resources, init_ray
 from lead_ray.runtime.stages import file_digest, mark_stage, stage_current, stage_key
@@ -70,13 +70,3 @@ def run(cfg: LeadConfig) -> dict[str, Any]:
 
     log(f"report: {write_report(cfg.run_dir) / 'summary.md'}")
     return out
-
-
-def summary_table(s: dict[str, Any]) -> str:
-    arms = " ".join(str(a[0]) if len(a) == 1 else str(a) for a in s["arms_per_round"])
-    rows = [("rounds", s["rounds"]), ("arm per round", arms), ("unique samples", s["num_unique"]),
-            ("budget used", f"{s['num_unique']}/{s['budget']} ({100 * s['num_unique'] / max(s['budget'], 1):.0f}%)"),
-            ("stopped by", s["stop_reason"]), ("held-out NLL before", f"{s['nll_before']:.4f}"),
-            ("held-out NLL after", f"{s['nll_after']:.4f}"), ("wall time", f"{s['wall_seconds']:.1f}s"),
-            ("outputs", s["run_dir"])]
-    return aligned(rows)

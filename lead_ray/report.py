@@ -412,7 +412,7 @@ def summary_rows(summary: Mapping[str, Any], final: Mapping[str, Any] | None = N
             s.setdefault(k, final.get(k))
     rows: list[tuple[str, str]] = []
     known = {"run_dir", "rounds", "arms_per_round", "num_unique", "budget", "stop_reason", "ifd_excluded", "nll_before",
-             "nll_after", "wall_seconds"}
+             "nll_after", "wall_seconds", "selection_seconds", "config_key"}
     if "rounds" in s:
         rows.append(("rounds", format_value(s["rounds"])))
     apr = s.get("arms_per_round")
@@ -437,9 +437,10 @@ def summary_rows(summary: Mapping[str, Any], final: Mapping[str, Any] | None = N
     if math.isfinite(before) and math.isfinite(after):
         rel = f" ({100 * (after - before) / before:+.1f}%)" if before else ""
         rows.append(("held-out NLL change", f"{after - before:+.4f}{rel}"))
-    if "wall_seconds" in s:
-        w = _num(s["wall_seconds"])
-        rows.append(("wall time", f"{w:.1f}s" if math.isfinite(w) else "n/a"))
+    for key, label in (("selection_seconds", "time waiting on selection"), ("wall_seconds", "wall time")):
+        if key in s:
+            w = _num(s[key])
+            rows.append((label, f"{w:.1f}s" if math.isfinite(w) else "n/a"))
     for k, v in s.items():
         if k not in known and not isinstance(v, dict | list):
             rows.append((k, format_value(v)))

@@ -52,9 +52,17 @@ def test_job_tiny_direct(tiny_job) -> None:
     """The session's `python jobs/lead.py --config configs/tiny.yaml` run, from scratch (tests/conftest.py)."""
     run, proc = tiny_job
     tmp_path = run.parent
-    assert "Traceback" not in proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "Traceback" not in out
     assert "LEAD run summary" in proc.stdout and "held-out NLL after" in proc.stdout
     assert "rows read" in proc.stdout
+    # a clean console: each lead-ray line once (workers' lines too), no deprecation warnings, and Ray Train's
+    # per-report lines only with verbose: true
+    lines = [line.split("[lead-ray] ", 1)[1] for line in out.splitlines() if "[lead-ray] " in line]
+    assert any(line.startswith("round 0:") for line in lines)
+    assert len(lines) == len(set(lines)), [line for line in lines if lines.count(line) > 1]
+    noise = [line for line in out.splitlines() if "deprecat" in line.lower() or "Reporting training result" in line]
+    assert not noise, noise
     s = check_run_outputs(tmp_path / "tiny", expect_max_uses=4)
     assert s["nll_after"] < s["nll_before"]
     # the same config and seed select what the code selected before select/ and train/ were restructured

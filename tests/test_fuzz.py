@@ -179,8 +179,8 @@ def _check_file(tok: Tokenize, kind: str, ext: str, data: bytes, expected: int |
         lines = [r["line"] for r in records]
         assert lines == sorted(set(lines))
         for r in records:  # each record is exactly its line, so nothing is lost or merged
-            assert r["raw"] == physical[r["line"]].decode("utf-8", "replace")
-            assert (r["error"] == "") == _valid_utf8(physical[r["line"]])
+            assert r["raw"] == physical[r["line"] - 1].decode("utf-8", "replace")  # lines count from 1
+            assert (r["error"] == "") == _valid_utf8(physical[r["line"] - 1])
     if ext == ".json":  # one record per array item, in order; a file that is not an array is one record
         lines = [r["line"] for r in records]
         assert lines == sorted(set(lines))
@@ -551,12 +551,12 @@ def test_ingest_malformed_corpus(ray_local, tiny_model_path: str, tmp_path: Path
         assert kept <= pool_per[path] <= kept + maybe, name
 
     dups = [r for r in q if r["path"] == by_name["05_duplicates.jsonl"]]
-    assert [r["line"] for r in dups] == [1, 2] and all(r["reason"].startswith("duplicate") for r in dups)
+    assert [r["line"] for r in dups] == [2, 3] and all(r["reason"].startswith("duplicate") for r in dups)
     assert s.duplicates == 2 and s.empty_files == [by_name["11_empty.jsonl"], by_name["12_empty.json"]]
     assert "empty files: 11_empty.jsonl, 12_empty.json" in s.line()
     items = {r["line"]: r["reason"] for r in q if r["path"] == by_name["30_bad_items.json"]}
-    assert items == {1: "item 1 is not valid UTF-8", 2: items[2]} and items[2].startswith("item 2 is not valid JSON")
-    assert [r["line"] for r in q if r["path"] == by_name["29_truncated_array.json"]] == [2]
+    assert items == {2: "item 2 is not valid UTF-8", 3: items[3]} and items[3].startswith("item 3 is not valid JSON")
+    assert [r["line"] for r in q if r["path"] == by_name["29_truncated_array.json"]] == [3]
     reasons = " | ".join(r["reason"] for r in q)
     for expected in ("invalid JSON", "instruction is int", "messages is not a list", "empty conversation",
                      "invalid UTF-8", "too many tokens", "unknown role 'wizard'", "file is not valid JSON",

@@ -369,6 +369,30 @@ def test_state_mid_round_resumes_same_plan() -> None:
     assert b.uses.tolist() == a.uses.tolist()
 
 
+def test_replay_redoes_the_plan_from_the_state_before_it() -> None:
+    """What a restarted SelectionService does: the state after round 0, then the plan of round 1 replayed, gives
+    the selector that planned it (same uses, bandit and plan), and a different plan is refused."""
+    idu = np.linspace(0.0, 1.0, 40)
+    arm, group = np.arange(40) % 3, np.arange(40) % 2
+    kw: dict[str, Any] = dict(num_arms=3, sample_rate=0.1, budget=40, max_rounds=5, seed=7)
+    a = LeadSelector(idu, arm, group, **kw)
+    first = a.next_round()
+    a.report(first.ids, np.full(len(first.ids), 1.5))
+    a.end_round(np.ones(4), -0.1 * np.ones(4))
+    after_round = a.state()
+    plan = a.next_round()
+    answer = {"round": plan.round, "ids": plan.ids, "arms": plan.arms, "arm_probs": plan.arm_probs}
+    b = LeadSelector(idu, arm, group, **kw)
+    b.load_state(after_round)
+    b.replay(answer)
+    assert b.plan.ids.tolist() == plan.ids.tolist() and b.uses.tolist() == a.uses.tolist()
+    assert b.state()["bandit"] == a.state()["bandit"]
+    c = LeadSelector(idu, arm, group, **kw)
+    c.load_state(after_round)
+    with pytest.raises(RuntimeError, match="replayed plan differs"):
+        c.replay({**answer, "ids": answer["ids"][::-1]})
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Property tests
 # ---------------------------------------------------------------------------------------------------------------

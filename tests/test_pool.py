@@ -53,8 +53,21 @@ def test_ingest_counts_quarantine_and_store(ray_local, tiny_model_path: str, tmp
     assert len(q) == bad and all(r["reason"] for r in q)
     reasons = " | ".join(r["reason"] for r in q)
     for expected in ("invalid JSON", "no assistant turn", "fits no known format", "invalid UTF-8",
-                     "unknown role", "file is not valid JSON", "item 0 is cut off"):
+                     "unknown role", "file is not valid JSON", "item 1 is cut off"):
         assert expected in reasons
+    # `line` counts from 1, as an editor does: the bad row is found in its file at the line reported (0: the file)
+    at = {(Path(r["path"]).name, r["line"]) for r in q}
+    assert at == {("a.jsonl", 11), ("a.jsonl", 12), ("a.jsonl", 13), ("a.jsonl", 14), ("b.json", 7),
+                  ("c.json", 1), ("f.json", 0), ("e.parquet", 1), ("e.parquet", 2)}
+    text = (tmp_path / "a.jsonl").read_bytes().split(b"\n")
+    for r in q:
+        name, line = Path(r["path"]).name, r["line"]
+        if name == "a.jsonl":
+            assert r["raw"] == text[line - 1].decode("utf-8", "replace")
+        elif name == "b.json":
+            assert json.loads(r["raw"]) == json.loads((tmp_path / "b.json").read_text())[line - 1]
+        elif name == "e.parquet":
+            assert json.loads(r["raw"]) == pq.read_table(tmp_path / "e.parquet").to_pylist()[line - 1]
 
     pool = pq.read_table(out / "pool.parquet").to_pylist()
     assert [r["id"] for r in pool] == list(range(good))  # dense ids in file/line order

@@ -68,24 +68,27 @@ def test_service_matches_pure_selector_and_restores(ray_local, tmp_path: Path) -
 
 
 def test_restart_after_the_last_report_makes_workers_resend(ray_local, tmp_path: Path) -> None:
-    """The service dies after every loss of the round arrived but before end_round: the restored state lacks
-    those losses, so end_round must refuse the stale token, and the workers' resend must fill them all in."""
+    """The service dies after every loss of the round arrived but before end_round. Ray restarts it empty: it
+    answers LOST and drops reports until rank 0 gives back the state it holds and the plan, which it replays; the
+    round's losses are not in it, so end_round refuses the stale token and the workers' resend fills them in."""
     import torch
 
+    from lead_ray.select.service import LOST
     from lead_ray.train.reporter import LossReporter
 
     ray = ray_local
     _enriched(tmp_path / "enriched.parquet")
-    actor = start_service(str(tmp_path / "enriched.parquet"), PARAMS, state_dir=str(tmp_path / "state"))
-    plan = ray.get(actor.next_round.remote())
+    actor = start_service(str(tmp_path / "enriched.parquet"), PARAMS)
     reporter = LossReporter(actor, min_batch=4)
+    reporter.restore(None)
+    plan = reporter.next_round()
     reporter.start_round()
     losses = torch.linspace(0.5, 2.5, len(plan["ids"]))
     for s in range(0, len(plan["ids"]), 3):
         reporter.add(plan["ids"][s : s + 3], losses[s : s + 3])
     reporter.flush()
     old = reporter.incarnation
-    ray.kill(actor, no_restart=False)  # Ray restarts it from the state persisted at next_round
+    ray.kill(actor, no_restart=False)  # Ray restarts it, empty
     empty = (np.empty(0, dtype=np.int64), np.empty(0))
     deadline = time.time() + 60
     while ray.get(actor.report.remote(*empty)) == old:  # the kill is asynchronous: wait for the new incarnation
@@ -93,11 +96,54 @@ def test_restart_after_the_last_report_makes_workers_resend(ray_local, tmp_path:
         time.sleep(0.05)
 
     args = (np.zeros(16), np.zeros(16), plan["round"])
-    assert ray.get(actor.end_round.remote(*args, [old])) is None  # stale token: refused, nothing ended
-    stats = reporter.end_round(0, 1, *args)
+    for answer in (actor.next_round.remote(), actor.end_round.remote(*args, [old]), actor.snapshot.remote()):
+        assert ray.get(answer) == LOST  # nothing answered, nothing ended, until the state is back
+    stats = reporter.end_round(0, 1, *args)  # restores the state and the plan, then the workers resend
     assert stats is not None and stats["round"] == plan["round"] and reporter.incarnation != old
     sel = ray.get(actor.selections.remote())
     assert len(sel["id"]) == len(plan["ids"]) and not np.isnan(sel["loss"]).any()
     np.testing.assert_allclose(sel["loss"][np.argsort(sel["id"])],
                                losses.numpy()[np.argsort(plan["ids"])], rtol=1e-6)
-    assert ray.get(actor.end_round.remote(*args, [old])) == stats  # a retried call of a finished round
+    assert ray.get(actor.end_round.remote(*args, [old]))["stats"] == stats  # a retried call of a finished round
+    assert reporter.state is not None and reporter.planned == ()  # rank 0 holds the state after the round
+
+
+def _scrape(port: int, run: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Prometheus text from Ray's metrics agent: {metric: [(labels, value)]} for this run's series."""
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for m in re.finditer(r"^(ray_lead_ray_\w+)\{([^}]*)\} (\S+)$", text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+        if labels.get("run") == run:
+            out.setdefault(m.group(1), []).append((labels, float(m.group(3))))
+    return out
+
+
+def test_service_exports_ray_metrics(ray_local, tmp_path: Path) -> None:
+    """Arm probabilities, rounds, unique samples, reports and report latency, read back from the node's metrics
+    endpoint (what the Ray dashboard and Prometheus scrape)."""
+    import ray as ray_module
+
+    ray = ray_local
+    _enriched(tmp_path / "enriched.parquet")
+    actor = start_service(str(tmp_path / "enriched.parquet"), PARAMS, run="metrics-test")
+    _drive(lambda: ray.get(actor.next_round.remote()), lambda i, v: actor.report.remote(i, v),
+           lambda g, u: ray.get(actor.end_round.remote(g, u, -1)), 3, np.random.default_rng(1))
+    summary = ray.get(actor.summary.remote())
+    port = ray_module._private.worker.global_worker.node.metrics_export_port
+    deadline, got = time.time() + 90, {}
+    while time.time() < deadline:  # the agent exports every few seconds
+        got = _scrape(port, "metrics-test")
+        if got.get("ray_lead_ray_round", [({}, -1)])[0][1] == 3 and "ray_lead_ray_report_seconds_count" in got:
+            break
+        time.sleep(2)
+    assert got["ray_lead_ray_round"][0][1] == summary["rounds"] == 3, got
+    assert got["ray_lead_ray_unique_samples"][0][1] == summary["num_unique"]
+    probs = {labels["arm"]: v for labels, v in got["ray_lead_ray_arm_probability"]}
+    assert sorted(probs) == ["0", "1", "2"] and abs(sum(probs.values()) - 1) < 1e-6
+    np.testing.assert_allclose([probs[str(a)] for a in range(3)], summary["arm_probs"], rtol=1e-6)
+    assert got["ray_lead_ray_reports_total"][0][1] == 6  # two "workers" per round, three rounds
+    assert got["ray_lead_ray_report_seconds_count"][0][1] == 6

@@ -17,16 +17,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lead_ray.config import LeadRayError
 from lead_ray.data.formats import BadRow, normalize
 from lead_ray.data.store import StoreWriter
 from lead_ray.data.tokenize import tokenize_messages
 from lead_ray.models.load import load_tokenizer
+from lead_ray.runtime.console import log
 
 EXTENSIONS = (".jsonl", ".json", ".parquet")
 RAW_PREVIEW = 500
 
 
-class DataError(ValueError):
+class DataError(LeadRayError, ValueError):
     """Missing or unreadable input files; the message names the path."""
 
 
@@ -71,7 +73,8 @@ def discover_files(entries: list[str]) -> list[str]:
 
 
 def _split_file(path: str, data: bytes) -> list[dict[str, Any]]:
-    """One raw record per JSONL line / JSON array item / Parquet row; unreadable parts become error records."""
+    """One raw record per JSONL line / JSON array item / Parquet row; unreadable parts become error records.
+    `line` counts from 1, as editors do (the JSONL line, the array item, the Parquet row); 0 is the whole file."""
     def rec(line: int, raw: str, error: str = "") -> dict[str, Any]:
         return {"path": path, "line": line, "raw": raw, "error": error}
 
@@ -83,9 +86,9 @@ def _split_file(path: str, data: bytes) -> list[dict[str, Any]]:
             if not chunk.strip():
                 continue
             try:
-                out.append(rec(i, chunk.decode("utf-8")))
+                out.append(rec(i + 1, chunk.decode("utf-8")))
             except UnicodeDecodeError:
-                out.append(rec(i, chunk.decode("utf-8", "replace"), "invalid UTF-8"))
+                out.append(rec(i + 1, chunk.decode("utf-8", "replace"), "invalid UTF-8"))
         return out
     if path.endswith(".json"):
         try:
@@ -95,7 +98,7 @@ def _split_file(path: str, data: bytes) -> list[dict[str, Any]]:
             if parts is None:  # not an array: the whole file is one bad record
                 what = "valid UTF-8" if isinstance(e, UnicodeDecodeError) else f"valid JSON: {_short(e)}"
                 return [rec(0, data[:RAW_PREVIEW].decode("utf-8", "replace"), f"file is not {what}")]
-            return [rec(i, raw, error) for i, raw, error in parts]
+            return [rec(i + 1, raw, error) for i, raw, error in parts]
         if isinstance(items, dict):
             items, error = _unwrap_rows(items)
             if error:
@@ -103,12 +106,12 @@ def _split_file(path: str, data: bytes) -> list[dict[str, Any]]:
         elif not isinstance(items, list):  # a lone scalar: one record (quarantined by the row check)
             items = [items]
         # ASCII escapes keep every record storable in Arrow, even text with unpaired surrogates
-        return [rec(i, json.dumps(item)) for i, item in enumerate(items)]
+        return [rec(i + 1, json.dumps(item)) for i, item in enumerate(items)]
     try:
         rows = pq.read_table(io.BytesIO(data)).to_pylist()
     except Exception as e:  # a corrupt Parquet file is one quarantined record, not a crash
         return [rec(0, "", f"unreadable Parquet file: {type(e).__name__}: {_short(e)}")]
-    return [rec(i, json.dumps(row, default=str)) for i, row in enumerate(rows)]
+    return [rec(i + 1, json.dumps(row, default=str)) for i, row in enumerate(rows)]
 
 
 ROW_KEYS = ("instruction", "output", "conversations", "messages")  # any of these: the object is one row
@@ -167,14 +170,14 @@ def _json_array_items(data: bytes) -> list[tuple[int, str, str]] | None:
             continue  # "[]" or a trailing comma
         raw = text[:RAW_PREVIEW].decode("utf-8", "replace")
         if end is None and i == len(chunks) - 1:
-            out.append((i, raw, f"item {i} is cut off: the file ends before the array closes"))
+            out.append((i, raw, f"item {i + 1} is cut off: the file ends before the array closes"))
             continue
         try:
             item = json.loads(text.decode("utf-8"))
         except UnicodeDecodeError:
-            out.append((i, raw, f"item {i} is not valid UTF-8"))
+            out.append((i, raw, f"item {i + 1} is not valid UTF-8"))
         except (ValueError, RecursionError) as e:
-            out.append((i, raw, f"item {i} is not valid JSON: {_short(e)}"))
+            out.append((i, raw, f"item {i + 1} is not valid JSON: {_short(e)}"))
         else:
             out.append((i, json.dumps(item), ""))
     if end is not None and data[end:].strip():
@@ -279,7 +282,7 @@ def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: 
         read += batch.num_rows
         if time.time() - last > 15:
             last = time.time()
-            print(f"[lead-ray] ingest: {read} rows written ({read / (last - t0):.0f} rows/s)", flush=True)
+            log(f"ingest: {read} rows written ({read / (last - t0):.0f} rows/s)")
         reason = batch.column("reason").to_numpy(zero_copy_only=False)
         bad = reason != ""
         if bad.any():

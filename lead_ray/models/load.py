@@ -15,7 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lead_ray.config import DEMO_DATA
+from lead_ray.config import DEMO_DATA, LeadRayError
+from lead_ray.runtime.console import log
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
@@ -23,7 +24,7 @@ CHATML_TEMPLATE = (
 )
 
 
-class ModelError(ValueError):
+class ModelError(LeadRayError, ValueError):
     """A model that cannot be found or loaded; the message says what to do."""
 
 
@@ -56,7 +57,7 @@ def _build_smollm2(out: Path) -> None:
     ggufs = sorted(folder.glob("*.gguf"))
     if not ggufs:
         raise ModelError(f"no .gguf file in {folder}")
-    print(f"[lead-ray] converting {ggufs[0].name} to a Hugging Face folder (once) ...", flush=True)
+    log(f"converting {ggufs[0].name} to a Hugging Face folder (once) ...")
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=ggufs[0].name, trust_remote_code=False)
     quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=ggufs[0].name, dtype=torch.float32,
                                                      trust_remote_code=False)

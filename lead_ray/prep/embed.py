@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lead_ray.models.load import cpu_threads
+from lead_ray.runtime.console import log
 
 BUILTIN_EMBEDDER = "builtin:minilm"
 
@@ -98,7 +99,7 @@ def embed_pool(pool_dir: Path, out_path: Path, *, model: str, batch_size: int, c
         done += len(emb)
         if time.time() - last > 15 or done == n:
             last = time.time()
-            print(f"[lead-ray] embed: {done}/{n} rows ({done / max(last - t0, 1e-9):.1f} rows/s)", flush=True)
+            log(f"embed: {done}/{n} rows ({done / max(last - t0, 1e-9):.1f} rows/s)")
     if writer is not None:
         writer.close()
     if done != n:

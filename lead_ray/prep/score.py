@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from lead_ray.data.store import RowStore
 from lead_ray.models.load import cpu_threads, load_model
 from lead_ray.models.nll import collate, response_nll, scoring_row, start_token_id
+from lead_ray.runtime.console import log
 
 BACKENDS = ("hf", "vllm")
 
@@ -99,7 +100,7 @@ def score_pool(pool_dir: Path, model_path: str, *, modes: tuple[str, ...] = ("fu
         done += len(b["id"])
         if time.time() - last > 15 or done == n:
             last = time.time()
-            print(f"[lead-ray] {label}: {done}/{n} rows ({done / max(last - t0, 1e-9):.1f} rows/s)", flush=True)
+            log(f"{label}: {done}/{n} rows ({done / max(last - t0, 1e-9):.1f} rows/s)")
     for mode, values in out.items():
         if np.isnan(values).any():
             raise RuntimeError(f"{label} lost rows: {int(np.isnan(values).sum())} of {n} have no nll_{mode}")

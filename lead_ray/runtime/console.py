@@ -4,12 +4,16 @@ summaries (and the values in report/summary.md), all formatted one way."""
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 
 def log(msg: str) -> None:
-    print(f"[lead-ray] {msg}", flush=True)
+    """One line on stdout. Written, not printed: in its workers Ray Train patches `print` to echo each line to its
+    logger as well, so every worker line reached the console twice."""
+    sys.stdout.write(f"[lead-ray] {msg}\n")
+    sys.stdout.flush()
 
 
 def format_value(v: Any, digits: int = 4) -> str:

@@ -116,6 +116,13 @@ class RoundBook:
     def next_round(self) -> RoundPlan | None:
         raise NotImplementedError
 
+    def replay(self, plan: dict[str, Any] | None) -> None:
+        """Redo the `next_round` that answered `plan` (None: the run was over), from the state it was asked in:
+        planning is deterministic given the state, so the answer must be the same."""
+        got = self.next_round()
+        if (got is None) != (plan is None) or (got is not None and not np.array_equal(got.ids, plan["ids"])):
+            raise RuntimeError(f"round {self.round}: the replayed plan differs from the one the workers train on")
+
     def start_round(self, ids: np.ndarray, arms: np.ndarray, probs: np.ndarray) -> RoundPlan:
         self.uses[ids] += 1
         self.losses[ids] = np.nan

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import ray
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -38,27 +37,29 @@ def read_history(folder: Path) -> list[dict[str, Any]]:
 
 
 def write_snapshot(folder: Path, snapshot: dict[str, bytes]) -> None:
-    """The SelectionService's snapshot files, in a checkpoint's `selection/` folder."""
+    """The SelectionService's state files, in a checkpoint's `selection/` folder."""
     folder.mkdir()
     for name, data in snapshot.items():
         (folder / name).write_bytes(data)
 
 
-def load_training_state(folder: Path, model, optimizer, service) -> dict[str, Any]:
-    """Restore weights and optimizer; rank 0 also restores the SelectionService from the same checkpoint.
-    Returns the optimizer step, the held-out NLL before training, the selection seconds and the metrics so far."""
+def read_snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def load_training_state(folder: Path, model, optimizer) -> dict[str, Any]:
+    """Restore weights and optimizer. Returns the optimizer step, the held-out NLL before training, the selection
+    seconds, the metrics so far and the selection state (for the SelectionService)."""
     weights = load_file(str(folder / "trainable.safetensors"))
     missing = set(_trainable_state(model)) - set(weights)
     if missing:
         raise RuntimeError(f"checkpoint {folder} lacks {len(missing)} trainable tensors, e.g. {sorted(missing)[0]}")
     model.load_state_dict(weights, strict=False)
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    if service is not None:
-        files = {p.name: p.read_bytes() for p in (folder / "selection").iterdir()}
-        ray.get(service.restore.remote(files))
     state = json.loads((folder / "train_state.json").read_text())
     return {"step": int(state["step"]), "nll_before": float(state["nll_before"]),
-            "selection_seconds": float(state.get("selection_seconds", 0.0)), "history": read_history(folder)}
+            "selection_seconds": float(state.get("selection_seconds", 0.0)), "history": read_history(folder),
+            "selection": read_snapshot(folder / "selection")}
 
 
 def save_final_model(folder: Path, model, tokenizer, merge: bool) -> None:

@@ -15,18 +15,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lead_ray.config import LeadConfig
+from lead_ray.config import LeadConfig, LeadRayError
 from lead_ray.data.prepared import PreparedPool
 from lead_ray.runtime.console import log
 from lead_ray.runtime.folders import FINISHED, claim_folder, publish_outputs
 from lead_ray.runtime.stages import mark_stage, stage_current, stage_key
 from lead_ray.select.params import SelectionParams
 from lead_ray.select.service import start_service
-from lead_ray.train.checkpoint import read_history
+from lead_ray.train.checkpoint import read_history, read_snapshot
 from lead_ray.train.trainer import build_trainer
 
 
-class RunError(RuntimeError):
+class RunError(LeadRayError, RuntimeError):
     """A run that failed after it started; the message is one line and points at the details."""
 
 
@@ -51,7 +51,7 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
 
     params = SelectionParams.from_config(cfg, budget)
     config_key = _resume_or_reset(cfg, run_dir)
-    service = start_service(str(prepared.enriched), params, state_dir=str(run_dir / "ray" / "selection_state"))
+    service = start_service(str(prepared.enriched), params, run=cfg.run_name)
     trainer = build_trainer(cfg, service, prepared.model_path, prepared.pool_dir, eval_ids, callbacks=callbacks)
     try:
         result = trainer.fit()
@@ -74,6 +74,7 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
         if src.exists():
             shutil.copytree(src, staging / name)
 
+    ray.get(service.restore.remote(read_snapshot(Path(result.checkpoint.path) / "selection")))  # the final state
     summary = ray.get(service.summary.remote())
     sel = ray.get(service.selections.remote())
     pq.write_table(pa.table({k: np.asarray(v) for k, v in sel.items()}), staging / "selections.parquet")

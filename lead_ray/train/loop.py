@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from lead_ray.config import LeadConfig
 from lead_ray.data.store import RowStore
 from lead_ray.models.load import cpu_threads, load_model, load_tokenizer
 from lead_ray.models.nll import batch_response_nll, collate, response_nll
+from lead_ray.runtime.console import log
 from lead_ray.train.checkpoint import (
     load_training_state,
     save_final_model,
@@ -78,23 +80,27 @@ class Progress:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     w = setup(config)
-    progress = resume(w)
+    reporter = LossReporter(w.service)
+    progress = resume(w, reporter)
     if progress is None:
         return  # the group died after the run had finished: nothing left to train
-    reporter = LossReporter(w.service)
-    while (plan := plan_round(w, progress)) is not None:
+    while (plan := plan_round(w, progress, reporter)) is not None:
         metrics = train_round(w, progress, plan, reporter)
         t_select = time.time()
         metrics["selection_seconds"] = progress.selection_seconds  # cumulative, up to this round's plan
         grad, step = w.tracker.end_round() if w.tracker is not None else (None, None)
         stats = reporter.end_round(w.rank, w.world, grad, step, int(plan["round"]))
         progress.selection_seconds += time.time() - t_select
-        save_round(w, progress, metrics, stats)
-    finish(w, progress)
+        save_round(w, progress, metrics, stats, reporter.state)
+    finish(w, progress, reporter.final_state() if w.rank == 0 else None)
 
 
 def setup(config: dict[str, Any]) -> Worker:
     cfg = LeadConfig(**config["cfg"])
+    if not cfg.verbose:  # Ray Train logs each report under its file's path, which its LoggingConfig does not reach
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.seed + rank)
@@ -115,32 +121,32 @@ def setup(config: dict[str, Any]) -> Worker:
                   eval_ids)
 
 
-def resume(w: Worker) -> Progress | None:
+def resume(w: Worker, reporter: LossReporter) -> Progress | None:
     """Progress from the latest checkpoint (rank 0 restores the service from it too), or a fresh start; None if
     that checkpoint is the final one."""
-    service = w.service if w.rank == 0 else None
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None and _report_again_if_final(checkpoint, service):
+    if checkpoint is not None and _report_again_if_final(checkpoint, w.rank):
         return None
-    progress = Progress()
-    if checkpoint is None and service is not None:
-        ray.get(service.reset.remote())  # no checkpoint: the model starts from the base, so must selection
+    progress, selection = Progress(), None  # no checkpoint: the model starts from the base, so does selection
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            state = load_training_state(Path(d), w.base, w.optimizer, service)
+            state = load_training_state(Path(d), w.base, w.optimizer)
         progress = Progress(state["step"], state["nll_before"], state["selection_seconds"], state["history"])
+        selection = state["selection"]
         _log(w, f"resumed from checkpoint at optimizer step {progress.step}")
+    if w.rank == 0:
+        reporter.restore(selection)
     if progress.nll_before is None:
         progress.nll_before = evaluate(w)
         _log(w, f"held-out NLL before training: {progress.nll_before:.4f}")
     return progress
 
 
-def plan_round(w: Worker, progress: Progress) -> dict[str, Any] | None:
+def plan_round(w: Worker, progress: Progress, reporter: LossReporter) -> dict[str, Any] | None:
     """The next round's plan on every rank (None: the run is over), after any re-scoring the selector asks for."""
     while True:
         t_select = time.time()
-        plan = broadcast(ray.get(w.service.next_round.remote()) if w.rank == 0 else None, w.world)
+        plan = broadcast(reporter.next_round() if w.rank == 0 else None, w.world)
         if plan is not None and "rescore" in plan:
             rescore(w, plan["rescore"][w.rank :: w.world])
             all_sum([0.0], w.world)  # a barrier: every worker's scores are in before rank 0 asks again
@@ -215,8 +221,10 @@ def optimizer_step(w: Worker, step: int) -> float:
     return lr
 
 
-def save_round(w: Worker, progress: Progress, metrics: dict[str, Any], stats: dict[str, Any] | None) -> None:
-    """Round checkpoint (rank 0 writes it: weights, optimizer, selection snapshot, metrics history) + report."""
+def save_round(w: Worker, progress: Progress, metrics: dict[str, Any], stats: dict[str, Any] | None,
+               selection: dict[str, bytes] | None) -> None:
+    """Round checkpoint (rank 0 writes it: weights, optimizer, the selection state it holds, metrics history) +
+    report."""
     with tempfile.TemporaryDirectory() as d:
         if w.rank == 0:
             progress.history.append(metrics)
@@ -224,20 +232,20 @@ def save_round(w: Worker, progress: Progress, metrics: dict[str, Any], stats: di
             _log(w, f"round {metrics['round']}: arm {arms} {metrics['num_samples']} samples, loss "
                     f"{metrics['train_loss']:.4f}, unique {stats['num_unique']}/{stats['budget']}, "
                     f"{metrics['round_seconds']:.1f}s")
-            save_training_state(Path(d), w.base, w.optimizer, ray.get(w.service.snapshot.remote()), progress.step,
+            save_training_state(Path(d), w.base, w.optimizer, selection, progress.step,
                                 progress.nll_before, progress.selection_seconds, progress.history)
         ckpt = ray.train.Checkpoint.from_directory(d) if w.rank == 0 else None
         ray.train.report({**metrics, "nll_before": progress.nll_before}, checkpoint=ckpt)
 
 
-def finish(w: Worker, progress: Progress) -> None:
+def finish(w: Worker, progress: Progress, selection: dict[str, bytes] | None) -> None:
     """Held-out NLL after training, then the final checkpoint: the model, selection state and metrics history."""
     nll_after = evaluate(w)
     with tempfile.TemporaryDirectory() as d:
         if w.rank == 0:
             _log(w, f"held-out NLL after training: {nll_after:.4f} (before {progress.nll_before:.4f})")
             save_final_model(Path(d), w.base, w.tokenizer, merge=w.cfg.merge_adapter)
-            write_snapshot(Path(d) / "selection", ray.get(w.service.snapshot.remote()))
+            write_snapshot(Path(d) / "selection", selection)
             (Path(d) / "final.json").write_text(json.dumps({"nll_before": progress.nll_before,
                                                             "nll_after": nll_after,
                                                             "selection_seconds": progress.selection_seconds}))
@@ -273,12 +281,12 @@ def rescore(w: Worker, ids: np.ndarray) -> None:
 
 def _log(w: Worker, msg: str) -> None:
     if w.rank == 0:
-        print(f"[lead-ray] {msg}", flush=True)
+        log(msg)
 
 
-def _report_again_if_final(checkpoint: ray.train.Checkpoint, service) -> bool:
-    """If the restored checkpoint is the final model (the group died after finishing), restore the selection
-    state (rank 0 passes the service) and report the checkpoint again so fit() returns it; True if so."""
+def _report_again_if_final(checkpoint: ray.train.Checkpoint, rank: int) -> bool:
+    """If the restored checkpoint is the final model (the group died after finishing), rank 0 reports it again so
+    fit() returns it (the driver reads the final selection state from it); True if so."""
     import shutil
 
     with checkpoint.as_directory() as d:
@@ -286,11 +294,9 @@ def _report_again_if_final(checkpoint: ray.train.Checkpoint, service) -> bool:
         if not final.exists():
             return False
         metrics = json.loads(final.read_text())
-        if service is not None:
-            ray.get(service.restore.remote({p.name: p.read_bytes() for p in (Path(d) / "selection").iterdir()}))
         with tempfile.TemporaryDirectory() as copy:
-            if service is not None:
+            if rank == 0:
                 shutil.copytree(d, copy, dirs_exist_ok=True)
-            ckpt = ray.train.Checkpoint.from_directory(copy) if service is not None else None
+            ckpt = ray.train.Checkpoint.from_directory(copy) if rank == 0 else None
             ray.train.report({"final": 1, **metrics, "eval_nll": metrics["nll_after"]}, checkpoint=ckpt)
     return True

@@ -2,7 +2,9 @@
 
 The reporter keeps the round's losses until the round ends: if the service restarted meanwhile (its incarnation
 token changed, seen on a report or at `end_round`), everything of this round is sent again, so a crash of the
-service loses nothing. `end_round` hides that handshake from the loop.
+service loses nothing. On rank 0 it also keeps the selection state after the last round (`state`, what the round
+checkpoint stores) and the plan asked for since, and gives both back to a restarted service. `next_round`,
+`end_round` and `final_state` hide those handshakes from the loop.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import numpy as np
 import ray
 import torch
 
+from lead_ray.select.service import LOST
 from lead_ray.train.collective import broadcast, gather
 
 
@@ -23,6 +26,31 @@ class LossReporter:
         self.pending: ray.ObjectRef | None = None
         self.sent: list[tuple[np.ndarray, np.ndarray]] = []  # this round's reports, for a resend
         self.incarnation: str | None = None
+        self.state: dict[str, bytes] | None = None  # rank 0: the selection state after the last round
+        self.planned: tuple = ()  # rank 0: (plan,) once next_round answered since `state`
+
+    def _ask(self, method: str, *args):
+        """Rank 0's call to the service. A service Ray restarted after a crash answers LOST: it gets the state and
+        the plan back, and the call is made again."""
+        while (answer := ray.get(getattr(self.service, method).remote(*args))) == LOST:
+            ray.get(self.service.restore.remote(self.state, self.planned))
+        return answer
+
+    def restore(self, state: dict[str, bytes] | None) -> None:
+        """Rank 0: set the service to a checkpoint's selection state (None: round 0)."""
+        ray.get(self.service.restore.remote(state))
+        self.state, self.planned = state, ()
+
+    def next_round(self) -> dict | None:
+        """Rank 0: the service's next plan (None: the run is over), or its request to re-score."""
+        answer = self._ask("next_round")
+        if answer is None or "rescore" not in answer:
+            self.planned = (answer,)
+        return answer
+
+    def final_state(self) -> dict[str, bytes]:
+        """Rank 0: the selection state once the run is over (the last `next_round` set why it stopped)."""
+        return self._ask("snapshot")
 
     def start_round(self) -> None:
         self.sent = []
@@ -74,7 +102,9 @@ class LossReporter:
         while True:
             self.flush()
             tokens = gather(self.incarnation, world)
-            stats = ray.get(self.service.end_round.remote(grad, step, round_index, tokens)) if rank == 0 else None
-            if broadcast(stats is not None if rank == 0 else None, world):
-                return stats
+            answer = self._ask("end_round", grad, step, round_index, tokens) if rank == 0 else None
+            if broadcast(answer is not None if rank == 0 else None, world):
+                if rank == 0:
+                    self.state, self.planned = answer["state"], ()
+                return answer["stats"] if rank == 0 else None
             self.resend()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from lead_ray.config import LeadConfig
@@ -23,5 +23,6 @@ def build_trainer(cfg: LeadConfig, service, model_path: str, pool_dir: Path, eva
         run_config=RunConfig(name="train", storage_path=str(cfg.run_dir / "ray"),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
-                             callbacks=callbacks or None),
+                             callbacks=callbacks or None,
+                             logging_config=LoggingConfig(log_level="INFO" if cfg.verbose else "WARNING")),
     )
