@@ -73,7 +73,7 @@ METHODS: dict[str, dict] = {
 }
 FULL = dict(budgets=[0.025, 0.05, 0.1], seeds=3, per_family=150, eval_per_family=50, pretrain_rows=6000,
             methods=[m for m in METHODS if m != "lead_learnable"])  # the tiny table as before (SMOLLM2 has it)
-QUICK = dict(budgets=[0.05], seeds=1, per_family=40, eval_per_family=10, pretrain_rows=2000,
+QUICK = dict(budgets=[0.05], seeds=1, per_family=30, eval_per_family=10, pretrain_rows=1000,
              methods=["lead", "random", "iterative_rescore", "full"])
 # SmolLM2 on the real-text pool (bench/quality_text_pool.py): sized for ~90 min on a 2-core CPU
 SMOLLM2 = dict(budgets=[0.05, 0.1], seeds=2, train_rows=800, eval_rows=150,

@@ -28,10 +28,10 @@ def test_quality_bench_quick_table_is_consistent(tmp_path: Path) -> None:
     table = list(csv.DictReader(open(out / "table.csv")))
     assert (out / "quality.png").stat().st_size > 10_000
 
-    # 9 families × 40 rows (bench/quality_pool.py); held-out rows and train rows with IFD > 1 (ifd_above_one:
-    # exclude) are never selectable, and `full` takes every selectable row
+    # 9 families × QUICK's rows per family (bench/quality_pool.py); held-out rows and train rows with IFD > 1
+    # (ifd_above_one: exclude) are never selectable, and `full` takes every selectable row
     n_train = int(next(r for r in runs if r["method"] == "full")["budget_samples"])
-    assert 0.5 * 9 * 40 <= n_train <= 9 * 40
+    assert 0.5 * 9 * quality.QUICK["per_family"] <= n_train <= 9 * quality.QUICK["per_family"]
     methods = {r["method"] for r in runs}
     assert methods == {"lead", "random", "iterative_rescore", "full"}
     assert len(runs) == 3 + 1  # three methods at one budget, and the full pool once
