@@ -30,6 +30,10 @@ from lead_ray.select.strategies import build_selector, columns_needed
 LOST = {"lost": True}  # the answer of an actor without state (new or restarted) until `restore`
 
 
+def is_lost(answer: Any) -> bool:
+    return isinstance(answer, dict) and answer.get("lost") is True
+
+
 class SelectionService:
     def __init__(self, enriched_path: str, params: SelectionParams | dict[str, Any], run: str = ""):
         self.enriched_path = enriched_path

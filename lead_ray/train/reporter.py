@@ -13,7 +13,7 @@ import numpy as np
 import ray
 import torch
 
-from lead_ray.select.service import LOST
+from lead_ray.select.service import is_lost
 from lead_ray.train.collective import broadcast, gather
 
 
@@ -32,7 +32,7 @@ class LossReporter:
     def _ask(self, method: str, *args):
         """Rank 0's call to the service. A service Ray restarted after a crash answers LOST: it gets the state and
         the plan back, and the call is made again."""
-        while (answer := ray.get(getattr(self.service, method).remote(*args))) == LOST:
+        while is_lost(answer := ray.get(getattr(self.service, method).remote(*args))):
             ray.get(self.service.restore.remote(self.state, self.planned))
         return answer
 
