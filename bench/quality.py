@@ -211,9 +211,9 @@ def train_one(cfg: LeadConfig, prepared, method: str, budget: float, seed: int) 
 def bandit_movement(run_dir: Path) -> dict[str, float]:
     """How far EXP3 moved: the largest arm probability of the last round (1/K when it never moved), and the mean
     |ΔL′| over the rounds, in nats."""
-    from lead_ray.report import read_jsonl
+    from lead_ray.runtime.run_files import read_run_files
 
-    lines = read_jsonl(run_dir / "bandit.jsonl")
+    lines = read_run_files(run_dir).bandit
     probs = lines[-1]["arm_probs"] if lines else [math.nan]
     delta = [abs(a["delta_l"]) for line in lines for a in line["arms"]]
     return {"arm_prob_max": float(max(probs)), "mean_abs_delta_l": float(np.mean(delta)) if delta else math.nan}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from lead_ray.report import (
     selection_mix,
     write_report,
 )
+from lead_ray.runtime.run_files import write_run_files
 from lead_ray.select.lead import LeadSelector
 
 # A hand-made run: 3 rounds, 2 arms. id 0 is trained twice (rounds 0 and 2).
@@ -41,30 +41,31 @@ MIX = {"arm": {0: 5, 1: 2}, "group": {0: 3, 1: 3, 2: 1}, "source": {"alpaca": 4,
 PROBS = [[0.5, 0.5], [0.62, 0.38], [0.44, 0.56]]
 CHOSEN = [0, 1, 0]
 TRAIN_LOSS = [1.45, 1.7, 1.15]
-SUMMARY = {"run_dir": "/somewhere/else/hand", "rounds": 3, "num_unique": 6, "budget": 8, "stop_reason": "max_rounds",
-           "arms_per_round": [[0], [1], [0]], "nll_before": 2.345678, "nll_after": 1.987654, "wall_seconds": 12.34}
+CONTEXT = {"run_dir": "/somewhere/else/hand", "ifd_excluded": 1, "wall_seconds": 12.34, "config_key": "k"}
+FINAL = {"nll_before": 2.345678, "nll_after": 1.987654, "selection_seconds": 0.5}
 
 
-def write_run(run: Path, sel: dict | None = None, rounds: list[dict] | None = None, bandit: list[dict] | None = None,
-              summary: dict | None = None, final: dict | None = None, sources: dict | None = SOURCES) -> Path:
-    """A run dir with real Parquet/JSONL files, as run.train_with_selection writes them."""
+def hand_selection(probs: list[list[float]] = PROBS, chosen: list[int] = CHOSEN) -> dict:
+    """A SelectionService summary for SEL, as SelectionService.summary() returns it."""
+    counts = [3, 2, 2][: len(probs)]
+    stats = [{"round": r, "num_selected": n, "num_missing_losses": 0, "num_unique": u, "budget": 8,
+              "mean_loss": loss, "arm_probs": p,
+              "arms": [{"arm": a, "reward": 0.1 * (r + 1), "scaled_reward": 0.5, "delta_l": -0.01, "beta": 0.0}]}
+             for r, (n, u, loss, p, a) in enumerate(zip(counts, [3, 5, 6], TRAIN_LOSS, probs, chosen))]
+    return {"rounds": len(stats), "num_unique": stats[-1]["num_unique"] if stats else 0, "budget": 8,
+            "stop_reason": "max_rounds", "round_stats": stats, "arm_probs": probs[-1] if probs else []}
+
+
+def write_run(run: Path, sel: dict | None = None, selection: dict | None = None, training: list[dict] | None = None,
+              final: dict | None = None, sources: dict | None = SOURCES) -> Path:
+    """A run dir written by the function train_with_selection writes with, plus prep/enriched.parquet."""
     run.mkdir(parents=True, exist_ok=True)
-    sel = SEL if sel is None else sel
-    pq.write_table(pa.table({k: np.asarray(v) for k, v in sel.items()}), run / "selections.parquet")
-    if rounds is None:
-        rounds = [{"round": r, "num_selected": n, "num_missing_losses": 0, "learning_rate": 1e-3, "num_unique": u,
-                   "budget": 8, "mean_loss": loss, "train_loss": loss, "step": r + 1}
-                  for r, (n, u, loss) in enumerate(zip([3, 2, 2], [3, 5, 6], TRAIN_LOSS))]
-    final = {"nll_before": SUMMARY["nll_before"], "nll_after": SUMMARY["nll_after"]} if final is None else final
-    lines = [json.dumps(m) for m in rounds] + ([json.dumps({"final": True, **final})] if final else [])
-    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    if bandit is None:
-        bandit = [{"round": r, "arm_probs": p, "arms": [{"arm": a, "reward": 0.1 * (r + 1), "scaled_reward": 0.5,
-                                                         "delta_l": -0.01, "beta": 0.0}]}
-                  for r, (p, a) in enumerate(zip(PROBS, CHOSEN))]
-    (run / "bandit.jsonl").write_text("".join(json.dumps(b) + "\n" for b in bandit))
-    (run / "summary.json").write_text(json.dumps(SUMMARY if summary is None else summary))
-    (run / "config.yaml").write_text("run_name: hand\n")
+    selection = hand_selection() if selection is None else selection
+    if training is None:
+        training = [{"round": r, "train_loss": loss, "learning_rate": 1e-3, "step": r + 1}
+                    for r, loss in enumerate(TRAIN_LOSS[: selection["rounds"]])]
+    write_run_files(run, selection, SEL if sel is None else sel, training, FINAL if final is None else final,
+                    **CONTEXT)
     if sources is not None:
         (run / "prep").mkdir(exist_ok=True)
         pq.write_table(pa.table({"id": np.array(list(sources), dtype=np.int64), "source": list(sources.values()),
@@ -93,25 +94,23 @@ def test_selection_mix_equals_hand_counts() -> None:
     assert selection_mix(pd.DataFrame(SEL), SOURCES) == MIX  # a plain mapping works the same
 
 
-def test_selection_mix_unknown_sources_and_missing_columns() -> None:
+def test_selection_mix_counts_unknown_sources() -> None:
     partial = {k: v for k, v in SOURCES.items() if k != 0}  # id 0 (selected twice) has no source
     mix = selection_mix(pd.DataFrame(SEL), partial)
     assert mix["source"] == {"(unknown)": 2, "alpaca": 2, "dolly": 2, "sharegpt": 1}
     assert sum(mix["source"].values()) == len(SEL["id"])
-    no_group = pd.DataFrame({k: v for k, v in SEL.items() if k != "group"})
-    assert selection_mix(no_group) == {"arm": MIX["arm"]}  # no sources: no source key; no group column: no group
+    assert selection_mix(pd.DataFrame(SEL)) == {"arm": MIX["arm"], "group": MIX["group"]}  # no sources, no key
     empty = pd.DataFrame({k: np.zeros(0) for k in SEL})  # a zero-round run writes float64 columns
     assert selection_mix(empty, SOURCES) == {"arm": {}, "group": {}, "source": {}}
 
 
-def test_arm_probability_table_pads_and_falls_back_to_summary_arms() -> None:
-    bandit = [{"round": 0, "arm_probs": [0.5, 0.5]},  # no "arms": take them from arms_per_round
-              {"round": 1, "arm_probs": [0.2, 0.3, 0.5], "arms": [{"arm": 2}, {"arm": 0}]},
-              {"round": 2}]  # no probabilities: dropped
-    rounds, probs, chosen = arm_probability_table(bandit, [[1], [2]])
-    assert rounds.tolist() == [0, 1]
-    np.testing.assert_array_equal(probs, [[0.5, 0.5, np.nan], [0.2, 0.3, 0.5]])
-    assert chosen == [[1], [2, 0]]
+def test_arm_probability_table_reads_bandit_lines() -> None:
+    bandit = [{"round": 0, "arm_probs": [0.2, 0.3, 0.5], "arms": [{"arm": 1}]},
+              {"round": 1, "arm_probs": [0.1, 0.1, 0.8], "arms": [{"arm": 2}, {"arm": 0}]}]
+    rounds, probs, chosen = arm_probability_table(bandit)
+    assert rounds.tolist() == [0, 1] and chosen == [[1], [2, 0]]
+    np.testing.assert_array_equal(probs, [[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]])
+    assert arm_probability_table([])[1].shape == (0, 0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -132,7 +131,7 @@ def test_figures_draw_the_run_data(tmp_path: Path) -> None:
     (loss,) = [line for line in ax.get_lines() if line.get_label().startswith("mean training loss")]
     np.testing.assert_allclose(loss.get_ydata(), [(1.5 + 1.4 + 1.0) / 3, (1.6 + 1.8) / 2, (1.2 + 1.1) / 2])
 
-    fig = plot_selection_mix(MIX, tmp_path / "m.png")
+    fig = plot_selection_mix(MIX, tmp_path / "m.png", 2)
     for ax, dim in zip(fig.axes, ("arm", "group", "source")):
         assert [p.get_width() for p in ax.patches] == list(MIX[dim].values()), dim  # small: key order kept for arms
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["arm 0", "arm 1"]
@@ -149,7 +148,7 @@ def test_figures_draw_the_run_data(tmp_path: Path) -> None:
 
 def test_selection_mix_folds_many_categories_into_other(tmp_path: Path) -> None:
     groups = {g: 100 - g for g in range(30)}  # 30 groups, more than fit in a panel
-    ax = plot_selection_mix({"group": groups}, tmp_path / "m.png").axes[1]
+    ax = plot_selection_mix({"arm": {0: 1}, "group": groups, "source": {}}, tmp_path / "m.png", 1).axes[1]
     widths = [p.get_width() for p in ax.patches]
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert len(widths) == 12 and labels[-1] == "other (19)" and labels[0] == "group 0"
@@ -182,47 +181,36 @@ def test_write_report_on_a_hand_made_run(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_per_round_eval_nll_gets_a_column(tmp_path: Path) -> None:
-    rounds = [{"round": r, "train_loss": v, "eval_nll": 2.0 - 0.125 * r} for r, v in enumerate(TRAIN_LOSS)]
-    md = (write_report(write_run(tmp_path / "r", rounds=rounds)) / "summary.md").read_text()
-    assert "| train loss | held-out NLL |" in md and "| 2 | 0 | n/a | n/a | 1.1500 | 1.7500 |" in md
+    training = [{"round": r, "train_loss": v, "eval_nll": 2.0 - 0.125 * r} for r, v in enumerate(TRAIN_LOSS)]
+    md = (write_report(write_run(tmp_path / "r", training=training)) / "summary.md").read_text()
+    assert "| train loss | held-out NLL |" in md and "| 2 | 0 | 2 | 6 | 1.1500 | 1.7500 |" in md
 
 
-@pytest.mark.parametrize("case", ["zero_rounds", "one_round", "one_arm", "bare_columns", "no_enriched",
-                                  "no_final_line", "nan_values"])
+@pytest.mark.parametrize("case", ["zero_rounds", "one_round", "one_arm", "no_enriched", "no_eval_rows"])
 def test_edge_cases_still_give_a_full_report(tmp_path: Path, case: str) -> None:
     kw: dict = {}
     if case == "zero_rounds":
-        kw = dict(sel={k: np.zeros(0) for k in SEL}, rounds=[], bandit=[],
-                  summary={**SUMMARY, "rounds": 0, "num_unique": 0, "arms_per_round": [], "stop_reason": "budget"})
+        kw = dict(sel={k: np.zeros(0) for k in SEL}, selection=hand_selection([], []))
     elif case == "one_round":
-        kw = dict(sel={k: v[:3] for k, v in SEL.items()}, rounds=[{"round": 0, "train_loss": 1.4}],
-                  bandit=[{"round": 0, "arm_probs": [0.5, 0.5], "arms": [{"arm": 0}]}])
+        kw = dict(sel={k: v[:3] for k, v in SEL.items()}, selection=hand_selection(PROBS[:1], CHOSEN[:1]))
     elif case == "one_arm":
-        kw = dict(sel={**SEL, "arm": [0] * 7},
-                  bandit=[{"round": r, "arm_probs": [1.0], "arms": [{"arm": 0}]} for r in range(3)])
-    elif case == "bare_columns":
-        kw = dict(sel={"round": SEL["round"], "id": SEL["id"]}, rounds=[{"round": r} for r in range(3)],
-                  bandit=[{"round": r} for r in range(3)], summary={"rounds": 3})
+        kw = dict(sel={**SEL, "arm": [0] * 7}, selection=hand_selection([[1.0]] * 3, [0] * 3))
     elif case == "no_enriched":
         kw = dict(sources=None)
-    elif case == "no_final_line":
-        kw = dict(final={})
-    elif case == "nan_values":
-        kw = dict(sel={**SEL, "loss": [float("nan")] * 7},
-                  rounds=[{"round": r, "train_loss": float("nan"), "mean_loss": None} for r in range(3)])
+    elif case == "no_eval_rows":  # eval_fraction 0: NaN held-out NLL; a round whose losses never arrived
+        kw = dict(sel={**SEL, "loss": [float("nan")] * 3 + SEL["loss"][3:]},
+                  final={"nll_before": float("nan"), "nll_after": float("nan"), "selection_seconds": 0.0})
     run = write_run(tmp_path / case, **kw)
     report = write_report(run)
     check_pngs(report)
     md = (report / "summary.md").read_text()
     assert all(f"]({name})" in md for name in IMAGES)
     if case == "zero_rounds":
-        assert "| rounds | 0 |" in md and "No training rounds were recorded." in md
+        assert "| rounds | 0 |" in md and "| arm per round | none |" in md and "No training rounds were recorded." in md
     if case == "no_enriched":
         assert "source panel skipped: enriched.parquet not found" in md
-    if case == "no_final_line":
-        assert "no final line" in md and "| held-out NLL after | 1.9877 |" in md  # from summary.json instead
-    if case == "bare_columns":
-        assert "| rounds | 3 |" in md
+    if case == "no_eval_rows":
+        assert "| held-out NLL before | n/a |" in md and "| held-out NLL change | n/a |" in md
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -239,23 +227,13 @@ def selector_run(run: Path, *, num_arms: int, arms_per_round: int, max_rounds: i
     while (plan := s.next_round()) is not None:
         s.report(plan.ids, rng.uniform(0.5, 2.5, len(plan.ids)))
         g = rng.normal(size=8)
-        stats = s.end_round(g, -1e-3 * g)  # one SGD step: u = -ηg
-        stats.update(train_loss=float(np.mean(s.losses[plan.ids])), num_samples=len(plan.ids))
+        s.end_round(g, -1e-3 * g)  # one SGD step: u = -ηg
     sel = s.selections()
     run.mkdir(parents=True)
-    pq.write_table(pa.table({k: np.asarray(v) for k, v in sel.items()}), run / "selections.parquet")
-    final = {"nll_before": 2.0, "nll_after": 1.9}
-    with open(run / "metrics.jsonl", "w") as f:
-        for st in s.round_stats:
-            f.write(json.dumps({k: v for k, v in st.items() if k not in ("arms", "arm_probs")}) + "\n")
-        f.write(json.dumps({"final": True, **final}) + "\n")
-    with open(run / "bandit.jsonl", "w") as f:
-        for st in s.round_stats:
-            f.write(json.dumps({"round": st["round"], "arm_probs": st["arm_probs"], "arms": st["arms"]}) + "\n")
-    (run / "summary.json").write_text(json.dumps(
-        {"run_dir": str(run), "rounds": s.round, "num_unique": s.num_unique, "budget": s.budget,
-         "stop_reason": s.stop_reason, "arms_per_round": [[a["arm"] for a in st["arms"]] for st in s.round_stats],
-         **final, "wall_seconds": 1.0}))
+    selection = {"rounds": s.round, "num_unique": s.num_unique, "budget": s.budget, "stop_reason": s.stop_reason,
+                 "round_stats": s.round_stats}
+    training = [{"round": st["round"], "train_loss": st["mean_loss"]} for st in s.round_stats]
+    write_run_files(run, selection, sel, training, {**FINAL, "nll_before": 2.0, "nll_after": 1.9}, **CONTEXT)
     return run, sel
 
 

@@ -11,14 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lead_ray.config import LeadConfig, LeadRayError
 from lead_ray.data.prepared import PreparedPool
 from lead_ray.runtime.console import log
 from lead_ray.runtime.folders import FINISHED, claim_folder, publish_outputs
+from lead_ray.runtime.run_files import write_run_files
 from lead_ray.runtime.stages import mark_stage, stage_current, stage_key
 from lead_ray.select.params import SelectionParams
 from lead_ray.select.service import start_service
@@ -75,26 +74,11 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
             shutil.copytree(src, staging / name)
 
     ray.get(service.restore.remote(read_snapshot(Path(result.checkpoint.path) / "selection")))  # the final state
-    summary = ray.get(service.summary.remote())
-    sel = ray.get(service.selections.remote())
-    pq.write_table(pa.table({k: np.asarray(v) for k, v in sel.items()}), staging / "selections.parquet")
-    training = {m["round"]: m for m in read_history(Path(result.checkpoint.path))}  # what the workers reported
-    with open(staging / "metrics.jsonl", "w") as f:  # per round: selection stats joined with training metrics
-        for s in summary["round_stats"]:
-            selection = {k: v for k, v in s.items() if k not in ("arms", "arm_probs")}
-            f.write(json.dumps({**selection, **training.get(s["round"], {})}) + "\n")
-        f.write(json.dumps({"final": True, **final}) + "\n")
-    with open(staging / "bandit.jsonl", "w") as f:
-        for s in summary["round_stats"]:
-            f.write(json.dumps({"round": s["round"], "arm_probs": s["arm_probs"], "arms": s["arms"]}) + "\n")
+    selection, selections = ray.get([service.summary.remote(), service.selections.remote()])
     ray.kill(service)
-    out = {"run_dir": str(run_dir), "rounds": summary["rounds"], "num_unique": summary["num_unique"],
-           "budget": summary["budget"], "stop_reason": summary["stop_reason"], "ifd_excluded": excluded,
-           "arms_per_round": [[a["arm"] for a in s["arms"]] for s in summary["round_stats"]],
-           "nll_before": final["nll_before"], "nll_after": final["nll_after"],
-           "selection_seconds": final.get("selection_seconds"), "wall_seconds": time.time() - t_start,
-           "config_key": config_key}
-    (staging / "summary.json").write_text(json.dumps(out, indent=2))
+    out = write_run_files(staging, selection, selections, read_history(Path(result.checkpoint.path)), final,
+                          run_dir=str(run_dir), ifd_excluded=excluded, wall_seconds=time.time() - t_start,
+                          config_key=config_key)
     publish_outputs(staging, run_dir)
     (run_dir / "ray" / FINISHED).write_text(json.dumps({"config_key": config_key}))  # these checkpoints are done
     return out
