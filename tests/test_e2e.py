@@ -1,4 +1,4 @@
-"""End to end: jobs/lead.py on configs/tiny.yaml, directly and with 2 workers + LoRA in-process."""
+"""End to end: jobs/lead.py on configs/tiny.yaml, directly, and 2 workers + LoRA against 1 worker in-process."""
 
 from __future__ import annotations
 
@@ -96,22 +96,41 @@ def test_job_tiny_direct(tiny_job) -> None:
     assert (run / "model").is_dir() and (run / "ray").is_dir()
 
 
-def test_two_workers_lora_in_process(tiny_prepared, tmp_path: Path) -> None:
+def test_two_workers_train_what_one_worker_would(tiny_prepared, tmp_path: Path) -> None:
+    """The same LoRA run on 2 workers (2 rows each per optimizer step) and on 1 worker (2 micro-batches of 2 rows
+    per step): the same selections, per-sample losses, gradient ḡ per round and adapter weights, to 1e-5. A round's
+    rows do not fill the last step, so padding rows must not dilute the 2-worker gradient."""
+    from safetensors.numpy import load_file
+
     from lead_ray.config import load_config
     from lead_ray.pipeline import run
 
-    seed_prepared(tiny_prepared, tmp_path / "ddp")
-    cfg = load_config(TINY, {
-        "output_dir": str(tmp_path), "run_name": "ddp", "num_workers": 2, "use_lora": True, "lora_rank": 4,
-        "lora_alpha": 8, "merge_adapter": True, "max_uses": 2, "max_rounds": 4, "per_device_train_batch_size": 3})
-    s = run(cfg)
-    check_run_outputs(tmp_path / "ddp", expect_max_uses=2)
-    assert s["rounds"] >= 1
+    common = {"output_dir": str(tmp_path), "use_lora": True, "lora_rank": 4, "lora_alpha": 8, "lora_dropout": 0.0,
+              "merge_adapter": True, "max_uses": 2, "max_rounds": 3, "per_device_train_batch_size": 2}
+    runs = {}
+    for name, overrides in (("one", {"num_workers": 1, "gradient_accumulation_steps": 2}),
+                            ("ddp", {"num_workers": 2, "gradient_accumulation_steps": 1})):
+        seed_prepared(tiny_prepared, tmp_path / name)
+        run(load_config(TINY, {**common, **overrides, "run_name": name}))
+        check_run_outputs(tmp_path / name, expect_max_uses=2)
+        sel = pq.read_table(tmp_path / name / "selections.parquet").to_pandas()
+        metrics = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        runs[name] = (sel, metrics[:-1], load_file(tmp_path / name / "model" / "adapter_model.safetensors"))
+    (sel1, m1, w1), (sel2, m2, w2) = runs["one"], runs["ddp"]
+    assert len(m1) == 3 and any(m["num_samples"] % 4 for m in m1)  # a round ends on a part-filled step
+    assert sel1[["round", "id", "arm"]].equals(sel2[["round", "id", "arm"]])
+    np.testing.assert_allclose(sel1["loss"], sel2["loss"], rtol=1e-5)
+    for a, b in zip(m1, m2):
+        assert a["step"] == b["step"]
+        np.testing.assert_allclose([a["grad_sq_norm"], a["train_loss"]], [b["grad_sq_norm"], b["train_loss"]],
+                                   rtol=1e-5)
+    assert w1.keys() == w2.keys() and len(w1) > 0
+    for k in w1:
+        np.testing.assert_allclose(w1[k], w2[k], atol=1e-5, err_msg=k)
 
     from transformers import AutoModelForCausalLM
 
     adapter = tmp_path / "ddp" / "model"
-    assert (adapter / "adapter_model.safetensors").exists()
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "ddp" / "merged")
     with_adapter = AutoModelForCausalLM.from_pretrained(adapter)  # transformers loads the peft adapter
     ids = np.arange(1, 20)[None]

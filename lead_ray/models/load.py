@@ -154,7 +154,9 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 
 
 def load_model(path: str, *, trust_remote_code: bool = False, dtype=None, lora: dict | None = None):
-    """A causal LM in safetensors; wrapped with a peft LoRA adapter when `lora` is given."""
+    """A causal LM in safetensors, in `dtype` (default float32); wrapped with a peft LoRA adapter when `lora` is
+    given. Trainable weights are always float32: with bf16, frozen weights take half the memory and the optimizer
+    still updates full-precision copies."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -166,6 +168,9 @@ def load_model(path: str, *, trust_remote_code: bool = False, dtype=None, lora: 
         model = get_peft_model(model, LoraConfig(r=lora["rank"], lora_alpha=lora["alpha"],
                                                  lora_dropout=lora["dropout"], target_modules="all-linear",
                                                  task_type="CAUSAL_LM"))
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
     return model
 
 

@@ -41,6 +41,11 @@ def response_nll(logits: torch.Tensor, input_ids: torch.Tensor, assistant_mask: 
     return token_nll.sum(dim=1) / counts.clamp_min(1), counts
 
 
+def target_tokens(assistant_mask: np.ndarray) -> int:
+    """How many target tokens `response_nll` averages over for this row (the mask, shifted by one)."""
+    return int(np.count_nonzero(assistant_mask[1:]))
+
+
 def batch_response_nll(model, store, ids: np.ndarray, batch_size: int, pad_id: int, device,
                        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
                        ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -14,8 +14,9 @@ def init_ray(cfg: LeadConfig) -> None:
 
     if ray.is_initialized():
         return
-    env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.05", "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
+                                                               str(health_check_interval(cfg.num_workers))),
+           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
@@ -40,6 +41,13 @@ def init_ray(cfg: LeadConfig) -> None:
              log_to_driver=True)
     ray.data.DataContext.get_current().enable_progress_bars = False
     start_reaper()  # the instance's processes go when this driver goes, even if it is SIGKILLed
+
+
+def health_check_interval(num_workers: int) -> float:
+    """Seconds between the Train controller's polls of its workers: 0.05 per worker, at most Ray's default (2 s).
+    A short run on a few workers then ends within a tick of its last step, and a poll of 1,024 workers never
+    comes more often than Ray's own default."""
+    return min(2.0, 0.05 * num_workers)
 
 
 def pin_ray_address() -> None:

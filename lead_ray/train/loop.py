@@ -27,7 +27,7 @@ import torch
 from lead_ray.config import LeadConfig
 from lead_ray.data.store import RowStore
 from lead_ray.models.load import cpu_threads, load_model, load_tokenizer
-from lead_ray.models.nll import batch_response_nll, collate, response_nll
+from lead_ray.models.nll import batch_response_nll, collate, response_nll, target_tokens
 from lead_ray.runtime.console import log
 from lead_ray.train.checkpoint import (
     load_training_state,
@@ -103,20 +103,21 @@ def setup(config: dict[str, Any]) -> Worker:
         logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(cfg.seed + rank)
+    torch.manual_seed(worker_seed(cfg.seed, rank))
     cpu_threads(ctx.get_local_world_size())  # Ray pins OMP threads to 1 CPU per worker; use this node's share
     tokenizer = load_tokenizer(config["model_path"], cfg.trust_remote_code)
     lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout} if cfg.use_lora else None
-    base = load_model(config["model_path"], trust_remote_code=cfg.trust_remote_code, lora=lora)
+    use_bf16 = bool(cfg.bf16 if cfg.bf16 is not None else (cfg.use_gpu and torch.cuda.is_available()))
+    base = load_model(config["model_path"], trust_remote_code=cfg.trust_remote_code, lora=lora,
+                      dtype=torch.bfloat16 if use_bf16 else torch.float32)
     model = ray.train.torch.prepare_model(base)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     which = cfg.loss_change_params if cfg.loss_change_params != "auto" else "all" if cfg.use_lora else "last_block"
     tracker = RoundDirectionTracker(direction_parameters(base, which, base.config.num_hidden_layers),
                                     cfg.loss_change_sketch_dim, cfg.seed) if rank == 0 else None
-    use_bf16 = cfg.bf16 if cfg.bf16 is not None else (cfg.use_gpu and torch.cuda.is_available())
-    eval_ids = np.asarray(config["eval_ids"], dtype=np.int64)[: cfg.eval_max_samples][rank::world]
-    return Worker(cfg, config["service"], rank, world, ray.train.torch.get_device(), bool(use_bf16), base, model,
+    eval_ids = np.asarray(ray.get(config["eval_shards"][rank]), dtype=np.int64)
+    return Worker(cfg, config["service"], rank, world, ray.train.torch.get_device(), use_bf16, base, model,
                   tokenizer, optimizer, trainable, tracker, RowStore(Path(config["pool_dir"]) / "pool.arrow"),
                   eval_ids)
 
@@ -156,9 +157,14 @@ def plan_round(w: Worker, progress: Progress, reporter: LossReporter) -> dict[st
 
 
 def train_round(w: Worker, progress: Progress, plan: dict[str, Any], reporter: LossReporter) -> dict[str, Any]:
-    """One pass over the round's rows; each micro-batch's per-row losses go to the service as they come."""
+    """One pass over the round's rows; each micro-batch's per-row losses go to the service as they come.
+
+    An optimizer step's loss is the sum of its token NLLs over the target tokens of every rank (counted before the
+    forward pass): padding rows and short rows on one rank do not dilute it, so N workers take the step one worker
+    with N times the batch would.
+    """
     cfg, t0, round_index = w.cfg, time.time(), int(plan["round"])
-    torch.manual_seed(cfg.seed + 1000 * round_index + w.rank)  # dropout etc.: the same after a restart
+    torch.manual_seed(worker_seed(cfg.seed, w.rank, round_index))  # dropout etc.: the same after a restart
     # the round's rows in a seeded order, as a data loader shuffles (the same order again after a restart)
     ids = plan["ids"][np.random.default_rng([cfg.seed, round_index]).permutation(len(plan["ids"]))]
     micro = cfg.per_device_train_batch_size
@@ -166,20 +172,24 @@ def train_round(w: Worker, progress: Progress, plan: dict[str, Any], reporter: L
     if w.tracker is not None:
         w.tracker.start_round()
     reporter.start_round()
-    lrs, totals, n_micro = [], np.zeros(3), 0  # totals: loss x tokens, target tokens, input tokens
+    lrs, totals = [], torch.zeros(3, dtype=torch.float64, device=w.device)  # loss x tokens, targets, inputs
     w.model.train()
-    for s in range(0, len(mine), micro):
-        totals += train_micro_batch(w, mine[s : s + micro], ids[0], reporter, cfg.gradient_accumulation_steps)
-        n_micro += 1
-        if n_micro % cfg.gradient_accumulation_steps == 0:
-            lrs.append(optimizer_step(w, progress.step))
-            progress.step += 1
-    if n_micro % cfg.gradient_accumulation_steps:
+    window = micro * cfg.gradient_accumulation_steps  # this rank's rows per optimizer step
+    for start in range(0, len(mine), window):
+        rows = mine[start : start + window]
+        local = sum(target_tokens(w.store.get(int(i))[1]) for i in rows if i >= 0)
+        (step_tokens,) = all_sum([float(local)], w.world)
+        chunks = range(0, len(rows), micro)
+        for c in chunks:  # DDP all-reduces the gradients once, on the step's last micro-batch
+            last = c == chunks[-1]
+            with contextlib.nullcontext() if last or w.world == 1 else w.model.no_sync():
+                totals += train_micro_batch(w, rows[c : c + micro], ids[0], reporter,
+                                            w.world / max(step_tokens, 1.0))
         lrs.append(optimizer_step(w, progress.step))
         progress.step += 1
     reporter.flush()
-    loss_sum, target_tokens, n_tokens = all_sum(totals.tolist(), w.world)  # a barrier too
-    metrics = {"round": round_index, "train_loss": loss_sum / max(target_tokens, 1.0), "num_samples": len(ids),
+    loss_sum, targets, n_tokens = all_sum(totals.tolist(), w.world)  # the round's one device sync; a barrier too
+    metrics = {"round": round_index, "train_loss": loss_sum / max(targets, 1.0), "num_samples": len(ids),
                "num_tokens": int(n_tokens), "round_seconds": time.time() - t0, "step": progress.step}
     if cfg.eval_every_round:
         metrics["eval_nll"] = evaluate(w)
@@ -187,24 +197,31 @@ def train_round(w: Worker, progress: Progress, plan: dict[str, Any], reporter: L
     return metrics
 
 
+def worker_seed(seed: int, rank: int, round_index: int | None = None) -> int:
+    """A torch seed per (run seed, rank, round or set-up), hashed: `seed + rank` arithmetic collides across rounds
+    and ranks."""
+    stream = 0 if round_index is None else round_index + 1
+    return int(np.random.SeedSequence([seed, rank, stream]).generate_state(1, np.uint64)[0])
+
+
 def train_micro_batch(w: Worker, chunk: np.ndarray, filler: int, reporter: LossReporter,
-                      accumulation: int) -> np.ndarray:
-    """Forward + backward of one micro-batch (-1 ids pad the last one: weight 0, not reported). Returns
-    (loss x target tokens, target tokens, input tokens) of its real rows."""
-    real = chunk >= 0
+                      scale: float) -> torch.Tensor:
+    """Forward + backward of one micro-batch (-1 ids pad it: weight 0, not reported); its loss is its summed token
+    NLL times `scale`. Returns (loss x target tokens, target tokens, input tokens) of its real rows, on the device
+    (no host sync per micro-batch)."""
+    real = np.flatnonzero(chunk >= 0)
     rows = [w.store.get(int(i if i >= 0 else filler)) for i in chunk]
     t = {k: v.to(w.device) for k, v in collate(rows, w.pad_id).items()}
     with w.autocast():
         logits = w.model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
     nll, counts = response_nll(logits, t["input_ids"], t["assistant_mask"])
     real_t = torch.from_numpy(real).to(w.device)
-    weight = counts * real_t
-    loss = (nll * weight).sum() / weight.sum().clamp_min(1.0)
-    (loss / accumulation).backward()
-    if real.any():
-        reporter.add(chunk[real], nll[real_t])
-    return np.array([float((nll.detach() * weight).sum()), float(weight.sum()),
-                     int(t["attention_mask"][real_t].sum())])
+    weight = torch.zeros_like(counts).index_copy_(0, real_t, counts.index_select(0, real_t))
+    ((nll * weight).sum() * scale).backward()
+    if len(real):
+        reporter.add(chunk[real], nll.index_select(0, real_t))
+    return torch.stack([(nll.detach() * weight).sum(), weight.sum(),
+                        t["attention_mask"].index_select(0, real_t).sum()]).double()
 
 
 def optimizer_step(w: Worker, step: int) -> float:
