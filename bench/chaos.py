@@ -13,15 +13,20 @@ import psutil
 from lead_ray.config import LeadConfig
 
 
-def ray_processes(title: str) -> list[psutil.Process]:
-    """Ray worker processes whose title (`ray::ClassName...`) starts with `title`."""
+def ray_processes(title: str, root: int | None = None) -> list[psutil.Process]:
+    """Ray worker processes whose title (`ray::ClassName...`) starts with `title`: any on the host, or only those
+    under process `root` (a driver with its own local Ray instance), so another Ray instance's are never touched."""
     found = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if " ".join(p.info["cmdline"] or []).startswith(title):
-                found.append(p)
-        except psutil.Error:
-            continue
+    try:
+        procs = psutil.Process(root).children(recursive=True) if root is not None else psutil.process_iter()
+        for p in procs:
+            try:
+                if " ".join(p.cmdline() or []).startswith(title):
+                    found.append(p)
+            except psutil.Error:
+                continue
+    except psutil.NoSuchProcess:
+        return []
     return found
 
 

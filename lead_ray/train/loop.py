@@ -29,6 +29,7 @@ from lead_ray.data.store import RowStore
 from lead_ray.models.load import cpu_threads, load_model, load_tokenizer
 from lead_ray.models.nll import batch_response_nll, collate, response_nll, target_tokens
 from lead_ray.runtime.console import log
+from lead_ray.runtime.storage import stage
 from lead_ray.train.checkpoint import (
     load_training_state,
     save_final_model,
@@ -105,10 +106,11 @@ def setup(config: dict[str, Any]) -> Worker:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(worker_seed(cfg.seed, rank))
     cpu_threads(ctx.get_local_world_size())  # Ray pins OMP threads to 1 CPU per worker; use this node's share
-    tokenizer = load_tokenizer(config["model_path"], cfg.trust_remote_code)
+    model_path = str(stage(config["model_source"], cfg.cache_path))  # a node-local copy with cloud storage
+    tokenizer = load_tokenizer(model_path, cfg.trust_remote_code)
     lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout} if cfg.use_lora else None
     use_bf16 = bool(cfg.bf16 if cfg.bf16 is not None else (cfg.use_gpu and torch.cuda.is_available()))
-    base = load_model(config["model_path"], trust_remote_code=cfg.trust_remote_code, lora=lora,
+    base = load_model(model_path, trust_remote_code=cfg.trust_remote_code, lora=lora,
                       dtype=torch.bfloat16 if use_bf16 else torch.float32)
     model = ray.train.torch.prepare_model(base)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -118,7 +120,7 @@ def setup(config: dict[str, Any]) -> Worker:
                                     cfg.loss_change_sketch_dim, cfg.seed) if rank == 0 else None
     eval_ids = np.asarray(ray.get(config["eval_shards"][rank]), dtype=np.int64)
     return Worker(cfg, config["service"], rank, world, ray.train.torch.get_device(), use_bf16, base, model,
-                  tokenizer, optimizer, trainable, tracker, RowStore(Path(config["pool_dir"]) / "pool.arrow"),
+                  tokenizer, optimizer, trainable, tracker, RowStore(stage(config["pool_source"], cfg.cache_path) / "pool.arrow"),
                   eval_ids)
 
 

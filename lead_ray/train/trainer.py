@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from lead_ray.config import LeadConfig
+from lead_ray.data.prepared import PreparedPool
+from lead_ray.runtime.storage import RunStorage
 from lead_ray.train.loop import train_loop_per_worker
 
 
-def build_trainer(cfg: LeadConfig, service, model_path: str, pool_dir: Path, eval_ids: np.ndarray,
+def build_trainer(cfg: LeadConfig, service, prepared: PreparedPool, eval_ids: np.ndarray, storage: RunStorage,
                   callbacks: list | None = None) -> TorchTrainer:
+    """Checkpoints go to `storage` (a bucket with cloud storage); workers stage the pool and model from there."""
     import ray
 
     # each worker fetches only the held-out ids it evaluates, not the whole list
@@ -21,11 +22,12 @@ def build_trainer(cfg: LeadConfig, service, model_path: str, pool_dir: Path, eva
     eval_shards = [ray.put(eval_ids[rank :: cfg.num_workers]) for rank in range(cfg.num_workers)]
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.to_dict(), "service": service, "model_path": model_path,
-                           "pool_dir": str(pool_dir), "eval_shards": eval_shards},
+        train_loop_config={"cfg": cfg.to_dict(), "service": service, "model_source": prepared.model_source,
+                           "pool_source": prepared.pool_source, "eval_shards": eval_shards},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": 1, **({"GPU": 1} if cfg.use_gpu else {})}),
-        run_config=RunConfig(name="train", storage_path=str(cfg.run_dir / "ray"),
+        run_config=RunConfig(name="train", storage_path=storage.path("ray"),
+                             storage_filesystem=storage.fs if storage.remote else None,
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              callbacks=callbacks or None,

@@ -1,0 +1,144 @@
+"""Where a run's files live: a local folder, or cloud storage (`s3://…`, `gs://…`) through pyarrow's filesystems.
+
+With cloud storage the driver works in a node-local scratch copy of the run folder and mirrors it: the prepared pool
+and prep/ go up after preparation, the outputs after training (summary.json last), and Ray Train keeps its
+checkpoints in the bucket itself. Workers on any node open the pool and the model through `stage`: a node-local copy
+made once per node, under a lock, and verified against the manifest (size and SHA-256 of every file) written at
+upload. Credentials and endpoints come from the environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, an instance
+profile…), as pyarrow reads them; never from files in the repo.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+MANIFEST = ".manifest.json"  # beside an uploaded file or folder: {relative path: [size, sha256]}
+
+
+def is_uri(path: str) -> bool:
+    return "://" in str(path)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _files(local: Path) -> dict[str, Path]:
+    """Relative name → file, for a file (its own name) or every file under a folder."""
+    if local.is_file():
+        return {local.name: local}
+    return {p.relative_to(local).as_posix(): p for p in sorted(local.rglob("*")) if p.is_file()}
+
+
+@dataclass(frozen=True)
+class RunStorage:
+    """A run folder on a filesystem: `root` on `fs` (the local one for a plain path)."""
+
+    fs: pafs.FileSystem
+    root: str
+
+    @classmethod
+    def at(cls, uri_or_path: str | Path) -> RunStorage:
+        if is_uri(str(uri_or_path)):
+            fs, root = pafs.FileSystem.from_uri(str(uri_or_path))
+            return cls(fs, root.rstrip("/"))
+        return cls(pafs.LocalFileSystem(), str(Path(uri_or_path).expanduser().resolve()))
+
+    @property
+    def remote(self) -> bool:
+        return not isinstance(self.fs, pafs.LocalFileSystem)
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def uri(self, *parts: str) -> str:
+        """What `RunStorage.at` and `stage` take to find this place again on another node."""
+        return f"{self.fs.type_name}://{self.path(*parts)}" if self.remote else self.path(*parts)
+
+    def exists(self, *parts: str) -> bool:
+        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+
+    def read_text(self, *parts: str) -> str:
+        with self.fs.open_input_stream(self.path(*parts)) as f:
+            return f.read().decode()
+
+    def write_text(self, text: str, *parts: str) -> None:
+        self.fs.create_dir(self.path(*parts[:-1]), recursive=True)
+        with self.fs.open_output_stream(self.path(*parts)) as f:
+            f.write(text.encode())
+
+    def delete(self, *parts: str) -> None:
+        info = self.fs.get_file_info(self.path(*parts))
+        if info.type == pafs.FileType.Directory:
+            self.fs.delete_dir(self.path(*parts))
+        elif info.type == pafs.FileType.File:
+            self.fs.delete_file(self.path(*parts))
+
+    def upload(self, local: Path, *parts: str) -> bool:
+        """Copy a local file or folder to `parts`, replacing what was there, then its manifest; skipped (False)
+        when the manifest there already matches."""
+        files = _files(local)
+        manifest = json.dumps({name: [f.stat().st_size, _sha256(f)] for name, f in files.items()}, sort_keys=True)
+        where = (*parts[:-1], parts[-1] + MANIFEST)
+        if self.exists(*where) and self.read_text(*where) == manifest:
+            return False
+        self.delete(*where)
+        self.delete(*parts)
+        for name, file in files.items():
+            target = self.path(*parts, name) if local.is_dir() else self.path(*parts)
+            self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            pafs.copy_files(str(file), target, destination_filesystem=self.fs)
+        self.write_text(manifest, *where)
+        return True
+
+    def download(self, local: Path, *parts: str) -> bool:
+        """Copy `parts` (a file or folder) to `local`, replacing it; False if storage has nothing there."""
+        info = self.fs.get_file_info(self.path(*parts))
+        if info.type == pafs.FileType.NotFound:
+            return False
+        shutil.rmtree(local, ignore_errors=True) if local.is_dir() else local.unlink(missing_ok=True)
+        (local if info.type == pafs.FileType.Directory else local.parent).mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(self.path(*parts), str(local), source_filesystem=self.fs)
+        return True
+
+
+def stage(uri: str, cache_root: Path) -> Path:
+    """A node-local copy of an uploaded file or folder (a plain path is returned as it is).
+
+    Made once per node: under a lock, so workers sharing the node wait for one download; into a partial folder,
+    checked against the upload's manifest (size and SHA-256 per file) and only then renamed into place.
+    """
+    if not is_uri(uri):
+        return Path(uri)
+    storage = RunStorage.at(uri)
+    parent, name = storage.root.rsplit("/", 1)
+    manifest_text = RunStorage(storage.fs, parent).read_text(name + MANIFEST)
+    manifest = json.loads(manifest_text)
+    key = hashlib.sha256((uri + manifest_text).encode()).hexdigest()[:16]
+    folder = cache_root / "staged" / key
+    target = folder / name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (folder / "complete").is_file():
+            return target
+        partial = folder.with_name(key + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        RunStorage(storage.fs, parent).download(partial / name, name)
+        got = {n: [p.stat().st_size, _sha256(p)] for n, p in _files(partial / name).items()}
+        if got != manifest:
+            bad = sorted(n for n in manifest.keys() | got.keys() if manifest.get(n) != got.get(n))
+            raise OSError(f"staging {uri}: {len(bad)} file(s) differ from the upload's manifest, e.g. {bad[0]}")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(partial, folder)
+        (folder / "complete").write_text(manifest_text)
+    return target

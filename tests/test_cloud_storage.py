@@ -1,0 +1,120 @@
+"""A run whose output_dir is an S3 bucket (moto's S3 server on 127.0.0.1, a real S3 API), as `ray job submit` users
+on a cluster without shared storage run it: every output, checkpoint and the prepared pool go to the bucket, nothing
+to a local output folder, and a run resumes from the bucket alone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from lead_ray.config import load_config
+from lead_ray.runtime.storage import RunStorage
+from tests.conftest import REPO, TINY, seed_prepared
+from tests.test_reliability import SETTINGS
+
+sys.path.insert(0, str(REPO / "bench"))
+
+pytestmark = pytest.mark.slow
+
+
+def s3_run(tmp_path: Path, name: str, prepared: Path) -> tuple[list[str], RunStorage, Path]:
+    """A jobs/lead.py command whose output_dir is a fresh prefix of the test bucket, its storage, and its node-local
+    scratch folder (seeded with the session's prepared pool, as a rerun on this node would find it)."""
+    overrides = {**SETTINGS, "output_dir": f"s3://lead-ray-test/{tmp_path.name}", "run_name": name}
+    cfg = load_config(TINY, overrides)
+    shutil.rmtree(cfg.run_dir, ignore_errors=True)
+    seed_prepared(prepared, cfg.run_dir)
+    cmd = [sys.executable, str(REPO / "jobs" / "lead.py"), "--config", str(TINY), *[f"{k}={v}" for k, v in overrides.items()]]
+    return cmd, RunStorage.at(cfg.run_uri), cfg.run_dir
+
+
+def checkpoints(storage: RunStorage) -> list[str]:
+    if not storage.exists("ray", "train"):
+        return []
+    infos = storage.fs.get_file_info(pafs.FileSelector(storage.path("ray", "train")))
+    return sorted(i.base_name for i in infos if i.base_name.startswith("checkpoint_"))
+
+
+def selections(storage: RunStorage, tmp_path: Path):
+    storage.download(tmp_path / "sel.parquet", "selections.parquet")
+    return pq.read_table(tmp_path / "sel.parquet").to_pandas()[["round", "id", "arm", "group", "idu_before"]]
+
+
+@pytest.fixture(scope="module")
+def bucket_run(s3_env, tiny_prepared, tmp_path_factory):
+    """One uninterrupted run into the bucket, started from a folder with nothing in it; its storage and stdout."""
+    tmp = tmp_path_factory.mktemp("s3")
+    cmd, storage, _ = s3_run(tmp, "ref", tiny_prepared)
+    proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=900, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return storage, proc.stdout, tmp
+
+
+def test_a_run_writes_its_outputs_to_the_bucket(bucket_run) -> None:
+    storage, out, tmp = bucket_run
+    for name in ("summary.json", "selections.parquet", "metrics.jsonl", "bandit.jsonl", "config.yaml",
+                 "quarantine.parquet", "model/model.safetensors", "report/summary.md", "pool/pool.arrow",
+                 "prep/enriched.parquet", "base_model/model.safetensors", "ray/finished.json"):
+        assert storage.exists(*name.split("/")), name
+    assert checkpoints(storage), "no round checkpoint in the bucket"
+    import json
+
+    summary = json.loads(storage.read_text("summary.json"))
+    assert summary["run_dir"] == storage.uri() and 0 < summary["num_unique"] <= summary["budget"]
+    assert list(tmp.iterdir()) == [], "the run wrote into its working directory"
+    assert f"report: {storage.uri('report', 'summary.md')}" in out
+
+
+def test_worker_sigkill_resumes_from_the_bucket(bucket_run, tiny_prepared, tmp_path: Path) -> None:
+    from chaos import ray_processes
+
+    reference, _, _ = bucket_run
+    cmd, storage, _ = s3_run(tmp_path, "wk", tiny_prepared)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env=os.environ.copy())
+    killed, deadline = None, time.time() + 300
+    while killed is None and time.time() < deadline and proc.poll() is None:
+        workers = ray_processes("ray::RayTrainWorker", proc.pid) if len(checkpoints(storage)) >= 2 else []
+        if workers:
+            killed = workers[0].pid
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    out, _ = proc.communicate(timeout=600)
+    assert killed is not None, "the run finished before a worker could be killed"
+    assert proc.returncode == 0, out[-3000:]
+    assert "resumed from checkpoint" in out
+    assert selections(storage, tmp_path).equals(selections(reference, tmp_path / "ref"))
+
+
+def test_driver_sigkill_then_rerun_on_an_empty_node_resumes_from_the_bucket(bucket_run, tiny_prepared,
+                                                                             tmp_path: Path) -> None:
+    reference, _, _ = bucket_run
+    cmd, storage, scratch = s3_run(tmp_path, "dk", tiny_prepared)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env=os.environ.copy())
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if len(checkpoints(storage)) >= 2:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray instance it started
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before the driver could be killed"
+    assert not storage.exists("summary.json")
+    shutil.rmtree(scratch)  # a new node: nothing local, only the bucket
+    time.sleep(2)
+    rerun = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    for line in ("the prepared pool so far came down", "ingest: up to date, skipped", "enriched pool: up to date",
+                 "resuming the interrupted run", "resumed from checkpoint"):
+        assert line in rerun.stdout, line
+    assert selections(storage, tmp_path).equals(selections(reference, tmp_path / "ref"))
