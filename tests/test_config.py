@@ -251,6 +251,8 @@ def test_wrong_type_in_yaml_names_the_key(tmp_path: Path) -> None:
         ("run_name=", "run_name"),
         ("data_files=", "data_files"),
         ("num_workers=0", "num_workers"),
+        ("output_dir=ftp://host/x", "output_dir"),
+        ("cache_dir=s3://bucket/cache", "cache_dir"),
     ],
 )
 def test_out_of_range_names_the_key(item: str, key: str) -> None:
@@ -264,6 +266,16 @@ def test_ifd_none_conflicts_name_the_key() -> None:
     assert load_config(None, ["ifd_model=none", "arm_by=iu0"]).ifd_model == "none"
     with pytest.raises(ConfigError, match="'ifd_model'.*static_ifd"):
         load_config(None, ["ifd_model=none", "arm_by=iu0", "selector=static_ifd"])
+
+
+def test_cloud_output_dir_is_kept_as_a_uri_with_a_local_scratch_folder() -> None:
+    cfg = load_config(None, ["output_dir=s3://bucket/runs/", "run_name=r", "cache_dir=/tmp/c"])
+    assert cfg.output_dir == "s3://bucket/runs/" and cfg.run_uri == "s3://bucket/runs/r"
+    assert cfg.run_dir.parent.parent == Path("/tmp/c/runs") and cfg.run_dir.name == "r"
+    other = load_config(None, ["output_dir=s3://bucket/other", "run_name=r", "cache_dir=/tmp/c"])
+    assert other.run_dir != cfg.run_dir  # one scratch folder per storage place
+    local = load_config(None, ["output_dir=/tmp/out", "run_name=r"])
+    assert local.run_uri == str(local.run_dir) == "/tmp/out/r"
 
 
 def test_full_selector_budget_is_the_whole_pool() -> None:
