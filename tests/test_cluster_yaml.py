@@ -149,6 +149,14 @@ def test_gpu_worker_types_scale_from_zero() -> None:
         assert 0 < nt["max_workers"] <= cfg["max_workers"], name
 
 
+def test_gpu_workers_reach_storage_through_an_instance_profile_not_keys() -> None:
+    cfg = _load()
+    for name, nt in _worker_types(cfg).items():
+        assert nt["node_config"]["IamInstanceProfile"] == {"Name": "lead-ray-s3"}, name
+    text = CLUSTER_YAML.read_text()
+    assert "AWS_SECRET_ACCESS_KEY" not in text and "aws_secret_access_key" not in text.lower()
+
+
 def test_head_is_cpu_only() -> None:
     cfg = _load()
     head = cfg["available_node_types"][cfg["head_node_type"]]
