@@ -53,7 +53,7 @@ e = time.time() - t0
 print(f"embed (GPU, MiniLM): {n / e:.0f} rows/s over {n} rows, incl. actor start")
 for backend in ("hf", "vllm"):
     t0 = time.time()
-    score_pool(pool, prepared.model_path, modes=("full", "response"), backend=backend, batch_size=512,
+    score_pool(pool, prepared.sources, modes=("full", "response"), backend=backend, batch_size=512,
                concurrency=1, num_gpus=1)
     s = time.time() - t0
     print(f"score ({backend}, full + response): {n / s:.0f} rows/s, {tokens / s:.0f} tokens/s (full pass) "

@@ -248,6 +248,7 @@ def ingest_and_score(work: Path, rows: int) -> dict:
 
     from lead_ray.config import DEMO_DATA, LeadConfig
     from lead_ray.data.pool import discover_files, ingest
+    from lead_ray.data.prepared import PoolSources
     from lead_ray.models.load import resolve_model_path
     from lead_ray.prep.score import score_pool
     from lead_ray.runtime.ray_init import init_ray
@@ -259,7 +260,8 @@ def ingest_and_score(work: Path, rows: int) -> dict:
                max_samples=rows)
     out = {"ingest_rows_per_s": s.read / (time.perf_counter() - t0)}
     t0 = time.perf_counter()
-    score_pool(work / "ingested", model, modes=("full", "response"), batch_size=64, concurrency=1)
+    score_pool(work / "ingested", PoolSources(str(work / "ingested"), model, ""), modes=("full", "response"),
+               batch_size=64, concurrency=1)
     out["score_rows_per_s"] = s.kept / (time.perf_counter() - t0)
     ray.shutdown()
     return out

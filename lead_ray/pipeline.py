@@ -8,7 +8,7 @@ from typing import Any
 
 from lead_ray.config import ConfigError, LeadConfig
 from lead_ray.data.pool import discover_files, ingest
-from lead_ray.data.prepared import PreparedPool
+from lead_ray.data.prepared import PoolSources, PreparedPool
 from lead_ray.models.load import check_model, resolve_model_path
 from lead_ray.prep.prepare import prepare
 from lead_ray.report import write_report
@@ -64,18 +64,20 @@ def prepare_stages(cfg: LeadConfig, data_dir: Path, storage: RunStorage | None =
         mark_stage(pool_dir, ingest_key)
         log(f"ingest: {summary.line()}")
 
-    enriched, _ = prepare(cfg, pool_dir, data_dir / "prep", model_path, ingest_key, log)
-    if not remote:
-        return PreparedPool(pool_dir, enriched, model_path)
-    t0 = time.time()
-    storage.upload(pool_dir, "pool")
-    storage.upload(data_dir / "prep", "prep")
-    model_source = model_path
-    if Path(model_path).is_dir():  # a built or local model: workers elsewhere have no such folder
-        storage.upload(Path(model_path), "base_model")
-        model_source = storage.uri("base_model")
-    log(f"storage: prepared pool and model in {storage.uri()} ({time.time() - t0:.1f}s)")
-    return PreparedPool(pool_dir, enriched, model_path, storage.uri("pool"), model_source)
+    sources = PoolSources(str(pool_dir), model_path, cfg.cache_dir)
+    if remote:  # actors and workers on other nodes stage the pool and the model from storage
+        t0 = time.time()
+        storage.upload(pool_dir, "pool")
+        model_source = model_path  # a Hub id: every node loads it from the Hub
+        if Path(model_path).is_dir():
+            storage.upload(Path(model_path), "base_model")
+            model_source = storage.uri("base_model")
+        sources = PoolSources(storage.uri("pool"), model_source, cfg.cache_dir, storage.uri())
+        log(f"storage: pool and model in {storage.uri()} ({time.time() - t0:.1f}s)")
+    enriched, _ = prepare(cfg, pool_dir, data_dir / "prep", model_path, ingest_key, log, sources)
+    if remote:
+        storage.upload(data_dir / "prep", "prep")
+    return PreparedPool(pool_dir, enriched, model_path, sources)
 
 
 def run(cfg: LeadConfig) -> dict[str, Any]:

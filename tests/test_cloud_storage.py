@@ -28,8 +28,10 @@ pytestmark = pytest.mark.slow
 
 def s3_run(tmp_path: Path, name: str, prepared: Path) -> tuple[list[str], RunStorage, Path]:
     """A jobs/lead.py command whose output_dir is a fresh prefix of the test bucket, its storage, and its node-local
-    scratch folder (seeded with the session's prepared pool, as a rerun on this node would find it)."""
-    overrides = {**SETTINGS, "output_dir": f"s3://lead-ray-test/{tmp_path.name}", "run_name": name}
+    scratch folder (seeded with a prepared pool, as a rerun on this node would find it). IFD comes from a warm-up
+    model, so the warm-up run goes through the bucket too."""
+    overrides = {**SETTINGS, "ifd_model": "warmup", "output_dir": f"s3://lead-ray-test/{tmp_path.name}",
+                 "run_name": name}
     cfg = load_config(TINY, overrides)
     shutil.rmtree(cfg.run_dir, ignore_errors=True)
     seed_prepared(prepared, cfg.run_dir)
@@ -53,17 +55,18 @@ def selections(storage: RunStorage, tmp_path: Path):
 def bucket_run(s3_env, tiny_prepared, tmp_path_factory):
     """One uninterrupted run into the bucket, started from a folder with nothing in it; its storage and stdout."""
     tmp = tmp_path_factory.mktemp("s3")
-    cmd, storage, _ = s3_run(tmp, "ref", tiny_prepared)
+    cmd, storage, scratch = s3_run(tmp, "ref", tiny_prepared)
     proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=900, env=os.environ.copy())
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return storage, proc.stdout, tmp
+    return storage, proc.stdout, tmp, scratch
 
 
 def test_a_run_writes_its_outputs_to_the_bucket(bucket_run) -> None:
-    storage, out, tmp = bucket_run
+    storage, out, tmp, _ = bucket_run
     for name in ("summary.json", "selections.parquet", "metrics.jsonl", "bandit.jsonl", "config.yaml",
                  "quarantine.parquet", "model/model.safetensors", "report/summary.md", "pool/pool.arrow",
-                 "prep/enriched.parquet", "base_model/model.safetensors", "ray/finished.json"):
+                 "prep/enriched.parquet", "prep/score_warmup.parquet", "base_model/model.safetensors",
+                 "ray/finished.json", "warmup/merged/model.safetensors", "warmup/ray/finished.json"):
         assert storage.exists(*name.split("/")), name
     assert checkpoints(storage), "no round checkpoint in the bucket"
     import json
@@ -74,11 +77,11 @@ def test_a_run_writes_its_outputs_to_the_bucket(bucket_run) -> None:
     assert f"report: {storage.uri('report', 'summary.md')}" in out
 
 
-def test_worker_sigkill_resumes_from_the_bucket(bucket_run, tiny_prepared, tmp_path: Path) -> None:
+def test_worker_sigkill_resumes_from_the_bucket(bucket_run, tmp_path: Path) -> None:
     from chaos import ray_processes
 
-    reference, _, _ = bucket_run
-    cmd, storage, _ = s3_run(tmp_path, "wk", tiny_prepared)
+    reference, _, _, prepared = bucket_run
+    cmd, storage, _ = s3_run(tmp_path, "wk", prepared)
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, env=os.environ.copy())
     killed, deadline = None, time.time() + 300
@@ -95,10 +98,9 @@ def test_worker_sigkill_resumes_from_the_bucket(bucket_run, tiny_prepared, tmp_p
     assert selections(storage, tmp_path).equals(selections(reference, tmp_path / "ref"))
 
 
-def test_driver_sigkill_then_rerun_on_an_empty_node_resumes_from_the_bucket(bucket_run, tiny_prepared,
-                                                                             tmp_path: Path) -> None:
-    reference, _, _ = bucket_run
-    cmd, storage, scratch = s3_run(tmp_path, "dk", tiny_prepared)
+def test_driver_sigkill_then_rerun_on_an_empty_node_resumes_from_the_bucket(bucket_run, tmp_path: Path) -> None:
+    reference, _, _, prepared = bucket_run
+    cmd, storage, scratch = s3_run(tmp_path, "dk", prepared)
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env=os.environ.copy())
     deadline = time.time() + 300

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from lead_ray.config import DEMO_DATA
+from lead_ray.data.prepared import PoolSources
 from lead_ray.models.nll import MODES
 from lead_ray.prep.score import HFScorer, score_pool
 
@@ -70,9 +71,9 @@ def test_vllm_scores_match_hf(pool):
     _require_vllm()
     model, pool_dir = pool
     n = len(RowStore(pool_dir / "pool.arrow"))
-    hf = HFScorer(model, str(pool_dir / "pool.arrow"), MODES)({"id": np.arange(n)})
+    hf = HFScorer(model, str(pool_dir), "", MODES)({"id": np.arange(n)})
     # batch_size < n: several batches through one engine, so the id -> row mapping across batches is checked too
-    vl = score_pool(pool_dir, model, modes=MODES, backend="vllm", batch_size=8, concurrency=1,
+    vl = score_pool(pool_dir, PoolSources(str(pool_dir), model, ""), modes=MODES, backend="vllm", batch_size=8, concurrency=1,
                     label="vllm scoring")
     tol = TOL_GPU if torch.cuda.is_available() else TOL_CPU
     for mode in MODES:
@@ -88,4 +89,4 @@ def test_vllm_scores_match_hf(pool):
 
 def test_unknown_backend_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"unknown scoring backend 'nope'.*'hf', 'vllm'"):
-        score_pool(tmp_path, "unused", modes=("full",), backend="nope", batch_size=8, concurrency=1)
+        score_pool(tmp_path, PoolSources(str(tmp_path), "unused", ""), modes=("full",), backend="nope", batch_size=8, concurrency=1)

@@ -6,6 +6,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+@dataclass(frozen=True)
+class PoolSources:
+    """Where a Ray actor or Train worker on any node finds the pool folder and the model: local paths on one node,
+    or their uploaded copies in the run's cloud storage (`storage`), staged node-locally by runtime.storage.stage
+    into `cache_dir`."""
+
+    pool: str
+    model: str
+    cache_dir: str
+    storage: str = ""  # the run's cloud storage URI; "" when the run is a local folder
+
+
 @dataclass
 class PreparedPool:
     """The outputs of ingest + prepare, read-only for every training run (or Tune trial) that uses them."""
@@ -13,10 +25,8 @@ class PreparedPool:
     pool_dir: Path
     enriched: Path
     model_path: str
-    # what Train workers open, through runtime.storage.stage: local paths, or their copies in cloud storage
-    pool_source: str = ""
-    model_source: str = ""
+    sources: PoolSources | None = None  # None: the local paths, on this node
 
     def __post_init__(self) -> None:
-        self.pool_source = self.pool_source or str(self.pool_dir)
-        self.model_source = self.model_source or self.model_path
+        if self.sources is None:
+            self.sources = PoolSources(str(self.pool_dir), self.model_path, "")

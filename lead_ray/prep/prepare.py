@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lead_ray.config import LeadConfig
-from lead_ray.data.prepared import PreparedPool
+from lead_ray.data.prepared import PoolSources, PreparedPool
 from lead_ray.prep.cluster import (
     assign_clusters,
     kmeans_1d,
@@ -51,8 +51,10 @@ def _write_scores(tmp: Path, values: dict[str, np.ndarray]) -> None:
 
 
 def prepare(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, ingest_key: str,
-            log: Callable[[str], None]) -> tuple[Path, str]:
-    """Run the stages that are not current; returns (enriched.parquet, its stage key)."""
+            log: Callable[[str], None], sources: PoolSources | None = None) -> tuple[Path, str]:
+    """Run the stages that are not current; returns (enriched.parquet, its stage key). The Ray Data actors open the
+    pool and the model through `sources` (default: the local paths), so with cloud storage they run on any node."""
+    sources = sources or PoolSources(str(pool_dir), model_path, cfg.cache_dir)
 
     pool = pq.read_table(pool_dir / "pool.parquet",
                          columns=["id", "source", "split", "n_prompt_tokens", "n_response_tokens"])
@@ -67,7 +69,7 @@ def prepare(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, in
     if need_embeddings:
         keys["embed"] = stage_key(ingest_key, cfg.embedding_model)
         run_stage("embed", prep_dir / "embeddings.parquet", keys["embed"],
-                  lambda tmp: embed_pool(pool_dir, tmp, model=cfg.embedding_model,
+                  lambda tmp: embed_pool(sources.pool, tmp, model=cfg.embedding_model,
                                          batch_size=cfg.embedding_batch_size, concurrency=cfg.embedding_concurrency,
                                          num_gpus=num_gpus, trust_remote_code=cfg.trust_remote_code), log)
 
@@ -93,7 +95,7 @@ def prepare(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, in
     keys["score_base"] = stage_key(ingest_key, model_path, cfg.scoring_backend, base_modes)
     log("score: base model NLL per row (initial IDU" + (" and IFD)" if cfg.ifd_model == "base" else ")"))
     run_stage("score (base model)", prep_dir / "score_base.parquet", keys["score_base"],
-              lambda tmp: _write_scores(tmp, score_pool(pool_dir, model_path, modes=base_modes, label="score",
+              lambda tmp: _write_scores(tmp, score_pool(pool_dir, sources, modes=base_modes, label="score",
                                                         **scoring)), log)
     base = _scores(prep_dir / "score_base.parquet")
     iu0 = base["nll_full"].astype(np.float64)
@@ -103,7 +105,7 @@ def prepare(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, in
 
         ifd, ref_loss = ifd_score(base["nll_full"], base["nll_response"]), iu0
     elif cfg.ifd_model == "warmup":
-        ifd, ref_loss = _warmup_ifd(cfg, pool_dir, prep_dir, model_path, ingest_key, keys, scoring, log)
+        ifd, ref_loss = _warmup_ifd(cfg, pool_dir, prep_dir, model_path, ingest_key, keys, scoring, log, sources)
     selectable, ifd = apply_ifd_above_one(train, ifd, cfg.ifd_above_one)
     excluded = train & ~selectable
 
@@ -166,7 +168,7 @@ def _write_enriched(table: pa.Table, out: Path, embeddings: Path | None, chunk: 
 
 
 def _warmup_ifd(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, ingest_key: str,
-                keys: dict[str, str], scoring: dict[str, Any], log: Callable[[str], None]
+                keys: dict[str, str], scoring: dict[str, Any], log: Callable[[str], None], sources: PoolSources
                 ) -> tuple[np.ndarray, np.ndarray]:
     """(IFD, the warm-up model's NLL(response | instruction)) with a warm-up model: a short LoRA fine-tune on a random `warmup_fraction` of the train split, run by
     the same TorchTrainer loop with selection turned off (the `random` selector), then one scoring pass."""
@@ -188,18 +190,22 @@ def _warmup_ifd(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str
                                  "group": np.zeros(pool.num_rows, np.int64), "iu0": np.zeros(pool.num_rows),
                                  "ifd_excluded": np.zeros(pool.num_rows, bool)}),
                        selectable)
-        wcfg = dataclasses.replace(cfg, run_name="run", output_dir=str(tmp), selector="random",
-                                   budget=cfg.warmup_fraction, max_uses=1, num_arms=1, arms_per_round=1,
-                                   use_lora=True, merge_adapter=True, eval_every_round=False)
+        # with cloud storage the warm-up is a run in <run>/warmup, so its workers and checkpoints may be anywhere
+        where = {"run_name": "warmup", "output_dir": sources.storage} if sources.storage else \
+            {"run_name": "run", "output_dir": str(tmp)}
+        wcfg = dataclasses.replace(cfg, **where, selector="random", budget=cfg.warmup_fraction, max_uses=1,
+                                   num_arms=1, arms_per_round=1, use_lora=True, merge_adapter=True,
+                                   eval_every_round=False)
         log(f"warm-up: LoRA fine-tune on a random {cfg.warmup_fraction:g} of the train split (selection off)")
-        train_with_selection(wcfg, PreparedPool(pool_dir, selectable, model_path))
+        train_with_selection(wcfg, PreparedPool(pool_dir, selectable, model_path, sources))
 
     run_stage("warm-up model", prep_dir / "warmup", keys["warmup"], build_warmup, log)
-    warm_model = str(prep_dir / "warmup" / "run" / "merged")
+    warm = dataclasses.replace(sources, model=f"{sources.storage}/warmup/merged" if sources.storage
+                               else str(prep_dir / "warmup" / "run" / "merged"))
     keys["score_warmup"] = stage_key(keys["warmup"], cfg.scoring_backend)
     log("score: warm-up model NLL(response | instruction) and NLL(response) per row (IFD)")
     run_stage("score (warm-up model)", prep_dir / "score_warmup.parquet", keys["score_warmup"],
-              lambda tmp: _write_scores(tmp, score_pool(pool_dir, warm_model, modes=("full", "response"),
+              lambda tmp: _write_scores(tmp, score_pool(pool_dir, warm, modes=("full", "response"),
                                                         label="score (warm-up)", **scoring)), log)
-    warm = _scores(prep_dir / "score_warmup.parquet")
-    return ifd_score(warm["nll_full"], warm["nll_response"]), warm["nll_full"].astype(np.float64)
+    scores = _scores(prep_dir / "score_warmup.parquet")
+    return ifd_score(scores["nll_full"], scores["nll_response"]), scores["nll_full"].astype(np.float64)

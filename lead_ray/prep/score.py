@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from lead_ray.data.prepared import PoolSources
 from lead_ray.data.store import RowStore
 from lead_ray.models.load import cpu_threads, load_model
 from lead_ray.models.nll import collate, response_nll, scoring_row, start_token_id
 from lead_ray.runtime.console import log
+from lead_ray.runtime.storage import stage
 
 BACKENDS = ("hf", "vllm")
 
@@ -31,7 +33,7 @@ def ifd_score(nll_full: np.ndarray, nll_response: np.ndarray) -> np.ndarray:
 class HFScorer:
     """Ray Data callable: loads the model once per actor; returns `nll_<mode>` per row for each mode."""
 
-    def __init__(self, model_path: str, store_path: str, modes: tuple[str, ...] = ("full",),
+    def __init__(self, model_source: str, pool_source: str, cache_dir: str, modes: tuple[str, ...] = ("full",),
                  batch_tokens: int = 4096, trust_remote_code: bool = False, threads_divisor: int = 1):
         import torch
 
@@ -40,10 +42,11 @@ class HFScorer:
         cpu_threads(threads_divisor)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        model_path = str(stage(model_source, cache_dir))  # node-local copies when the run is in cloud storage
         self.model = load_model(model_path, trust_remote_code=trust_remote_code, dtype=dtype).to(self.device).eval()
         self.pad_id = self.model.config.pad_token_id or 0
         self.start_id = start_token_id(self.model.config)
-        self.store = RowStore(store_path)
+        self.store = RowStore(stage(pool_source, cache_dir) / "pool.arrow")
         self.modes, self.batch_tokens = tuple(modes), batch_tokens
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -70,10 +73,11 @@ class HFScorer:
         return out
 
 
-def score_pool(pool_dir: Path, model_path: str, *, modes: tuple[str, ...] = ("full",), backend: str = "hf",
+def score_pool(pool_dir: Path, sources: PoolSources, *, modes: tuple[str, ...] = ("full",), backend: str = "hf",
                batch_size: int, concurrency: int, trust_remote_code: bool = False, num_gpus: float = 0,
                label: str = "scoring") -> dict[str, np.ndarray]:
-    """`{mode: per-row mean NLL}` for every pool row, indexed by id, streamed through a Ray Data actor pool."""
+    """`{mode: per-row mean NLL}` for every pool row, indexed by id, streamed through a Ray Data actor pool whose
+    actors open the pool and model of `sources` (on any node)."""
     import ray
 
     if backend == "hf":
@@ -88,7 +92,7 @@ def score_pool(pool_dir: Path, model_path: str, *, modes: tuple[str, ...] = ("fu
     # ids are dense 0..n-1; `range` makes many small blocks, so results stream back (and progress shows) while
     # the pass runs, where one Parquet file would be one block that returns only at the end
     ds = ray.data.range(n, override_num_blocks=max(1, n // max(batch_size, 1)))
-    ds = ds.map_batches(scorer, fn_constructor_args=(model_path, str(pool_dir / "pool.arrow"), tuple(modes)),
+    ds = ds.map_batches(scorer, fn_constructor_args=(sources.model, sources.pool, sources.cache_dir, tuple(modes)),
                         fn_constructor_kwargs={"trust_remote_code": trust_remote_code, **kwargs},
                         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency),
                         num_gpus=num_gpus or None, batch_format="numpy")

@@ -13,6 +13,7 @@ import numpy as np
 from lead_ray.data.store import RowStore
 from lead_ray.models.nll import scoring_row, start_token_id
 from lead_ray.models.vllm_engine import vllm_engine
+from lead_ray.runtime.storage import stage
 
 
 def prompt_token_logprobs(prompt_logprobs, ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -41,12 +42,13 @@ def prompt_token_logprobs(prompt_logprobs, ids: np.ndarray, positions: np.ndarra
 class VLLMScorer:
     """Ray Data callable: one vLLM engine per actor; returns `nll_<mode>` per row for each mode, like HFScorer."""
 
-    def __init__(self, model_path: str, store_path: str, modes: tuple[str, ...] = ("full",),
+    def __init__(self, model_source: str, pool_source: str, cache_dir: str, modes: tuple[str, ...] = ("full",),
                  trust_remote_code: bool = False, max_model_len: int | None = None, dtype: str | None = None):
         from transformers import AutoConfig
 
 
-        self.store = RowStore(store_path)
+        self.store = RowStore(stage(pool_source, cache_dir) / "pool.arrow")
+        model_path = str(stage(model_source, cache_dir))  # node-local copies when the run is in cloud storage
         self.modes = tuple(modes)
         for mode in self.modes:  # fail in the constructor, before the engine starts, on a bad mode
             scoring_row(np.zeros(1, np.int64), np.zeros(1, np.int8), mode, 0)

@@ -111,7 +111,7 @@ class RunStorage:
         return True
 
 
-def stage(uri: str, cache_root: Path) -> Path:
+def stage(uri: str, cache_root: Path | str) -> Path:
     """A node-local copy of an uploaded file or folder (a plain path is returned as it is).
 
     Made once per node: under a lock, so workers sharing the node wait for one download; into a partial folder,
@@ -119,6 +119,7 @@ def stage(uri: str, cache_root: Path) -> Path:
     """
     if not is_uri(uri):
         return Path(uri)
+    cache_root = Path(cache_root).expanduser()
     storage = RunStorage.at(uri)
     parent, name = storage.root.rsplit("/", 1)
     manifest_text = RunStorage(storage.fs, parent).read_text(name + MANIFEST)

@@ -106,7 +106,8 @@ def setup(config: dict[str, Any]) -> Worker:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(worker_seed(cfg.seed, rank))
     cpu_threads(ctx.get_local_world_size())  # Ray pins OMP threads to 1 CPU per worker; use this node's share
-    model_path = str(stage(config["model_source"], cfg.cache_path))  # a node-local copy with cloud storage
+    sources = config["sources"]  # with cloud storage, node-local copies are made once per node
+    model_path = str(stage(sources.model, sources.cache_dir))
     tokenizer = load_tokenizer(model_path, cfg.trust_remote_code)
     lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout} if cfg.use_lora else None
     use_bf16 = bool(cfg.bf16 if cfg.bf16 is not None else (cfg.use_gpu and torch.cuda.is_available()))
@@ -120,7 +121,7 @@ def setup(config: dict[str, Any]) -> Worker:
                                     cfg.loss_change_sketch_dim, cfg.seed) if rank == 0 else None
     eval_ids = np.asarray(ray.get(config["eval_shards"][rank]), dtype=np.int64)
     return Worker(cfg, config["service"], rank, world, ray.train.torch.get_device(), use_bf16, base, model,
-                  tokenizer, optimizer, trainable, tracker, RowStore(stage(config["pool_source"], cfg.cache_path) / "pool.arrow"),
+                  tokenizer, optimizer, trainable, tracker, RowStore(stage(sources.pool, sources.cache_dir) / "pool.arrow"),
                   eval_ids)
 
 

@@ -22,8 +22,8 @@ def build_trainer(cfg: LeadConfig, service, prepared: PreparedPool, eval_ids: np
     eval_shards = [ray.put(eval_ids[rank :: cfg.num_workers]) for rank in range(cfg.num_workers)]
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.to_dict(), "service": service, "model_source": prepared.model_source,
-                           "pool_source": prepared.pool_source, "eval_shards": eval_shards},
+        train_loop_config={"cfg": cfg.to_dict(), "service": service, "sources": prepared.sources,
+                           "eval_shards": eval_shards},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": 1, **({"GPU": 1} if cfg.use_gpu else {})}),
         run_config=RunConfig(name="train", storage_path=storage.path("ray"),
