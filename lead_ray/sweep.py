@@ -19,12 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lead_ray.config import ConfigError, LeadConfig, build_config
-from lead_ray.data.prepared import PreparedPool
+from lead_ray.data.prepared import PoolSources, PreparedPool
 from lead_ray.pipeline import prepare_stages
 from lead_ray.prep.cluster import kmeans_1d
 from lead_ray.runtime.console import log
 from lead_ray.runtime.folders import claim_folder
 from lead_ray.runtime.ray_init import init_ray
+from lead_ray.runtime.storage import RunStorage, stage
 from lead_ray.train.fit import train_with_selection
 
 ALIASES = {"b": "smoothing", "r": "sample_rate", "k": "num_arms", "lr": "learning_rate"}
@@ -70,9 +71,9 @@ def parse_space(space: dict[str, list], searcher: str, grid_points: int) -> dict
     return out
 
 
-def trial_config(base: LeadConfig, params: dict[str, Any], trial_dir: Path) -> LeadConfig:
-    values = {**base.to_dict(), **params, "output_dir": str(trial_dir.parent), "run_name": trial_dir.name,
-              "eval_every_round": True}
+def trial_config(base: LeadConfig, params: dict[str, Any], output_dir: str, trial_id: str) -> LeadConfig:
+    """A trial's run: the base config with its hyperparameters, in `<output_dir>/<trial_id>`."""
+    values = {**base.to_dict(), **params, "output_dir": output_dir, "run_name": trial_id, "eval_every_round": True}
     return build_config(values)
 
 
@@ -94,10 +95,15 @@ def run_trial(config: dict[str, Any]) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     base = LeadConfig(**config["base"])
-    prepared = PreparedPool(Path(config["pool_dir"]), Path(config["enriched"]), config["model_path"])
+    sources = PoolSources(**config["sources"])
+    pool_dir, enriched = Path(config["pool_dir"]), Path(config["enriched"])
+    if sources.storage:  # the trial may run on any node: the prepared pool comes from the sweep's storage
+        pool_dir = stage(sources.pool, sources.cache_dir)
+        enriched = stage(f"{sources.storage}/prep", sources.cache_dir) / "enriched.parquet"
+    prepared = PreparedPool(pool_dir, enriched, sources.model, sources)
     params = {k: v for k, v in config.items() if k in TUNABLE}
-    trial_dir = Path(config["sweep_dir"]) / "trials" / ray.tune.get_context().get_trial_id()
-    cfg = trial_config(base, params, trial_dir)
+    cfg = trial_config(base, params, f"{config['sweep_uri']}/trials", ray.tune.get_context().get_trial_id())
+    trial_dir = cfg.run_dir
     claim_folder(trial_dir)
     if cfg.num_arms != base.num_arms:
         prepared = _rearm(prepared, cfg.num_arms, cfg.seed, trial_dir / "enriched.parquet", cfg.arm_by)
@@ -146,19 +152,21 @@ def sweep(cfg: LeadConfig, experiment: str | None = None) -> dict[str, Any]:
             raise ConfigError("tune_searcher 'optuna' needs the tune extra: bash scripts/setup.sh tune") from None
         searcher = OptunaSearch(metric=METRIC, mode="min", seed=cfg.seed)
     name = experiment or cfg.run_name
-    sweep_dir = cfg.run_dir.parent / name
+    sweep_dir = cfg.run_dir.parent / name  # on this node (a scratch folder with cloud storage)
+    store = RunStorage.at(f"{cfg.output_dir.rstrip('/')}/{name}" if "://" in cfg.output_dir else sweep_dir)
     init_ray(cfg)
     concurrency = max_concurrent(cfg)
-    prepared = prepare_stages(cfg, sweep_dir / "shared")
+    prepared = prepare_stages(cfg, sweep_dir / "shared", RunStorage(store.fs, store.path("shared")))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     constants = {"base": cfg.to_dict(), "pool_dir": str(prepared.pool_dir), "enriched": str(prepared.enriched),
-                 "model_path": prepared.model_path, "sweep_dir": str(sweep_dir)}
+                 "sources": dataclasses.asdict(prepared.sources), "sweep_uri": store.uri()}
     trainable = tune.with_resources(run_trial, {"CPU": TRIAL_CPU})
-    storage = str(sweep_dir / "tune")
-    path = Path(storage) / name
-    if tune.Tuner.can_restore(str(path)):
-        log(f"tune: resuming experiment {name} from {path}")
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True, param_space={**space, **constants})
+    storage, fs = store.path("tune"), store.fs if store.remote else None
+    path = f"{storage}/{name}"
+    if tune.Tuner.can_restore(path, storage_filesystem=fs):
+        log(f"tune: resuming experiment {name} from {store.uri('tune', name)}")
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True, param_space={**space, **constants},
+                                   storage_filesystem=fs)
     else:
         num_samples = 1 if cfg.tune_searcher == "grid" else cfg.tune_num_samples
         log(f"tune: {num_samples if cfg.tune_searcher != 'grid' else 'grid of'} trial(s), up to {concurrency} at once")
@@ -170,9 +178,14 @@ def sweep(cfg: LeadConfig, experiment: str | None = None) -> dict[str, Any]:
                 # max_t above the most reports a trial makes (rounds + final), so ASHA never cuts a finishing trial
                 scheduler=ASHAScheduler(time_attr="training_iteration", max_t=cfg.max_rounds + 2,
                                         grace_period=cfg.tune_grace_period, reduction_factor=2)),
-            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0))
+            run_config=tune.RunConfig(name=name, storage_path=storage, storage_filesystem=fs, verbose=0))
     grid = tuner.fit()
-    return write_results(cfg, grid, sweep_dir, list(space))
+    out = write_results(cfg, grid, sweep_dir, list(space))
+    if store.remote:
+        for result in ("trials.csv", "best_config.yaml", "sweep.png", "sweep.json"):
+            store.upload(sweep_dir / result, result)
+        out["storage"] = store.uri()
+    return out
 
 
 def write_results(cfg: LeadConfig, grid, sweep_dir: Path, names: list[str]) -> dict[str, Any]:
@@ -192,7 +205,7 @@ def write_results(cfg: LeadConfig, grid, sweep_dir: Path, names: list[str]) -> d
     print(table.to_string(index=False), flush=True)
     ok = table[~table["best_eval_nll"].isna()]
     if ok.empty:
-        raise RuntimeError(f"no trial reported {METRIC}; see {sweep_dir / 'tune'}")
+        raise RuntimeError(f"no trial reported {METRIC}; see {sweep_dir / 'trials'}")
     best = ok.iloc[0]
     best_cfg = build_config({**cfg.to_dict(), **{n: _plain(best[n]) for n in names}, "run_name": "best"})
     best_cfg.save(sweep_dir / "best_config.yaml")

@@ -81,10 +81,10 @@ def seed_prepared(prepared: Path, run_dir: Path) -> Path:
 def s3_env() -> dict[str, str]:
     """A local S3 API (moto's threaded server on 127.0.0.1) and the environment that points clients at it, as a
     cloud user's environment would: set in this process, and passed to the jobs tests start."""
+    import logging
+
     import boto3
     from moto.server import ThreadedMotoServer
-
-    import logging
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
