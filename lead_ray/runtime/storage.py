@@ -96,18 +96,28 @@ class RunStorage:
         for name, file in files.items():
             target = self.path(*parts, name) if local.is_dir() else self.path(*parts)
             self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
-            pafs.copy_files(str(file), target, destination_filesystem=self.fs)
+            with open(file, "rb") as src, self.fs.open_output_stream(target) as dst:
+                shutil.copyfileobj(src, dst, length=8 << 20)
         self.write_text(manifest, *where)
         return True
 
     def download(self, local: Path, *parts: str) -> bool:
-        """Copy `parts` (a file or folder) to `local`, replacing it; False if storage has nothing there."""
+        """Copy `parts` (a file or folder) to `local`, replacing it; False if storage has nothing there. Each file
+        is one streamed GET (a chunked copy makes one ranged request per MB)."""
         info = self.fs.get_file_info(self.path(*parts))
         if info.type == pafs.FileType.NotFound:
             return False
         shutil.rmtree(local, ignore_errors=True) if local.is_dir() else local.unlink(missing_ok=True)
-        (local if info.type == pafs.FileType.Directory else local.parent).mkdir(parents=True, exist_ok=True)
-        pafs.copy_files(self.path(*parts), str(local), source_filesystem=self.fs)
+        if info.type == pafs.FileType.File:
+            files = {local: info.path}
+        else:
+            local.mkdir(parents=True)
+            found = self.fs.get_file_info(pafs.FileSelector(info.path, recursive=True))
+            files = {local / f.path[len(info.path) + 1:]: f.path for f in found if f.type == pafs.FileType.File}
+        for target, source in files.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with self.fs.open_input_stream(source) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, length=8 << 20)
         return True
 
 
