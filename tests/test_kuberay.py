@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from lead_ray.config import load_config
+
 ROOT = Path(__file__).resolve().parents[1]
 RAYJOB_YAML = ROOT / "deploy" / "kuberay" / "rayjob.yaml"
 DASHBOARD_PORT = 8265
@@ -162,33 +164,25 @@ def test_rayjob_entrypoint_runs_the_lead_job_on_gpus() -> None:
     assert (ROOT / "jobs" / "lead.py").exists() and (ROOT / "configs" / "demo.yaml").exists()
 
 
-def test_rayjob_outputs_are_on_storage_every_ray_pod_mounts() -> None:
-    """The driver (head) writes pool.arrow and the GPU Train workers open it by path: output_dir must be shared."""
-    job = _rayjob(_rayjob_docs())
+def test_rayjob_run_lives_in_a_bucket_reached_through_a_service_account() -> None:
+    """No shared volume: output_dir is an S3 URI (workers stage the pool and model node-locally), and every Ray pod
+    reaches the bucket as the IRSA-annotated ServiceAccount, with no key in the file."""
+    docs = _rayjob_docs()
+    job = _rayjob(docs)
     entrypoint = shlex.split(job["spec"]["entrypoint"])
-    output_dir = entrypoint[entrypoint.index("--output-dir") + 1]
     overrides = dict(arg.split("=", 1) for arg in entrypoint if "=" in arg and not arg.startswith("-"))
-    paths_needed = [output_dir, overrides.get("cache_dir", "")]
-
-    def claim_mounts(template: dict[str, Any]) -> dict[str, str]:
-        claims = {
-            v["name"]: v["persistentVolumeClaim"]["claimName"]
-            for v in template["spec"].get("volumes") or []
-            if "persistentVolumeClaim" in v
-        }
-        return {
-            m["mountPath"]: claims[m["name"]]
-            for c in template["spec"]["containers"]
-            for m in c.get("volumeMounts") or []
-            if m["name"] in claims
-        }
-
-    ray_pods = [(name, t) for name, t in _pod_templates(job) if name != "submitter"]
-    mounts = [claim_mounts(t) for _, t in ray_pods]
-    shared = set.intersection(*(set(m.items()) for m in mounts))
-    assert shared, f"no PersistentVolumeClaim mounted at the same path on every Ray pod: {mounts}"
-    for path in paths_needed:
-        assert any(path.startswith(mount_path.rstrip("/") + "/") for mount_path, _ in shared), (path, shared)
+    assert overrides["output_dir"].startswith("s3://") and "--output-dir" not in entrypoint
+    load_config(ROOT / "configs" / "demo.yaml", [f"output_dir={overrides['output_dir']}", "use_gpu=true"])
+    for name, template in _pod_templates(job):
+        claims = [v for v in template["spec"].get("volumes") or [] if "persistentVolumeClaim" in v]
+        assert not claims, (name, claims)
+        if name != "submitter":
+            assert template["spec"]["serviceAccountName"] == "lead-ray", name
+    (account,) = [d for d in docs if d.get("kind") == "ServiceAccount"]
+    assert account["metadata"]["name"] == "lead-ray"
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+    text = (ROOT / "deploy" / "kuberay" / "rayjob.yaml").read_text().lower()
+    assert "aws_secret_access_key" not in text and "aws_access_key_id" not in text
 
 
 def test_rayjob_has_cpu_head_and_gpu_workers_from_zero() -> None:
