@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--lm-eval-limit", type=int, default=None, help="at most this many documents per lm-eval task")
     report = sub.add_parser("report", help="(re)write <run>/report/: plots and summary.md of a finished run")
     report.add_argument("run_dir", help="a run folder, e.g. outputs/demo")
+    export = sub.add_parser("export", help="the selected rows as a dataset (messages + selection columns)")
+    export.add_argument("run_dir", help="a run folder, e.g. outputs/demo")
+    export.add_argument("--format", default="jsonl", choices=["jsonl", "parquet"])
+    export.add_argument("--out", default=None, help="the file to write (default <run>/selected.<format>)")
     tune = sub.add_parser("tune", help="Ray Tune search over LEAD hyperparameters (tune_* config keys)")
     tune.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/demo.yaml)")
     tune.add_argument("--output-dir", default=None, help="where the sweep folder goes (overrides output_dir)")
@@ -54,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         from lead_ray.report import main_report
 
         return main_report(args.run_dir)
+    if args.command == "export":
+        from lead_ray.export import main_export
+
+        return main_export(args.run_dir, args.format, args.out)
 
     cfg = None
     try:
@@ -100,3 +108,7 @@ def _progress(cfg) -> str:
         return "before the first round finished"
     finished = int(json.loads(found[-1].read_text())["round"])
     return f"after round {finished - 1}" if finished else "before the first round finished"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
