@@ -17,30 +17,34 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow  # it needs the session's finished tiny run
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_export_matches_the_selections_and_round_trips_through_ingest(tiny_job, tiny_model_path: str,
-                                                                     tmp_path: Path, fmt: str) -> None:
+                                                                     tmp_path: Path) -> None:
     from lead_ray.data.pool import ingest
 
     run = tiny_job[0]
-    path = export_selected(run, fmt, tmp_path / f"selected.{fmt}")
-    rows = (pq.read_table(path).to_pylist() if fmt == "parquet"
-            else [json.loads(line) for line in path.read_text().splitlines()])
     sel = pq.read_table(run / "selections.parquet").to_pandas()
-    assert [r["id"] for r in rows] == list(dict.fromkeys(sel.sort_values(["round", "id"])["id"]))  # first-selected
-    assert sum(r["uses"] for r in rows) == len(sel)  # every (round, id) counted once
     pool = pq.read_table(run / "pool" / "pool.parquet").to_pandas().set_index("id")
-    for r in rows:
-        mine = sel[sel["id"] == r["id"]].sort_values("round")
-        assert r["rounds"] == mine["round"].tolist() and r["uses"] == len(mine)
-        assert r["idu_before"] == mine["idu_before"].iloc[0] and r["idu_after"] == mine["idu_after"].iloc[-1]
-        assert r["arm"] == mine["arm"].iloc[-1] and r["group"] == mine["group"].iloc[-1]
-        assert r["messages"] == json.loads(pool.loc[r["id"], "messages"])
-        assert (r["source"], r["path"], r["line"]) == tuple(pool.loc[r["id"], ["source", "path", "line"]])
-    summary = ingest([str(path)], tiny_model_path, tmp_path / "pool", max_length=10_000, eval_fraction=0.0)
-    assert summary.read == summary.kept == len(rows) and summary.quarantined == 0
-    back = pq.read_table(tmp_path / "pool" / "pool.parquet").to_pandas().sort_values("line")
-    assert [json.loads(m) for m in back["messages"]] == [r["messages"] for r in rows]
+    paths, exported = [], []
+    for fmt in ("jsonl", "parquet"):
+        path = export_selected(run, fmt, tmp_path / f"selected.{fmt}")
+        rows = (pq.read_table(path).to_pylist() if fmt == "parquet"
+                else [json.loads(line) for line in path.read_text().splitlines()])
+        assert [r["id"] for r in rows] == list(dict.fromkeys(sel.sort_values(["round", "id"])["id"]))  # first use
+        assert sum(r["uses"] for r in rows) == len(sel)  # every (round, id) counted once
+        for r in rows:
+            mine = sel[sel["id"] == r["id"]].sort_values("round")
+            assert r["rounds"] == mine["round"].tolist() and r["uses"] == len(mine)
+            assert r["idu_before"] == mine["idu_before"].iloc[0] and r["idu_after"] == mine["idu_after"].iloc[-1]
+            assert r["arm"] == mine["arm"].iloc[-1] and r["group"] == mine["group"].iloc[-1]
+            assert r["messages"] == json.loads(pool.loc[r["id"], "messages"])
+            assert (r["source"], r["path"], r["line"]) == tuple(pool.loc[r["id"], ["source", "path", "line"]])
+        paths.append(str(path))
+        exported += [r["messages"] for r in rows]
+    # both files through lead-ray's own ingest (dedup off: the two files hold the same rows)
+    summary = ingest(paths, tiny_model_path, tmp_path / "pool", max_length=10_000, eval_fraction=0.0, dedup="none")
+    assert summary.read == summary.kept == len(exported) and summary.quarantined == 0
+    back = pq.read_table(tmp_path / "pool" / "pool.parquet").to_pandas().sort_values(["path", "line"])
+    assert sorted(map(json.dumps, (json.loads(m) for m in back["messages"]))) == sorted(map(json.dumps, exported))
 
 
 def test_export_cli_names_a_folder_that_is_not_a_run(tmp_path: Path) -> None:

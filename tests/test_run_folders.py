@@ -10,6 +10,7 @@ import pytest
 
 from lead_ray.config import ConfigError, LeadConfig
 from lead_ray.runtime.folders import FINISHED, RUN_MARKER, claim_folder, publish_outputs
+from lead_ray.runtime.storage import RunStorage
 from lead_ray.train.fit import RunError, _resume_or_reset
 
 
@@ -42,30 +43,30 @@ def test_planted_ray_folder_survives(tmp_path: Path) -> None:
     planted.mkdir(parents=True)
     (planted / "logs.txt").write_text("another Ray instance's files")
     with pytest.raises(RunError, match="not made by lead-ray"):
-        _resume_or_reset(cfg, cfg.run_dir)
+        _resume_or_reset(cfg, RunStorage.at(cfg.run_dir))
     assert (planted / "logs.txt").read_text() == "another Ray instance's files"
 
 
 def test_resume_or_reset_keys(tmp_path: Path) -> None:
     cfg = LeadConfig(output_dir=str(tmp_path), run_name="r").validate()
     claim_folder(cfg.run_dir)
-    key = _resume_or_reset(cfg, cfg.run_dir)
+    key = _resume_or_reset(cfg, RunStorage.at(cfg.run_dir))
     ckpt = cfg.run_dir / "ray" / "train" / "checkpoint_0"
     ckpt.mkdir(parents=True)
-    assert _resume_or_reset(cfg, cfg.run_dir) == key and ckpt.exists()  # interrupted, same config: resume
+    assert _resume_or_reset(cfg, RunStorage.at(cfg.run_dir)) == key and ckpt.exists()  # interrupted, same config: resume
     assert (cfg.run_dir / "ray" / "config.yaml").exists() and not (cfg.run_dir / "config.yaml").exists()
     # a published earlier run (its summary.json) does not stop this config's interrupted run from resuming
     (cfg.run_dir / "summary.json").write_text(json.dumps({"config_key": key}))
-    assert _resume_or_reset(cfg, cfg.run_dir) == key and ckpt.exists()
+    assert _resume_or_reset(cfg, RunStorage.at(cfg.run_dir)) == key and ckpt.exists()
     # these checkpoints finished and published: a rerun trains afresh (the published outputs stay until replaced)
     (cfg.run_dir / "ray" / FINISHED).write_text("{}")
-    _resume_or_reset(cfg, cfg.run_dir)
+    _resume_or_reset(cfg, RunStorage.at(cfg.run_dir))
     assert not ckpt.exists() and (cfg.run_dir / "summary.json").exists()
     assert not (cfg.run_dir / "ray" / FINISHED).exists()
     # another config: afresh
     ckpt.mkdir(parents=True)
     other = LeadConfig(output_dir=str(tmp_path), run_name="r", seed=1).validate()
-    assert _resume_or_reset(other, cfg.run_dir) != key and not ckpt.exists()
+    assert _resume_or_reset(other, RunStorage.at(cfg.run_dir)) != key and not ckpt.exists()
 
 
 def test_publish_outputs_replaces_as_a_whole(tmp_path: Path) -> None:
