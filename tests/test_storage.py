@@ -34,7 +34,11 @@ def test_upload_download_and_manifest(s3_env, tmp_path: Path) -> None:
     storage.delete("pool")
     assert not storage.exists("pool")
     local = RunStorage.at(tmp_path / "plain")
-    assert not local.remote and not is_uri(local.uri("x")) and stage(local.uri("x"), tmp_path) == Path(local.uri("x"))
+    assert not local.remote and not is_uri(local.uri("x"))
+    with pytest.raises(FileNotFoundError, match="is not on node .*set output_dir to s3://"):
+        stage(local.uri("x"), tmp_path)  # a plain path this node cannot see: say why, and what to do
+    (tmp_path / "plain").mkdir()
+    assert stage(local.uri(), tmp_path) == tmp_path / "plain"  # one it can see is used where it is
 
 
 def test_stage_once_per_node_under_a_lock(s3_env, tmp_path: Path) -> None:

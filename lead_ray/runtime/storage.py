@@ -15,10 +15,13 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.fs as pafs
+
+from lead_ray.runtime.console import log
 
 MANIFEST = ".manifest.json"  # beside an uploaded file or folder: {relative path: [size, sha256]}
 
@@ -128,7 +131,13 @@ def stage(uri: str, cache_root: Path | str) -> Path:
     checked against the upload's manifest (size and SHA-256 per file) and only then renamed into place.
     """
     if not is_uri(uri):
+        if not Path(uri).exists():
+            raise FileNotFoundError(
+                f"{uri} is not on node {_node()}: the run's output_dir is a local folder, which only nodes sharing "
+                "that filesystem can open. On a cluster without a shared filesystem set output_dir to s3://… or "
+                "gs://…, and lead-ray stages the files onto each node.")
         return Path(uri)
+    started = time.perf_counter()
     cache_root = Path(cache_root).expanduser()
     storage = RunStorage.at(uri)
     parent, name = storage.root.rsplit("/", 1)
@@ -152,4 +161,13 @@ def stage(uri: str, cache_root: Path | str) -> Path:
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(partial, folder)
         (folder / "complete").write_text(manifest_text)
+    size = sum(size for size, _ in manifest.values())
+    log(f"staged {uri} onto node {_node()}: {size / 1e6:.1f} MB in {time.perf_counter() - started:.1f} s")
     return target
+
+
+def _node() -> str:
+    """This Ray node's id (short), for messages that say where a file was or was not found."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else "(driver, no Ray)"
