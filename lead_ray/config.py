@@ -27,6 +27,7 @@ class ConfigError(LeadRayError, ValueError):
     """A bad config value or key; the message names it."""
 
 
+TRACKERS = ("tensorboard", "mlflow", "wandb")  # report_to values besides none (lead_ray/runtime/tracking.py)
 SELECTORS = ("lead", "random", "full", "longest", "static_iu", "static_ifd", "iterative_rescore")  # lead_ray/select
 
 
@@ -99,6 +100,8 @@ class LeadConfig:
     bf16: bool | None = None  # None: on when training on GPU
     eval_batch_size: int = 8
     max_failures: int = 3  # worker-group restarts (from the last round checkpoint) before the run fails
+    report_to: list[str] = field(default_factory=lambda: ["none"])  # none | tensorboard, mlflow, wandb (a list)
+    logging_dir: str | None = None  # where the report_to backends write; None: <run_dir>/logs
     verbose: bool = False  # Ray Train's own INFO lines on the console (each report and checkpoint); always in its logs
     eval_every_round: bool = False  # held-out NLL after every round (Tune's ASHA needs it)
     eval_max_samples: int | None = 1000  # cap on held-out rows evaluated (keeps per-round evaluation cheap)
@@ -164,6 +167,11 @@ class LeadConfig:
         need(1 <= self.arms_per_round <= self.num_arms, "arms_per_round", "must be in [1, num_arms]")
         need(self.arm_reference in ("last", "first"), "arm_reference", "must be 'last' or 'first'")
         need(self.num_workers >= 1, "num_workers", "must be >= 1")
+        need(bool(self.report_to) and set(self.report_to) <= {"none", *TRACKERS}
+             and ("none" not in self.report_to or len(self.report_to) == 1), "report_to",
+             f"must be none, or a list of {', '.join(TRACKERS)}")
+        need(self.logging_dir is None or "://" not in self.logging_dir, "logging_dir",
+             "must be a local folder (the driver's node)")
         need(self.max_failures >= -1, "max_failures", "must be >= 0, or -1 for unlimited")
         need(self.eval_max_samples is None or self.eval_max_samples >= 1, "eval_max_samples", "must be >= 1 or null")
         need(self.learning_rate > 0, "learning_rate", "must be > 0")
@@ -199,6 +207,11 @@ class LeadConfig:
     def run_uri(self) -> str:
         """Where the run lives: `run_dir`, or `<output_dir>/<run_name>` in cloud storage."""
         return f"{self.output_dir.rstrip('/')}/{self.run_name}" if "://" in self.output_dir else str(self.run_dir)
+
+    @property
+    def logging_path(self) -> Path:
+        """Where report_to's backends write on the driver's node (uploaded with the outputs in cloud storage)."""
+        return Path(self.logging_dir).expanduser().resolve() if self.logging_dir else self.run_dir / "logs"
 
     @property
     def cache_path(self) -> Path:
@@ -310,6 +323,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     if "data_files" in extra:
         extra = {**extra, "data_files": _resolve_data_files(extra["data_files"], Path.cwd())}
     values.update(extra)
+    if isinstance(values.get("report_to"), str):  # report_to=tensorboard,mlflow or a YAML string, as HF takes it
+        values["report_to"] = [v.strip() for v in values["report_to"].split(",") if v.strip()]
     return build_config(values)
 
 

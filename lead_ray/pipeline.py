@@ -17,6 +17,7 @@ from lead_ray.runtime.folders import claim_folder
 from lead_ray.runtime.ray_init import check_resources, init_ray
 from lead_ray.runtime.stages import file_digest, mark_stage, stage_current, stage_key
 from lead_ray.runtime.storage import RunStorage
+from lead_ray.runtime.tracking import Tracker, start_tracking
 from lead_ray.train.fit import train_with_selection
 
 
@@ -85,9 +86,17 @@ def run(cfg: LeadConfig) -> dict[str, Any]:
     t_start = time.time()
     storage = RunStorage.at(cfg.run_uri)
     prepared = prepare_stages(cfg, cfg.run_dir, storage)
-    out = train_with_selection(cfg, prepared, started=t_start)
+    tracking = start_tracking(cfg)
+    out = train_with_selection(cfg, prepared, started=t_start, tracking=tracking)
     report = write_report(cfg.run_dir)
+    if tracking is not None:
+        tracker = Tracker(tracking)
+        tracker.log_artifacts(sorted(p for p in report.iterdir() if p.is_file()))
+        tracker.close(finished=True)
+        log(f"report_to: {', '.join(tracking.backends)} in {tracking.logging_dir}")
     if storage.remote:
         storage.upload(report, "report")
+        if tracking is not None and cfg.logging_path.is_relative_to(cfg.run_dir):
+            storage.upload(cfg.logging_path, "logs")
     log(f"report: {storage.uri('report', 'summary.md') if storage.remote else report / 'summary.md'}")
     return out

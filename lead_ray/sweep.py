@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from ray.tune import Callback
+from ray.tune.result import AUTO_RESULT_KEYS
 
 from lead_ray.config import ConfigError, LeadConfig, build_config
 from lead_ray.data.prepared import PoolSources, PreparedPool
@@ -26,6 +28,7 @@ from lead_ray.runtime.console import log
 from lead_ray.runtime.folders import claim_folder
 from lead_ray.runtime.ray_init import init_ray
 from lead_ray.runtime.storage import RunStorage, stage
+from lead_ray.runtime.tracking import Tracker, Tracking, start_tracking
 from lead_ray.train.fit import train_with_selection
 
 ALIASES = {"b": "smoothing", "r": "sample_rate", "k": "num_arms", "lr": "learning_rate"}
@@ -75,6 +78,32 @@ def trial_config(base: LeadConfig, params: dict[str, Any], output_dir: str, tria
     """A trial's run: the base config with its hyperparameters, in `<output_dir>/<trial_id>`."""
     values = {**base.to_dict(), **params, "output_dir": output_dir, "run_name": trial_id, "eval_every_round": True}
     return build_config(values)
+
+
+class TrialTracking(Callback):
+    """report_to for a sweep: each trial is a run named by its trial id, under the sweep's logging folder, with the
+    figures its training reports (what a single run logs)."""
+
+    def __init__(self, cfg: LeadConfig, logging_dir: Path) -> None:
+        self.cfg, self.logging_dir = cfg, logging_dir
+        self.trackers: dict[str, tuple[Tracker, Tracking]] = {}
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        if trial.trial_id not in self.trackers:
+            params = {k: v for k, v in trial.config.items() if k in TUNABLE}
+            cfg = build_config({**self.cfg.to_dict(), **params, "run_name": trial.trial_id,
+                                "logging_dir": str(self.logging_dir / trial.trial_id)})
+            tracking = start_tracking(cfg)
+            self.trackers[trial.trial_id] = (Tracker(tracking), tracking)
+        scalars = {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS and k not in ("step", "final")
+                   and isinstance(v, int | float) and not isinstance(v, bool)}
+        self.trackers[trial.trial_id][0].log_metrics(scalars, step=int(result["step"]))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        if trial.trial_id in self.trackers:
+            self.trackers.pop(trial.trial_id)[0].close(finished=True)
+
+    on_trial_error = on_trial_complete
 
 
 def _rearm(prepared: PreparedPool, num_arms: int, seed: int, out: Path, arm_by: str) -> PreparedPool:
@@ -161,6 +190,8 @@ def sweep(cfg: LeadConfig, experiment: str | None = None) -> dict[str, Any]:
     constants = {"base": cfg.to_dict(), "pool_dir": str(prepared.pool_dir), "enriched": str(prepared.enriched),
                  "sources": dataclasses.asdict(prepared.sources), "sweep_uri": store.uri()}
     trainable = tune.with_resources(run_trial, {"CPU": TRIAL_CPU})
+    logging_dir = Path(cfg.logging_dir).expanduser() if cfg.logging_dir else sweep_dir / "logs"
+    callbacks = [TrialTracking(cfg, logging_dir)] if set(cfg.report_to) != {"none"} else []
     storage, fs = store.path("tune"), store.fs if store.remote else None
     path = f"{storage}/{name}"
     if tune.Tuner.can_restore(path, storage_filesystem=fs):
@@ -178,7 +209,8 @@ def sweep(cfg: LeadConfig, experiment: str | None = None) -> dict[str, Any]:
                 # max_t above the most reports a trial makes (rounds + final), so ASHA never cuts a finishing trial
                 scheduler=ASHAScheduler(time_attr="training_iteration", max_t=cfg.max_rounds + 2,
                                         grace_period=cfg.tune_grace_period, reduction_factor=2)),
-            run_config=tune.RunConfig(name=name, storage_path=storage, storage_filesystem=fs, verbose=0))
+            run_config=tune.RunConfig(name=name, storage_path=storage, storage_filesystem=fs, verbose=0,
+                                      callbacks=callbacks))
     grid = tuner.fit()
     out = write_results(cfg, grid, sweep_dir, list(space))
     if store.remote:

@@ -20,9 +20,11 @@ from lead_ray.runtime.folders import FINISHED, OUTPUTS, claim_folder, publish_ou
 from lead_ray.runtime.run_files import write_run_files
 from lead_ray.runtime.stages import stage_key
 from lead_ray.runtime.storage import RunStorage
+from lead_ray.runtime.tracking import Tracking
 from lead_ray.select.params import SelectionParams
 from lead_ray.select.service import start_service
 from lead_ray.train.checkpoint import read_history, read_snapshot
+from lead_ray.train.tracking import TrackingCallback
 from lead_ray.train.trainer import build_trainer
 
 
@@ -31,9 +33,9 @@ class RunError(LeadRayError, RuntimeError):
 
 
 def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: list | None = None,
-                         started: float | None = None) -> dict[str, Any]:
+                         started: float | None = None, tracking: Tracking | None = None) -> dict[str, Any]:
     """Start this run's SelectionService, run the TorchTrainer, and write the run's outputs. `started`: when the
-    run began (its `wall_seconds` count from there; default now)."""
+    run began (its `wall_seconds` count from there; default now); `tracking`: report_to's runs, opened."""
     import ray
 
     t_start = started or time.time()
@@ -51,6 +53,7 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
     params = SelectionParams.from_config(cfg, budget)
     config_key = _resume_or_reset(cfg, storage)
     service = start_service(str(prepared.enriched), params, run=cfg.run_name)
+    callbacks = [*(callbacks or []), *([TrackingCallback(tracking)] if tracking else [])]
     trainer = build_trainer(cfg, service, prepared, eval_ids, storage, callbacks=callbacks)
     try:
         result = trainer.fit()

@@ -40,6 +40,7 @@ from lead_ray.train.checkpoint import (
 from lead_ray.train.collective import all_sum, broadcast
 from lead_ray.train.direction import RoundDirectionTracker, direction_parameters
 from lead_ray.train.reporter import LossReporter
+from lead_ray.train.tracking import selection_scalars
 
 
 @dataclass
@@ -255,7 +256,8 @@ def save_round(w: Worker, progress: Progress, metrics: dict[str, Any], stats: di
             save_training_state(Path(d), w.base, w.optimizer, selection, progress.step,
                                 progress.nll_before, progress.selection_seconds, progress.history)
         ckpt = ray.train.Checkpoint.from_directory(d) if w.rank == 0 else None
-        ray.train.report({**metrics, "nll_before": progress.nll_before}, checkpoint=ckpt)
+        scalars = selection_scalars(stats) if w.rank == 0 else {}  # for report_to and Tune's loggers
+        ray.train.report({**metrics, "nll_before": progress.nll_before, **scalars}, checkpoint=ckpt)
 
 
 def finish(w: Worker, progress: Progress, selection: dict[str, bytes] | None) -> None:
