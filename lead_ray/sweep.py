@@ -93,7 +93,7 @@ class TrialTracking(Callback):
             params = {k: v for k, v in trial.config.items() if k in TUNABLE}
             cfg = build_config({**self.cfg.to_dict(), **params, "run_name": trial.trial_id,
                                 "logging_dir": str(self.logging_dir / trial.trial_id)})
-            tracking = start_tracking(cfg)
+            tracking = start_tracking(cfg, mlflow_dir=self.logging_dir)  # one MLflow store for the sweep
             self.trackers[trial.trial_id] = (Tracker(tracking), tracking)
         scalars = {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS and k not in ("step", "final")
                    and isinstance(v, int | float) and not isinstance(v, bool)}
@@ -216,6 +216,8 @@ def sweep(cfg: LeadConfig, experiment: str | None = None) -> dict[str, Any]:
     if store.remote:
         for result in ("trials.csv", "best_config.yaml", "sweep.png", "sweep.json"):
             store.upload(sweep_dir / result, result)
+        if callbacks and logging_dir.is_relative_to(sweep_dir):
+            store.upload(logging_dir, "logs")
         out["storage"] = store.uri()
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -64,7 +65,7 @@ def test_sweep_asha_isolation_resume_and_best_config(tiny_prepared, tmp_path: Pa
     seed_prepared(tiny_prepared, tmp_path / "sw" / "shared")  # the pool the trials share, prepared once
     cfg = load_config(TINY, {
         "output_dir": str(tmp_path), "run_name": "sw", "tune_searcher": "grid", "tune_grace_period": 1,
-        "tune_max_concurrent_trials": 2, "max_rounds": 5,
+        "tune_max_concurrent_trials": 2, "max_rounds": 5, "report_to": ["tensorboard", "mlflow"],
         # two identical pairs: concurrent trials with equal settings must select identically (no shared state)
         "tune_space": {"learning_rate": ["choice", 3e-3, 1e-7], "smoothing": ["choice", 0.2, 0.2]}})
     result = sweep(cfg)
@@ -87,6 +88,12 @@ def test_sweep_asha_isolation_resume_and_best_config(tiny_prepared, tmp_path: Pa
         sel = pq.read_table(t / "selections.parquet").to_pandas()
         assert sel["id"].nunique() == summary["num_unique"] <= summary["budget"]
         by_lr.setdefault(run_cfg.learning_rate, []).append(sel[["round", "id", "arm"]])
+        check_trial_tracking(sweep_dir / "logs", t)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{sweep_dir / 'logs' / 'mlflow.db'}")  # one store, a run per trial
+    runs = client.search_runs([client.get_experiment_by_name("lead-ray").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == sorted(t.name for t in trials)
     pair = by_lr.get(3e-3, [])
     assert len(pair) >= 1
     if len(pair) == 2:  # the good pair ran concurrently: identical selections, round for round
@@ -103,3 +110,13 @@ def test_sweep_asha_isolation_resume_and_best_config(tiny_prepared, tmp_path: Pa
     seed_prepared(tiny_prepared, tmp_path / "best" / "best")
     s = run(load_config(best, {"output_dir": str(tmp_path / "best"), "max_rounds": 2}))
     assert 1 <= s["rounds"] <= 2 and (tmp_path / "best" / "best" / "selections.parquet").exists()
+
+
+def check_trial_tracking(logs: Path, trial: Path) -> None:
+    """report_to in a sweep: the trial's TensorBoard run holds its training loss at every round's step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rounds = [json.loads(line) for line in (trial / "metrics.jsonl").read_text().splitlines()][:-1]
+    events = EventAccumulator(str(logs / trial.name), size_guidance={"scalars": 0}).Reload()
+    got = {e.step: e.value for e in events.Scalars("train_loss")}
+    assert got == pytest.approx({r["step"]: r["train_loss"] for r in rounds}, rel=1e-5), trial.name

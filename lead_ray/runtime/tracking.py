@@ -40,8 +40,10 @@ class Tracking:
     wandb_mode: str | None = None  # the driver's WANDB_MODE: Ray workers do not see variables set after Ray started
 
 
-def start_tracking(cfg: LeadConfig) -> Tracking | None:
-    """Open the run in every `report_to` backend and log the resolved config as its parameters; None for none."""
+def start_tracking(cfg: LeadConfig, mlflow_dir: Path | None = None) -> Tracking | None:
+    """Open the run in every `report_to` backend and log the resolved config as its parameters; None for none.
+    `mlflow_dir`: where MLflow's store is when MLFLOW_TRACKING_URI is unset (default: logging_dir), so a sweep's
+    trials share one."""
     backends = tuple(b for b in cfg.report_to if b != "none")
     if not backends:
         return None
@@ -55,13 +57,15 @@ def start_tracking(cfg: LeadConfig) -> Tracking | None:
     if "mlflow" in backends:
         from mlflow.tracking import MlflowClient
 
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{logging_dir / 'mlflow.db'}"
+        store = mlflow_dir or logging_dir
+        store.mkdir(parents=True, exist_ok=True)
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store / 'mlflow.db'}"
         client = MlflowClient(uri)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
         experiment = client.get_experiment_by_name(name)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(
             name, artifact_location=None if "MLFLOW_TRACKING_URI" in os.environ else
-            (logging_dir / "mlartifacts").as_uri())
+            (store / "mlartifacts").as_uri())
         run = client.create_run(experiment_id, run_name=cfg.run_name)
         tracking = dataclasses.replace(tracking, mlflow_uri=uri, mlflow_run_id=run.info.run_id)
     if "wandb" in backends:
