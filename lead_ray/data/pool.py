@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from lead_ray.data.formats import BadRow, normalize
 from lead_ray.data.store import StoreWriter
 from lead_ray.data.tokenize import tokenize_messages
 from lead_ray.models.load import load_tokenizer
-from lead_ray.runtime.console import log
+from lead_ray.runtime.console import Progress
 
 EXTENSIONS = (".jsonl", ".json", ".parquet")
 RAW_PREVIEW = 500
@@ -277,12 +276,10 @@ def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: 
         quarantined += q.num_rows
 
     threshold = int(eval_fraction * 2**63)
-    t0 = last = time.time()
+    progress = Progress("ingest", None)  # rows read; the total is known only at the end
     for batch in ds.iter_batches(batch_size=1024, batch_format="pyarrow"):
         read += batch.num_rows
-        if time.time() - last > 15:
-            last = time.time()
-            log(f"ingest: {read} rows written ({read / (last - t0):.0f} rows/s)")
+        progress.update(batch.num_rows)
         reason = batch.column("reason").to_numpy(zero_copy_only=False)
         bad = reason != ""
         if bad.any():
@@ -317,6 +314,7 @@ def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: 
         pool_writer = pool_writer or pq.ParquetWriter(out_dir / "pool.parquet", table.schema)
         pool_writer.write_table(table)
         kept += good.num_rows
+    progress.close()
     store.close()
     for w in (pool_writer, quarantine_writer):
         if w is not None:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lead_ray.models.load import cpu_threads
-from lead_ray.runtime.console import log
+from lead_ray.runtime.console import Progress
 
 BUILTIN_EMBEDDER = "builtin:minilm"
 
@@ -87,7 +87,7 @@ def embed_pool(pool_dir: Path | str, out_path: Path, *, model: str, batch_size: 
                         batch_size=block, compute=ray.data.ActorPoolStrategy(size=concurrency),
                         num_gpus=num_gpus or None, batch_format="numpy")
     writer, done, dim, arrivals = None, 0, 0, []
-    t0 = last = time.time()
+    t0, progress = time.time(), Progress("embed", n)
     for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
         if len(arrivals) < 2:
             arrivals.append((time.time(), done + len(b["id"])))
@@ -98,9 +98,8 @@ def embed_pool(pool_dir: Path | str, out_path: Path, *, model: str, batch_size: 
         writer = writer or pq.ParquetWriter(out_path, table.schema)
         writer.write_table(table)
         done += len(emb)
-        if time.time() - last > 15 or done == n:
-            last = time.time()
-            log(f"embed: {done}/{n} rows ({done / max(last - t0, 1e-9):.1f} rows/s)")
+        progress.update(len(emb))
+    progress.close()
     if writer is not None:
         writer.close()
     if done != n:

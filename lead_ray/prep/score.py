@@ -8,7 +8,6 @@ Backends: `hf` (batched forward passes, here) and `vllm` (prompt logprobs, `lead
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from lead_ray.data.prepared import PoolSources
 from lead_ray.data.store import RowStore
 from lead_ray.models.load import cpu_threads, load_model
 from lead_ray.models.nll import collate, response_nll, scoring_row, start_token_id
-from lead_ray.runtime.console import log
+from lead_ray.runtime.console import Progress
 from lead_ray.runtime.storage import stage
 
 BACKENDS = ("hf", "vllm")
@@ -97,14 +96,12 @@ def score_pool(pool_dir: Path, sources: PoolSources, *, modes: tuple[str, ...] =
                         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency),
                         num_gpus=num_gpus or None, batch_format="numpy")
     out = {mode: np.full(n, np.nan, dtype=np.float32) for mode in modes}
-    done, t0, last = 0, time.time(), 0.0
+    progress = Progress(label, n)
     for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for mode in modes:
             out[mode][b["id"]] = b[f"nll_{mode}"]
-        done += len(b["id"])
-        if time.time() - last > 15 or done == n:
-            last = time.time()
-            log(f"{label}: {done}/{n} rows ({done / max(last - t0, 1e-9):.1f} rows/s)")
+        progress.update(len(b["id"]))
+    progress.close()
     for mode, values in out.items():
         if np.isnan(values).any():
             raise RuntimeError(f"{label} lost rows: {int(np.isnan(values).sum())} of {n} have no nll_{mode}")
