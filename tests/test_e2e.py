@@ -59,12 +59,13 @@ def test_job_tiny_direct(tiny_job) -> None:
     # a clean console: each lead-ray line once (workers' lines too), no deprecation warnings, and Ray Train's
     # per-report lines only with verbose: true
     lines = [line.split("[lead-ray] ", 1)[1] for line in out.splitlines() if "[lead-ray] " in line]
-    assert any(line.startswith("round 0:") for line in lines)
-    for stage in ("embed", "score (base model)"):  # long stages end on a progress line with rate and time left
+    assert any(line.startswith("round 0:") and line.endswith(" left") for line in lines)
+    for stage in ("embed", "score"):  # long stages end on a progress line with rate and time left
         assert any(line.startswith(f"{stage}: 100% ") and " rows/s, " in line and " left)" in line
                    for line in lines), stage
     assert len(lines) == len(set(lines)), [line for line in lines if lines.count(line) > 1]
-    noise = [line for line in out.splitlines() if "deprecat" in line.lower() or "Reporting training result" in line]
+    noise = [line for line in out.splitlines() if "deprecat" in line.lower() or "Reporting training result" in line
+             or "Starting execution of Dataset" in line or "Progress bars disabled" in line]
     assert not noise, noise
     s = check_run_outputs(tmp_path / "tiny", expect_max_uses=4)
     assert s["nll_after"] < s["nll_before"]

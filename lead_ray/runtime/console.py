@@ -63,12 +63,12 @@ class Progress:
         elapsed = max(time.monotonic() - self.start, 1e-9)
         rate = self.done / elapsed
         if self.total is None:
-            return f"{self.label}: {self.done} {self.unit} ({rate:.1f} {self.unit}/s, {_clock(elapsed)})"
+            return f"{self.label}: {self.done} {self.unit} ({rate:.1f} {self.unit}/s, {clock(elapsed)})"
         share = min(self.done / max(self.total, 1), 1.0)
         left = (self.total - self.done) / rate if rate > 0 else float("inf")
         bar = ("█" * round(20 * share)).ljust(20) if self.tty else ""
         return (f"{self.label}: {share:4.0%} {'|' + bar + '| ' if bar else ''}{self.done}/{self.total} {self.unit} "
-                f"({rate:.1f} {self.unit}/s, {_clock(elapsed)} elapsed, {_clock(left)} left)")
+                f"({rate:.1f} {self.unit}/s, {clock(elapsed)} elapsed, {clock(left)} left)")
 
     def _show(self, end: str) -> None:
         if self.tty:
@@ -79,7 +79,7 @@ class Progress:
             self.stream.flush()
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     """Seconds as m:ss (h:mm:ss past an hour); ? when unknown."""
     if not math.isfinite(seconds):
         return "?"

@@ -20,6 +20,7 @@ def init_ray(cfg: LeadConfig) -> None:
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        quiet_ray_data(cfg.verbose)
         return
     for k, v in env.items():
         os.environ.setdefault(k, v)
@@ -39,8 +40,25 @@ def init_ray(cfg: LeadConfig) -> None:
              dashboard_host="127.0.0.1",
              runtime_env={"env_vars": env, "worker_process_setup_hook": "lead_ray.runtime.ray_init.pin_ray_address"},
              log_to_driver=True)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    quiet_ray_data(cfg.verbose)
     start_reaper()  # the instance's processes go when this driver goes, even if it is SIGKILLed
+
+
+def quiet_ray_data(verbose: bool) -> None:
+    """Ray Data's progress bars would repeat lead-ray's own (runtime/console.Progress), so they are off. Unless
+    `verbose`, its per-dataset INFO lines (execution plan, start, finish) go to its ray-data.log only, and so does
+    its warning that the bars are off."""
+    import logging
+
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    if verbose:
+        return
+    for handler in logging.getLogger("ray.data").handlers:
+        if type(handler).__name__ == "PlainRayHandler":  # the console one; the file handlers keep everything
+            handler.setLevel(logging.WARNING)
+            handler.addFilter(lambda record: "Progress bars disabled" not in record.getMessage())
 
 
 def health_check_interval(num_workers: int) -> float:

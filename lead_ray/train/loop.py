@@ -28,7 +28,7 @@ from lead_ray.config import LeadConfig
 from lead_ray.data.store import RowStore
 from lead_ray.models.load import cpu_threads, load_model, load_tokenizer
 from lead_ray.models.nll import batch_response_nll, collate, response_nll, target_tokens
-from lead_ray.runtime.console import log
+from lead_ray.runtime.console import clock, log
 from lead_ray.runtime.storage import stage
 from lead_ray.train.checkpoint import (
     load_training_state,
@@ -250,9 +250,11 @@ def save_round(w: Worker, progress: Progress, metrics: dict[str, Any], stats: di
         if w.rank == 0:
             progress.history.append(metrics)
             arms = sorted({a["arm"] for a in stats["arms"]})
-            _log(w, f"round {metrics['round']}: arm {arms} {metrics['num_samples']} samples, loss "
-                    f"{metrics['train_loss']:.4f}, unique {stats['num_unique']}/{stats['budget']}, "
-                    f"{metrics['round_seconds']:.1f}s")
+            mean = sum(m["round_seconds"] for m in progress.history) / len(progress.history)
+            left = mean * (w.cfg.max_rounds - metrics["round"] - 1)  # at most: the budget may end the run sooner
+            _log(w, f"round {metrics['round']}: arm {arms} {metrics['num_samples']} samples, "
+                    f"loss {metrics['train_loss']:.4f}, unique {stats['num_unique']}/{stats['budget']}, "
+                    f"{metrics['round_seconds']:.1f}s, ≤{clock(left)} left")
             save_training_state(Path(d), w.base, w.optimizer, selection, progress.step,
                                 progress.nll_before, progress.selection_seconds, progress.history)
         ckpt = ray.train.Checkpoint.from_directory(d) if w.rank == 0 else None
