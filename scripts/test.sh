@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check --quiet lead_ray tests bench jobs tune  # lint first: a failure stops the suite
 echo "ruff check: clean"
-exec .venv/bin/python -m pytest -p no:cacheprovider -q -rs "$@"
+exec .venv/bin/python -m pytest -p no:cacheprovider -q -rs --durations=15 "$@"

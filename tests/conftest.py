@@ -49,12 +49,16 @@ def tiny_model_path() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_job(ray_local, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """`python jobs/lead.py --config configs/tiny.yaml`, from scratch, once per session: its run folder and the
+    """`python jobs/lead.py --config configs/tiny.yaml report_to=…`, from scratch, once per session: its run folder and the
     finished process. `ray_local`: another Ray instance runs on the host meanwhile, which once made Ray Train's
     placement-group cleaner print a traceback at every training start."""
     out = tmp_path_factory.mktemp("tiny_job")
-    proc = subprocess.run([sys.executable, "jobs/lead.py", "--config", str(TINY), "--output-dir", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    # with every report_to backend, offline (tests/test_tracking.py reads them back)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"WANDB_MODE": "offline",
+                                                                                 "WANDB_SILENT": "true"}
+    proc = subprocess.run([sys.executable, "jobs/lead.py", "--config", str(TINY), "--output-dir", str(out),
+                           "report_to=tensorboard,mlflow,wandb"], cwd=REPO, capture_output=True, text=True,
+                          timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out / "tiny", proc
 

@@ -118,5 +118,6 @@ def check_trial_tracking(logs: Path, trial: Path) -> None:
 
     rounds = [json.loads(line) for line in (trial / "metrics.jsonl").read_text().splitlines()][:-1]
     events = EventAccumulator(str(logs / trial.name), size_guidance={"scalars": 0}).Reload()
-    got = {e.step: e.value for e in events.Scalars("train_loss")}
-    assert got == pytest.approx({r["step"]: r["train_loss"] for r in rounds}, rel=1e-5), trial.name
+    for tag in ("train_loss", "eval_nll"):  # trials evaluate every round
+        got = {e.step: e.value for e in events.Scalars(tag)}
+        assert got == pytest.approx({r["step"]: r[tag] for r in rounds}, rel=1e-5), (trial.name, tag)

@@ -1,0 +1,212 @@
+"""The central SelectionService under many training workers, and the round's fixed costs at large pools (issue 15).
+
+Part 1, the actor under load. A fake cluster on this machine (`ray.cluster_utils.Cluster`): a head that holds the
+real `SelectionService` (persistence on: every round ends with `end_round`, whose answer carries the state snapshot,
+written to a checkpoint folder as rank 0 does), and `--nodes` worker nodes with a custom `sim_gpu` resource. W
+simulated workers run as coroutines in `--groups` async actors on those nodes, each as the training loop does it:
+a step of `t_step` seconds (a sleep), `--rows-per-step` per-sample losses per step, sent as one 64-id report when 64
+are buffered, at most one report in flight (the next report waits for the last), a flush at the round's end, then
+the gather (all groups done), and rank 0's calls: `end_round` (with a `--grad-size` float32 ḡ and u), writing the
+state it returns, and `next_round`. Figures per (W, t_step):
+- the actor's busy share: its process CPU seconds over wall seconds, from /proc;
+- report latency, p50 and p99: from the call to its answer, as the worker sees it;
+- blocked share: the time workers wait on an earlier report before sending, over their step time;
+- rank 0's seconds per round at the gather (end_round + state write + next_round).
+
+Part 2, the round's fixed costs at 1M, 10M (and `--pools`) rows, 40 rounds of a synthetic pool on the pure
+in-process selector and the state files rank 0 writes (no Ray: the floor under part 1): next_round, every round
+id reported in one call, end_round, snapshot and its write; state bytes per round; share of an assumed round of
+`--ref-workers` workers at `--ref-t-step` s per step.
+
+Targets (issue 15): at W=1,024 and t_step=25 ms, actor busy < 50%, report p99 < t_step, blocked < 1% of step time;
+selection + checkpoint <= 10% of round time at 10M rows. This machine has 2 cores for the whole fake cluster, the
+actor and every simulated worker: the figures are an upper bound on what one node's actor costs.
+The last line is `actor_busy_at_1024=<share> blocked_share_at_1024=<share> round_overhead_at_10M=<share>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import ray  # noqa: E402
+from service import make_pool, peak_rss_mb, selector_params  # noqa: E402
+
+from lead_ray.select.lead import LeadSelector  # noqa: E402
+from lead_ray.select.service import start_service  # noqa: E402
+from lead_ray.select.snapshot import save_state  # noqa: E402
+
+REPORT_IDS = 64  # the training loop's report size (train/reporter.py, min_batch)
+
+
+@ray.remote(num_cpus=0)
+class WorkerGroup:
+    """Simulated training workers, one coroutine each, reporting to the service as train/reporter.py does."""
+
+    def __init__(self, service, t_step: float, rows_per_step: int) -> None:
+        self.service, self.t_step, self.rows_per_step = service, t_step, rows_per_step
+
+    async def run_round(self, ids: list[np.ndarray], steps: int) -> dict[str, list[float]]:
+        latencies: list[float] = []
+        blocked: list[float] = []
+
+        async def call(chunk: np.ndarray) -> None:
+            sent = time.perf_counter()
+            await self.service.report.remote(chunk, np.ones(len(chunk), dtype=np.float32))
+            latencies.append(time.perf_counter() - sent)
+
+        async def worker(mine: np.ndarray) -> None:
+            pending, buffered, waited = None, 0, 0.0
+            for _ in range(steps):
+                await asyncio.sleep(self.t_step)
+                buffered += self.rows_per_step
+                if buffered >= REPORT_IDS:
+                    t0 = time.perf_counter()
+                    if pending is not None:
+                        await pending  # at most one report in flight
+                    waited += time.perf_counter() - t0
+                    pending = asyncio.ensure_future(call(mine))
+                    buffered = 0
+            if pending is not None:
+                await pending  # the flush at the round's end
+            blocked.append(waited)
+
+        await asyncio.gather(*(worker(m) for m in ids))
+        return {"latency": latencies, "blocked": blocked}
+
+
+def actor_under_load(workers: int, t_step: float, args, path: str, n: int, g: np.ndarray) -> dict[str, float]:
+    service = start_service(path, selector_params(n, args.rounds + 1))
+    pid = ray.get(service.__ray_call__.remote(lambda self: os.getpid()))
+    per_group = -(-workers // args.groups)
+    groups = [WorkerGroup.options(resources={"sim_gpu": per_group}).remote(service, t_step, args.rows_per_step)
+              for _ in range(args.groups)]
+    steps = args.steps_per_round
+    latency, blocked, rank0, state_bytes = [], [], [], 0
+    cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
+    with tempfile.TemporaryDirectory() as ckpt:
+        for _ in range(args.rounds):
+            plan = ray.get(service.next_round.remote())
+            ids = np.array_split(np.resize(plan["ids"], workers * REPORT_IDS), workers)
+            out = ray.get([grp.run_round.remote(ids[i * per_group : (i + 1) * per_group], steps)
+                           for i, grp in enumerate(groups)])  # the gather: every worker flushed
+            for o in out:
+                latency += o["latency"]
+                blocked += o["blocked"]
+            t0 = time.perf_counter()
+            answer = ray.get(service.end_round.remote(g, -1e-5 * g, plan["round"]))
+            for name, data in answer["state"].items():  # rank 0 writes the state into its round checkpoint
+                Path(ckpt, name).write_bytes(data)
+            state_bytes = sum(len(b) for b in answer["state"].values())
+            rank0.append(time.perf_counter() - t0)
+    busy = (_cpu_seconds(pid) - cpu0) / (time.perf_counter() - wall0)
+    rss = peak_rss_mb(pid)
+    for grp in groups:
+        ray.kill(grp)
+    ray.kill(service)
+    lat = np.asarray(latency)
+    return {"workers": workers, "t_step": t_step, "busy": busy, "p50": float(np.percentile(lat, 50)),
+            "p99": float(np.percentile(lat, 99)), "blocked": float(np.sum(blocked)) / (workers * steps * t_step
+                                                                                     * args.rounds),
+            "rank0_s": float(np.mean(rank0)), "reports": len(lat), "rss_mb": rss or float("nan"),
+            "state_mb": state_bytes / 1e6}
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def round_costs(n: int, rounds: int, g: np.ndarray) -> dict[str, float]:
+    """Part 2: the pure selector's per-round work and the state rank 0 writes, at `n` rows."""
+    pool = make_pool(n)
+    sel = LeadSelector(pool["iu0"], pool["arm"], pool["group"], **selector_params(n, rounds))
+    del pool
+    seconds, written = [], []
+    with tempfile.TemporaryDirectory() as d:
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            plan = sel.next_round()
+            if plan is None:
+                break
+            sel.report(plan.ids, np.ones(len(plan.ids), dtype=np.float32))
+            sel.end_round(g, -1e-5 * g)
+            save_state(sel.state(), Path(d))  # what the snapshot and the checkpoint write
+            written.append(sum(p.stat().st_size for p in Path(d).iterdir()))
+            seconds.append(time.perf_counter() - t0)
+    return {"n": n, "round_s": float(np.mean(seconds)), "max_s": float(np.max(seconds)),
+            "state_mb": float(np.mean(written)) / 1e6, "rounds": len(seconds),
+            "rows_per_round": int(0.015 * n)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workers", type=int, nargs="+", default=[64, 256, 1024])
+    ap.add_argument("--t-steps", type=float, nargs="+", default=[0.025, 0.2])
+    ap.add_argument("--pool", type=int, default=1_000_000, help="pool rows behind the actor in part 1")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per (W, t_step) in part 1")
+    ap.add_argument("--steps-per-round", type=int, default=40)
+    ap.add_argument("--rows-per-step", type=int, default=8, help="rows per worker per step (a report per 64)")
+    ap.add_argument("--nodes", type=int, default=4)
+    ap.add_argument("--groups", type=int, default=8, help="async actors holding the simulated workers")
+    ap.add_argument("--grad-size", type=int, default=1 << 20, help="floats in ḡ and u (a sketch or LoRA)")
+    ap.add_argument("--pools", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    ap.add_argument("--pool-rounds", type=int, default=40)
+    ap.add_argument("--ref-workers", type=int, default=64)
+    ap.add_argument("--ref-t-step", type=float, default=0.2)
+    args = ap.parse_args()
+    g = np.random.default_rng(1).standard_normal(args.grad_size).astype(np.float32)
+
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    for _ in range(args.nodes):
+        cluster.add_node(num_cpus=1, resources={"sim_gpu": max(args.workers)})
+    ray.init(address=cluster.address)
+    loads = []
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            path = str(Path(d) / "enriched.parquet")
+            pq.write_table(pa.table(make_pool(args.pool)), path)
+            for workers in args.workers:
+                for t_step in args.t_steps:
+                    r = actor_under_load(workers, t_step, args, path, args.pool, g)
+                    loads.append(r)
+                    print(f"[bench] W={workers:>5} t_step={t_step * 1e3:>4.0f} ms: actor busy {r['busy']:.0%}, "
+                          f"report p50 {r['p50'] * 1e3:.1f} ms p99 {r['p99'] * 1e3:.1f} ms, blocked "
+                          f"{r['blocked']:.2%} of step time, rank 0 {r['rank0_s']:.2f} s/round, "
+                          f"{r['reports']} reports, actor RSS {r['rss_mb']:.0f} MiB, state {r['state_mb']:.1f} MB",
+                          flush=True)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+    costs = []
+    for n in args.pools:
+        c = round_costs(n, args.pool_rounds, g)
+        round_time = c["rows_per_round"] / (args.ref_workers * args.rows_per_step) * args.ref_t_step
+        c["share"] = c["round_s"] / round_time
+        costs.append(c)
+        print(f"[bench] pool {n:,}: selection + state write {c['round_s']:.2f} s/round (max {c['max_s']:.2f}), "
+              f"state {c['state_mb']:.0f} MB/round over {c['rounds']} rounds; a round of {c['rows_per_round']:,} "
+              f"rows on {args.ref_workers} workers at {args.ref_t_step * 1e3:.0f} ms/step takes {round_time:.0f} s: "
+              f"{c['share']:.1%}", flush=True)
+    at = {(r["workers"], r["t_step"]): r for r in loads}
+    top = at.get((1024, 0.025))
+    ten = next((c for c in costs if c["n"] == 10_000_000), None)
+    busy, blocked = ("n/a", "n/a") if top is None else (f"{top['busy']:.3f}", f"{top['blocked']:.4f}")
+    share = "n/a" if ten is None else f"{ten['share']:.4f}"
+    print(f"actor_busy_at_1024={busy} blocked_share_at_1024={blocked} round_overhead_at_10M={share}")
+
+
+if __name__ == "__main__":
+    main()
