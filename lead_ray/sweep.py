@@ -28,7 +28,7 @@ from lead_ray.runtime.console import log
 from lead_ray.runtime.folders import claim_folder
 from lead_ray.runtime.ray_init import init_ray
 from lead_ray.runtime.storage import RunStorage, stage
-from lead_ray.runtime.tracking import Tracker, Tracking, start_tracking
+from lead_ray.runtime.tracking import Tracker, report_scalars, start_tracking
 from lead_ray.train.fit import train_with_selection
 
 ALIASES = {"b": "smoothing", "r": "sample_rate", "k": "num_arms", "lr": "learning_rate"}
@@ -86,22 +86,20 @@ class TrialTracking(Callback):
 
     def __init__(self, cfg: LeadConfig, logging_dir: Path) -> None:
         self.cfg, self.logging_dir = cfg, logging_dir
-        self.trackers: dict[str, tuple[Tracker, Tracking]] = {}
+        self.trackers: dict[str, Tracker] = {}
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         if trial.trial_id not in self.trackers:
             params = {k: v for k, v in trial.config.items() if k in TUNABLE}
             cfg = build_config({**self.cfg.to_dict(), **params, "run_name": trial.trial_id,
                                 "logging_dir": str(self.logging_dir / trial.trial_id)})
-            tracking = start_tracking(cfg, mlflow_dir=self.logging_dir)  # one MLflow store for the sweep
-            self.trackers[trial.trial_id] = (Tracker(tracking), tracking)
-        scalars = {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS and k not in ("step", "final")
-                   and isinstance(v, int | float) and not isinstance(v, bool)}
-        self.trackers[trial.trial_id][0].log_metrics(scalars, step=int(result["step"]))
+            self.trackers[trial.trial_id] = Tracker(start_tracking(cfg, mlflow_dir=self.logging_dir))  # one MLflow store
+        self.trackers[trial.trial_id].log_metrics(report_scalars(result, skip=AUTO_RESULT_KEYS),
+                                                  step=int(result["step"]))
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         if trial.trial_id in self.trackers:
-            self.trackers.pop(trial.trial_id)[0].close(finished=True)
+            self.trackers.pop(trial.trial_id).close(finished=True)
 
     on_trial_error = on_trial_complete
 

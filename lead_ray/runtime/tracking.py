@@ -78,6 +78,13 @@ def start_tracking(cfg: LeadConfig, mlflow_dir: Path | None = None) -> Tracking 
     return tracking
 
 
+def report_scalars(report: dict[str, Any], skip: tuple[str, ...] = ()) -> dict[str, float]:
+    """The figures of one `ray.train.report` (or the Tune result made from it) that are logged: its numbers, less
+    the step they are logged at, the final-report flag and `skip`."""
+    return {k: v for k, v in report.items() if isinstance(v, int | float) and not isinstance(v, bool)
+            and k not in ("step", "final", *skip)}
+
+
 class Tracker:
     """The open backends of one `Tracking`, in this process."""
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from ray.train import UserCallback
 
-from lead_ray.runtime.tracking import Tracker, Tracking
+from lead_ray.runtime.tracking import Tracker, Tracking, report_scalars
 
 
 def selection_scalars(stats: dict[str, Any]) -> dict[str, float]:
@@ -36,8 +36,7 @@ class TrackingCallback(UserCallback):
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
         self.tracker = self.tracker or Tracker(self.tracking)
-        scalars = {k: v for k, v in metrics[0].items() if isinstance(v, int | float) and k not in ("step", "final")}
-        self.tracker.log_metrics(scalars, step=int(metrics[0]["step"]))
+        self.tracker.log_metrics(report_scalars(metrics[0]), step=int(metrics[0]["step"]))
         if metrics[0].get("final"):  # the controller ends with the fit: write out what is queued
             self.tracker.close()
             self.tracker = None
