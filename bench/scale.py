@@ -41,19 +41,20 @@ import pyarrow.parquet as pq  # noqa: E402
 import ray  # noqa: E402
 from service import make_pool, peak_rss_mb, selector_params  # noqa: E402
 
+from lead_ray.config import LeadConfig  # noqa: E402
 from lead_ray.select.lead import LeadSelector  # noqa: E402
 from lead_ray.select.service import start_service  # noqa: E402
 from lead_ray.select.snapshot import save_state  # noqa: E402
-
-REPORT_IDS = 64  # the training loop's report size (train/reporter.py, min_batch)
+from lead_ray.train.reporter import REPORT_MIN_BATCH, REPORT_MIN_SECONDS  # noqa: E402
 
 
 @ray.remote(num_cpus=0)
 class WorkerGroup:
     """Simulated training workers, one coroutine each, reporting to the service as train/reporter.py does."""
 
-    def __init__(self, service, t_step: float, rows_per_step: int) -> None:
+    def __init__(self, service, t_step: float, rows_per_step: int, min_batch: int, min_seconds: float) -> None:
         self.service, self.t_step, self.rows_per_step = service, t_step, rows_per_step
+        self.min_batch, self.min_seconds = min_batch, min_seconds
 
     async def run_round(self, ids: list[np.ndarray], steps: int) -> dict[str, list[float]]:
         latencies: list[float] = []
@@ -65,38 +66,41 @@ class WorkerGroup:
             latencies.append(time.perf_counter() - sent)
 
         async def worker(mine: np.ndarray) -> None:
-            pending, buffered, waited = None, 0, 0.0
+            pending, buffered, done, waited, last = None, 0, 0, 0.0, time.monotonic()
             for _ in range(steps):
                 await asyncio.sleep(self.t_step)
                 buffered += self.rows_per_step
-                if buffered >= REPORT_IDS:
+                if buffered >= self.min_batch and time.monotonic() - last >= self.min_seconds:
                     t0 = time.perf_counter()
                     if pending is not None:
                         await pending  # at most one report in flight
                     waited += time.perf_counter() - t0
-                    pending = asyncio.ensure_future(call(mine))
-                    buffered = 0
+                    pending = asyncio.ensure_future(call(mine[done : done + buffered]))
+                    done, buffered, last = done + buffered, 0, time.monotonic()
             if pending is not None:
-                await pending  # the flush at the round's end
+                await pending
+            if buffered:
+                await call(mine[done : done + buffered])  # the flush at the round's end
             blocked.append(waited)
 
         await asyncio.gather(*(worker(m) for m in ids))
         return {"latency": latencies, "blocked": blocked}
 
 
-def actor_under_load(workers: int, t_step: float, args, path: str, n: int, g: np.ndarray) -> dict[str, float]:
+def actor_under_load(workers: int, t_step: float, min_seconds: float, args, path: str, n: int,
+                     g: np.ndarray) -> dict[str, float]:
     service = start_service(path, selector_params(n, args.rounds + 1))
     pid = ray.get(service.__ray_call__.remote(lambda self: os.getpid()))
     per_group = -(-workers // args.groups)
-    groups = [WorkerGroup.options(resources={"sim_gpu": per_group}).remote(service, t_step, args.rows_per_step)
-              for _ in range(args.groups)]
+    groups = [WorkerGroup.options(resources={"sim_gpu": per_group}).remote(
+        service, t_step, args.rows_per_step, REPORT_MIN_BATCH, min_seconds) for _ in range(args.groups)]
     steps = args.steps_per_round
     latency, blocked, rank0, state_bytes = [], [], [], 0
     cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
     with tempfile.TemporaryDirectory() as ckpt:
         for _ in range(args.rounds):
             plan = ray.get(service.next_round.remote())
-            ids = np.array_split(np.resize(plan["ids"], workers * REPORT_IDS), workers)
+            ids = np.array_split(np.resize(plan["ids"], workers * steps * args.rows_per_step), workers)
             out = ray.get([grp.run_round.remote(ids[i * per_group : (i + 1) * per_group], steps)
                            for i, grp in enumerate(groups)])  # the gather: every worker flushed
             for o in out:
@@ -108,7 +112,8 @@ def actor_under_load(workers: int, t_step: float, args, path: str, n: int, g: np
                 Path(ckpt, name).write_bytes(data)
             state_bytes = sum(len(b) for b in answer["state"].values())
             rank0.append(time.perf_counter() - t0)
-    busy = (_cpu_seconds(pid) - cpu0) / (time.perf_counter() - wall0)
+    wall = time.perf_counter() - wall0
+    busy = (_cpu_seconds(pid) - cpu0) / wall
     rss = peak_rss_mb(pid)
     for grp in groups:
         ray.kill(grp)
@@ -117,7 +122,7 @@ def actor_under_load(workers: int, t_step: float, args, path: str, n: int, g: np
     return {"workers": workers, "t_step": t_step, "busy": busy, "p50": float(np.percentile(lat, 50)),
             "p99": float(np.percentile(lat, 99)), "blocked": float(np.sum(blocked)) / (workers * steps * t_step
                                                                                      * args.rounds),
-            "rank0_s": float(np.mean(rank0)), "reports": len(lat), "rss_mb": rss or float("nan"),
+            "rank0_s": float(np.mean(rank0)), "reports": len(lat), "wall_s": wall, "rss_mb": rss or float("nan"),
             "state_mb": state_bytes / 1e6}
 
 
@@ -158,8 +163,11 @@ def main() -> None:
     ap.add_argument("--rows-per-step", type=int, default=8, help="rows per worker per step (a report per 64)")
     ap.add_argument("--nodes", type=int, default=4)
     ap.add_argument("--groups", type=int, default=8, help="async actors holding the simulated workers")
-    ap.add_argument("--grad-size", type=int, default=1 << 20, help="floats in ḡ and u (a sketch or LoRA)")
-    ap.add_argument("--pools", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    ap.add_argument("--grad-size", type=int, default=LeadConfig.loss_change_sketch_dim,
+                    help="floats in ḡ and u (the CountSketch size, loss_change_sketch_dim)")
+    ap.add_argument("--no-baseline", dest="baseline", action="store_false",
+                    help="skip the unpaced run (a report per 64 losses) at the largest W")
+    ap.add_argument("--pools", type=int, nargs="*", default=[1_000_000, 10_000_000, 100_000_000])
     ap.add_argument("--pool-rounds", type=int, default=40)
     ap.add_argument("--ref-workers", type=int, default=64)
     ap.add_argument("--ref-t-step", type=float, default=0.2)
@@ -177,15 +185,25 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             path = str(Path(d) / "enriched.parquet")
             pq.write_table(pa.table(make_pool(args.pool)), path)
-            for workers in args.workers:
-                for t_step in args.t_steps:
-                    r = actor_under_load(workers, t_step, args, path, args.pool, g)
+            runs = [(w, t, REPORT_MIN_SECONDS) for w in args.workers for t in args.t_steps]
+            if args.baseline:  # the pattern before reports were paced: a call per 64 losses
+                runs.insert(0, (max(args.workers), min(args.t_steps), 0.0))
+            for workers, t_step, min_seconds in runs:
+                r = actor_under_load(workers, t_step, min_seconds, args, path, args.pool, g)
+                if min_seconds:
                     loads.append(r)
-                    print(f"[bench] W={workers:>5} t_step={t_step * 1e3:>4.0f} ms: actor busy {r['busy']:.0%}, "
-                          f"report p50 {r['p50'] * 1e3:.1f} ms p99 {r['p99'] * 1e3:.1f} ms, blocked "
-                          f"{r['blocked']:.2%} of step time, rank 0 {r['rank0_s']:.2f} s/round, "
-                          f"{r['reports']} reports, actor RSS {r['rss_mb']:.0f} MiB, state {r['state_mb']:.1f} MB",
-                          flush=True)
+                else:
+                    base = r
+                print(f"[bench] W={workers:>5} t_step={t_step * 1e3:>4.0f} ms reports ≥{min_seconds:.0f} s apart: "
+                      f"actor busy {r['busy']:.0%}, report p50 {r['p50'] * 1e3:.1f} ms p99 {r['p99'] * 1e3:.1f} ms, "
+                      f"blocked {r['blocked']:.2%} of step time, rank 0 {r['rank0_s']:.2f} s/round, "
+                      f"{r['reports'] / r['wall_s']:.0f} reports/s, actor RSS {r['rss_mb']:.0f} MiB, "
+                      f"state {r['state_mb']:.2f} MB/round", flush=True)
+            paced = next((r for r in loads if (r["workers"], r["t_step"]) == (base["workers"], base["t_step"])), None)
+            if args.baseline and paced is not None:
+                print(f"[bench] paced vs unpaced reports at W={base['workers']}: calls/s "
+                      f"{paced['reports'] / paced['wall_s'] / (base['reports'] / base['wall_s']):.2f}x, actor busy "
+                      f"{paced['busy'] / base['busy']:.2f}x, p99 {paced['p99'] / base['p99']:.3f}x", flush=True)
     finally:
         ray.shutdown()
         cluster.shutdown()

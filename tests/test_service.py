@@ -79,7 +79,7 @@ def test_restart_after_the_last_report_makes_workers_resend(ray_local, tmp_path:
     ray = ray_local
     _enriched(tmp_path / "enriched.parquet")
     actor = start_service(str(tmp_path / "enriched.parquet"), PARAMS)
-    reporter = LossReporter(actor, min_batch=4)
+    reporter = LossReporter(actor, min_batch=4, min_seconds=0)
     reporter.restore(None)
     plan = reporter.next_round()
     reporter.start_round()
@@ -147,3 +147,28 @@ def test_service_exports_ray_metrics(ray_local, tmp_path: Path) -> None:
     np.testing.assert_allclose([probs[str(a)] for a in range(3)], summary["arm_probs"], rtol=1e-6)
     assert got["ray_lead_ray_reports_total"][0][1] == 6  # two "workers" per round, three rounds
     assert got["ray_lead_ray_report_seconds_count"][0][1] == 6
+
+
+def test_reports_are_paced_by_size_and_time(ray_local, tmp_path: Path) -> None:
+    """A report leaves once min_batch losses are buffered and min_seconds passed since the last one; the flush
+    sends the rest. Paced or not, every loss reaches the service exactly once."""
+    import torch
+
+    from lead_ray.train.reporter import LossReporter
+
+    _enriched(tmp_path / "enriched.parquet")
+    for min_seconds, calls_before_flush in ((0.0, 2), (3600.0, 0)):
+        actor = start_service(str(tmp_path / "enriched.parquet"), PARAMS)
+        reporter = LossReporter(actor, min_batch=4, min_seconds=min_seconds)
+        reporter.restore(None)
+        reporter.next_round()
+        reporter.start_round()
+        ids = np.arange(100, 112)
+        for s in range(0, 12, 3):  # 3 losses a step: 6 buffered at the 2nd step, 6 more at the 4th
+            reporter.add(ids[s : s + 3], torch.arange(s, s + 3, dtype=torch.float32))
+        assert len(reporter.sent) == calls_before_flush
+        reporter.flush()
+        assert [len(i) for i, _ in reporter.sent] == ([6, 6] if min_seconds == 0 else [12])
+        sent = np.concatenate([i for i, _ in reporter.sent])
+        np.testing.assert_array_equal(np.sort(sent), np.sort(ids))
+        ray_local.kill(actor)
