@@ -5,15 +5,20 @@ rows (normalised, chat-templated and tokenized with the tiny tokenizer, collated
 
 - plain step: `model(input_ids, attention_mask, labels=<-100 outside assistant tokens>).loss.backward()`,
   `opt.step()`, `opt.zero_grad()`.
-- LEAD step: logits → `response_nll` → token-weighted loss → backward → step → zero_grad, then the per-sample
-  losses go to a real SelectionService actor with `report.remote`, at most one call in flight (the previous
-  ref is awaited before the next is sent), as in `lead_ray/train/loop.py`.
+- LEAD step: logits → `response_nll` → token-weighted loss → backward → ḡ accumulated for ΔL′
+  (`RoundDirectionTracker.add_step`, last block, as full fine-tuning does) → step → zero_grad, then the per-sample
+  losses go to a real SelectionService actor through the training loop's `LossReporter` (paced, at most one call
+  in flight).
+- A LEAD block is one round, with every per-round cost the loop pays: `next_round` before it; after it the flush,
+  ḡ and u (CountSketch), and `end_round`, which writes the round's record into the selection journal.
 
-After warm-up, plain and LEAD blocks alternate (the order flips every pair) and the medians of the per-step
-wall times are compared, which cancels most drift on a noisy machine. Torch runs on `--threads` (default 1)
+After warm-up, plain and LEAD blocks alternate (the order flips every pair). The headline is the mean step: each
+variant's wall time over all its blocks (per-round costs included) over its steps. The medians of the per-step
+times are printed too (the step alone); alternating blocks cancels most drift on a noisy machine. Torch runs on `--threads` (default 1)
 intra-op threads: on a small box where Ray's processes (or anything else) take a core now and then, a 2-thread
 step stalls in OpenMP barriers (20 ms steps become 2 s), which swamps the difference being measured.
-Target: ratio <= 1.05 (limit 1.00, i.e. no measurable overhead). The last line is `lead_step_over_plain_step=<ratio>`.
+Target: ratio <= 1.05 (limit 1.00, i.e. no measurable overhead). The last line is
+`lead_step_over_plain_step=<ratio of mean steps>`.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from lead_ray.models.load import load_model, load_tokenizer, resolve_model_path 
 from lead_ray.models.nll import collate, response_nll  # noqa: E402
 from lead_ray.runtime.ray_init import init_ray  # noqa: E402
 from lead_ray.select.service import start_service  # noqa: E402
+from lead_ray.train.direction import RoundDirectionTracker, direction_parameters  # noqa: E402
 from lead_ray.train.reporter import LossReporter  # noqa: E402
 
 
@@ -111,9 +117,12 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     pq.write_table(pa.table({"id": np.arange(n, dtype=np.int64), "arm": rng.integers(0, 7, n, dtype=np.int64),
                              "group": rng.integers(0, 4, n, dtype=np.int64), "iu0": rng.random(n)}), enriched)
-    service = start_service(enriched, {"num_arms": 7, "budget": max(1, n // 4)})
-    ray.get(service.summary.remote())  # the actor is up before any timing
+    params = {"num_arms": 7, "budget": n, "max_uses": 10_000, "max_rounds": 10_000, "reuse_after_budget": True}
+    service = start_service(enriched, params, str(Path(tmp.name) / "selection"))
     reporter = LossReporter(service)
+    reporter.restore(None)  # the actor is up before any timing
+    tracker = RoundDirectionTracker(direction_parameters(lead_model, "last_block", lead_model.config.num_hidden_layers),
+                                    LeadConfig.loss_change_sketch_dim)
 
     def plain_step(b: dict) -> float:
         t0 = time.perf_counter()
@@ -128,29 +137,41 @@ def main() -> None:
         nll, counts = response_nll(logits, b["input_ids"], b["assistant_mask"])
         loss = (nll * counts).sum() / counts.sum().clamp_min(1.0)
         loss.backward()
+        tracker.add_step()  # ḡ for ΔL′
         lead_opt.step()
         lead_opt.zero_grad(set_to_none=True)
         reporter.add(b["ids"], nll)  # the training loop's own reporter: batched, async, <= 1 call in flight
         return time.perf_counter() - t0
 
-    def block(step, start: int, steps: int) -> list[float]:
-        return [step(batches[(start + i) % len(batches)]) for i in range(steps)]
+    def plain_block(start: int, steps: int) -> list[float]:
+        return [plain_step(batches[(start + i) % len(batches)]) for i in range(steps)]
 
-    block(plain_step, 0, args.warmup)
-    block(lead_step, 0, args.warmup)
+    def lead_block(start: int, steps: int) -> list[float]:
+        """One round, as train/loop.py runs it on rank 0 of one worker."""
+        plan = reporter.next_round()
+        reporter.start_round()
+        tracker.start_round()
+        out = [lead_step(batches[(start + i) % len(batches)]) for i in range(steps)]
+        reporter.end_round(0, 1, *tracker.end_round(), int(plan["round"]))  # flush, ḡ and u, end_round + journal
+        return out
+
+    plain_block(0, args.warmup)
+    lead_block(0, args.warmup)
     plain_t: list[float] = []
     lead_t: list[float] = []
+    wall = {"plain": 0.0, "lead": 0.0}
     for k in range(args.blocks):
         start = args.warmup + k * args.block_steps  # both variants train on the same batches in block k
-        order = [(plain_step, plain_t), (lead_step, lead_t)]
-        for step, out in order if k % 2 == 0 else order[::-1]:
-            out.extend(block(step, start, args.block_steps))
-    reporter.flush()
+        order = [("plain", plain_block, plain_t), ("lead", lead_block, lead_t)]
+        for name, run, out in order if k % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            out.extend(run(start, args.block_steps))
+            wall[name] += time.perf_counter() - t0
     ray.kill(service)
     tmp.cleanup()
 
-    plain_med, lead_med = statistics.median(plain_t), statistics.median(lead_t)
-    ratio = lead_med / plain_med
+    plain_mean, lead_mean = wall["plain"] / len(plain_t), wall["lead"] / len(lead_t)
+    ratio = lead_mean / plain_mean
     print()
     print(f"{'step':>6} | {'median ms':>9} | {'mean ms':>8} | {'p10 ms':>7} | {'p90 ms':>7} | steps")
     for name, ts in (("plain", plain_t), ("lead", lead_t)):
@@ -158,7 +179,10 @@ def main() -> None:
         print(f"{name:>6} | {statistics.median(ts) * 1e3:>9.2f} | {statistics.mean(ts) * 1e3:>8.2f} | "
               f"{q[0]:>7.2f} | {q[1]:>7.2f} | {len(ts)}")
     paired = statistics.median(a / b for a, b in zip(lead_t, plain_t, strict=True))
-    print(f"median of per-batch ratios (same batch, same block position): {paired:.3f}")
+    print(f"median of per-batch ratios (same batch, same block position, the step alone): {paired:.3f}")
+    print(f"mean step with every per-round cost (block wall time over steps): plain {plain_mean * 1e3:.2f} ms, "
+          f"lead {lead_mean * 1e3:.2f} ms; per-round costs {(wall['lead'] - sum(lead_t)) / args.blocks * 1e3:.1f} ms "
+          f"a round of {args.block_steps} steps")
     print(f"target: lead/plain <= 1.05 (limit 1.00); blocks={args.blocks} x {args.block_steps} steps, "
           f"warm-up {args.warmup}")
     print(f"lead_step_over_plain_step={ratio:.3f}")

@@ -267,6 +267,54 @@ def ingest_and_score(work: Path, rows: int) -> dict:
     return out
 
 
+def write_raw(path: Path, n: int, seed: int = 0, chunk: int = 100_000) -> None:
+    """`n` raw JSONL rows (instruction/output, random fills: few repeats), written in chunks."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            fam, w = rng.integers(0, len(FAMILIES), m), rng.integers(0, len(WORDS), m)
+            a, b, c = rng.integers(1, 100_000, (3, m))
+            f.write("".join(json.dumps({"instruction": FAMILIES[i].format(a=x, b=y, c=z, w=WORDS[v]),
+                                        "output": f"Answer {x + y} about {WORDS[v]}."}) + "\n"
+                            for i, x, y, z, v in zip(fam, a, b, c, w)))
+
+
+def ingest_scale(work: Path, n: int, workers: int) -> dict:
+    """Ingest of `n` raw rows with SmolLM2's tokenizer on `workers` tokenizer actors: rows/s, the driver's CPU share
+    (its process CPU seconds over wall seconds) and its memory; the baseline is `Tokenize.row` called in a bare loop
+    in this process on the first 2,000 rows (one core, no Ray)."""
+    import ray
+
+    from lead_ray.config import LeadConfig
+    from lead_ray.data.pool import Tokenize, ingest
+    from lead_ray.models.load import resolve_model_path
+    from lead_ray.runtime.ray_init import init_ray
+
+    raw = work / f"raw{n}.jsonl"
+    write_raw(raw, n)
+    model = resolve_model_path("builtin:smollm2", Path("~/.cache/lead-ray").expanduser())
+    tok = Tokenize(model, 256)
+    with open(raw) as f:
+        lines = [next(f) for _ in range(min(n, 2000))]
+    t0 = time.perf_counter()
+    for i, line in enumerate(lines):
+        tok.row(str(raw), i + 1, line, "")
+    bare = len(lines) / (time.perf_counter() - t0)
+    del tok
+    init_ray(LeadConfig(num_cpus=workers + 1))
+    mem = MemoryPeaks()
+    mem.take()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    s = ingest([str(raw)], model, work / f"ingested{n}", max_length=256, eval_fraction=0.0, concurrency=workers)
+    wall = time.perf_counter() - t0
+    out = {"rows": n, "read": s.read, "kept": s.kept, "quarantined": s.quarantined, "wall_s": wall,
+           "rows_per_s": s.read / wall, "bare_rows_per_s": bare, "driver_cpu_share": (time.process_time() - cpu0) / wall,
+           "mem": mem.take(), "workers": workers}
+    ray.shutdown()
+    return out
+
+
 def kmeans_time(rows: int) -> float:
     from lead_ray.prep.cluster import spherical_kmeans
 
@@ -284,6 +332,24 @@ def run_child(*argv: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def ingest_at_scale(sizes: list[int], workers: int, common: list[str]) -> str:
+    """Ingest at each size in its own child; returns the summary line."""
+    runs = []
+    for n in sizes:
+        r = run_child("--child", f"ingest_scale:{n}", *common)
+        runs.append(r)
+        m = r["mem"]
+        print(f"[bench] ingest {n:,} raw rows on {workers} tokenizer actors: {r['rows_per_s']:.0f} rows/s "
+              f"({r['rows_per_s'] / workers:.0f} per actor; a bare loop of Tokenize.row: {r['bare_rows_per_s']:.0f} "
+              f"rows/s on one core), {r['wall_s']:.0f} s; read {r['read']:,} = kept {r['kept']:,} + quarantined "
+              f"{r['quarantined']:,}; driver CPU {r['driver_cpu_share']:.1%} of wall time; driver peak private "
+              f"(RssAnon) {m['RssAnon']:.2f} GB, total {m['VmRSS']:.2f} GB", flush=True)
+    first, last = runs[0], runs[-1]
+    return (f"ingest_rows_per_s_per_core={last['rows_per_s'] / workers:.0f} "
+            f"driver_cpu_share={max(r['driver_cpu_share'] for r in runs):.3f} "
+            f"driver_private_gb_ratio={last['mem']['RssAnon'] / first['mem']['RssAnon']:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100000,1000000", help="comma-separated pool sizes")
@@ -293,6 +359,9 @@ def main() -> None:
     ap.add_argument("--minilm-rows", type=int, default=5000, help="rows embedded with the default MiniLM")
     ap.add_argument("--kmeans-rows", type=int, default=1_000_000, help="rows for the 1024-cluster k-means")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    ap.add_argument("--ingest-sizes", default="100000,1000000", help="raw rows for the ingest-at-scale part")
+    ap.add_argument("--ingest-workers", type=int, default=2, help="tokenizer actors (preprocessing_num_workers)")
+    ap.add_argument("--ingest-only", action="store_true", help="only the ingest-at-scale part")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="lead-ray-bench-prep-"))
@@ -302,12 +371,17 @@ def main() -> None:
             work, int(value))}, "ingest": lambda: ingest_and_score(work, int(value)),
                   "efficiency": lambda: efficiency(work, int(value), args.batch_size),
                   "kmeans": lambda: {"seconds": kmeans_time(int(value))},
+                  "ingest_scale": lambda: ingest_scale(work, int(value), args.ingest_workers),
                   "embedder": lambda: {"path": cheap_embedder(work / "cheap_embedder")}}[kind]()
         print(json.dumps(result), flush=True)
         return
 
     common = ["--work", str(work), "--batch-size", str(args.batch_size), "--efficiency-rows",
-              str(args.efficiency_rows)]
+              str(args.efficiency_rows), "--ingest-workers", str(args.ingest_workers)]
+    ingest_line = ingest_at_scale([int(s) for s in args.ingest_sizes.split(",")], args.ingest_workers, common)
+    if args.ingest_only:
+        print(ingest_line)
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     run_child("--child", "embedder:0", *common)
     results = []
@@ -345,6 +419,7 @@ def main() -> None:
               f"vs {results[0]['peak_private_gb']:.2f} GB (ratio "
               f"{results[-1]['peak_private_gb'] / results[0]['peak_private_gb']:.2f})", flush=True)
     last = results[-1]
+    print(f"[bench] {ingest_line}", flush=True)
     print(f"rows_per_s={last['embed_rows_per_s']:.0f} ray_data_efficiency={eff['ray_data_efficiency']:.3f} "
           f"peak_rss_gb={last['peak_rss_gb']:.2f} peak_private_gb={last['peak_private_gb']:.2f}", flush=True)
 

@@ -4,10 +4,12 @@ Part 1, the actor under load. A fake cluster on this machine (`ray.cluster_utils
 real `SelectionService` (persistence on: every round ends with `end_round`, whose answer carries the state snapshot,
 written to a checkpoint folder as rank 0 does), and `--nodes` worker nodes with a custom `sim_gpu` resource. W
 simulated workers run as coroutines in `--groups` async actors on those nodes, each as the training loop does it:
-a step of `t_step` seconds (a sleep), `--rows-per-step` per-sample losses per step, sent as one 64-id report when 64
-are buffered, at most one report in flight (the next report waits for the last), a flush at the round's end, then
-the gather (all groups done), and rank 0's calls: `end_round` (with a `--grad-size` float32 ḡ and u), writing the
-state it returns, and `next_round`. Figures per (W, t_step):
+steps of `t_step` seconds (sleeps), `--rows-per-step` per-sample losses per step, sent as one report once 64 are
+buffered and 1 s has passed since the last (train/reporter.py), at most one report in flight (the next report
+waits for the last), a flush at the round's end, then the gather (all groups done), and rank 0's calls:
+`end_round` (with a `--grad-size` float32 ḡ and u: the CountSketch size), which writes the round's record into the
+selection journal, the round count into a checkpoint file, and `next_round`. The baseline, measured in the same
+run, is the unpaced pattern (a report per 64 losses) at the largest W. Figures per (W, t_step):
 - the actor's busy share: its process CPU seconds over wall seconds, from /proc;
 - report latency, p50 and p99: from the call to its answer, as the worker sees it;
 - blocked share: the time workers wait on an earlier report before sending, over their step time;
@@ -28,7 +30,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import math
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -42,9 +47,9 @@ import ray  # noqa: E402
 from service import make_pool, peak_rss_mb, selector_params  # noqa: E402
 
 from lead_ray.config import LeadConfig  # noqa: E402
+from lead_ray.select.journal import SelectionJournal  # noqa: E402
 from lead_ray.select.lead import LeadSelector  # noqa: E402
 from lead_ray.select.service import start_service  # noqa: E402
-from lead_ray.select.snapshot import save_state  # noqa: E402
 from lead_ray.train.reporter import REPORT_MIN_BATCH, REPORT_MIN_SECONDS  # noqa: E402
 
 
@@ -65,22 +70,24 @@ class WorkerGroup:
             await self.service.report.remote(chunk, np.ones(len(chunk), dtype=np.float32))
             latencies.append(time.perf_counter() - sent)
 
+        # Between two reports a training worker only steps, so a simulated one sleeps through those steps at once:
+        # one wake-up per report, not per step, keeps this 2-core machine's event loops out of the latency.
+        per_report = max(-(-self.min_batch // self.rows_per_step), math.ceil(self.min_seconds / self.t_step - 1e-9))
+
         async def worker(mine: np.ndarray) -> None:
-            pending, buffered, done, waited, last = None, 0, 0, 0.0, time.monotonic()
-            for _ in range(steps):
-                await asyncio.sleep(self.t_step)
-                buffered += self.rows_per_step
-                if buffered >= self.min_batch and time.monotonic() - last >= self.min_seconds:
-                    t0 = time.perf_counter()
-                    if pending is not None:
-                        await pending  # at most one report in flight
-                    waited += time.perf_counter() - t0
-                    pending = asyncio.ensure_future(call(mine[done : done + buffered]))
-                    done, buffered, last = done + buffered, 0, time.monotonic()
+            pending, done, waited = None, 0, 0.0
+            while done < steps:
+                n = min(per_report, steps - done)
+                await asyncio.sleep(n * self.t_step)
+                chunk = mine[done * self.rows_per_step : (done + n) * self.rows_per_step]
+                done += n
+                t0 = time.perf_counter()
+                if pending is not None:
+                    await pending  # at most one report in flight
+                waited += time.perf_counter() - t0 if n == per_report else 0.0  # the flush is not a step's wait
+                pending = asyncio.ensure_future(call(chunk))
             if pending is not None:
-                await pending
-            if buffered:
-                await call(mine[done : done + buffered])  # the flush at the round's end
+                await pending  # the flush at the round's end
             blocked.append(waited)
 
         await asyncio.gather(*(worker(m) for m in ids))
@@ -89,7 +96,8 @@ class WorkerGroup:
 
 def actor_under_load(workers: int, t_step: float, min_seconds: float, args, path: str, n: int,
                      g: np.ndarray) -> dict[str, float]:
-    service = start_service(path, selector_params(n, args.rounds + 1))
+    ckpt = tempfile.mkdtemp(prefix="scale-ckpt-")
+    service = start_service(path, selector_params(n, args.rounds + 1), str(Path(ckpt, "selection")))
     pid = ray.get(service.__ray_call__.remote(lambda self: os.getpid()))
     per_group = -(-workers // args.groups)
     groups = [WorkerGroup.options(resources={"sim_gpu": per_group}).remote(
@@ -97,7 +105,7 @@ def actor_under_load(workers: int, t_step: float, min_seconds: float, args, path
     steps = args.steps_per_round
     latency, blocked, rank0, state_bytes = [], [], [], 0
     cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
-    with tempfile.TemporaryDirectory() as ckpt:
+    try:
         for _ in range(args.rounds):
             plan = ray.get(service.next_round.remote())
             ids = np.array_split(np.resize(plan["ids"], workers * steps * args.rows_per_step), workers)
@@ -107,11 +115,12 @@ def actor_under_load(workers: int, t_step: float, min_seconds: float, args, path
                 latency += o["latency"]
                 blocked += o["blocked"]
             t0 = time.perf_counter()
-            answer = ray.get(service.end_round.remote(g, -1e-5 * g, plan["round"]))
-            for name, data in answer["state"].items():  # rank 0 writes the state into its round checkpoint
-                Path(ckpt, name).write_bytes(data)
-            state_bytes = sum(len(b) for b in answer["state"].values())
+            answer = ray.get(service.end_round.remote(g, -1e-5 * g, plan["round"]))  # writes the round's record
+            Path(ckpt, "train_state.json").write_text(json.dumps({"selection_rounds": answer["rounds"]}))
+            state_bytes = Path(ckpt, "selection", SelectionJournal.name(plan["round"])).stat().st_size
             rank0.append(time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(ckpt)
     wall = time.perf_counter() - wall0
     busy = (_cpu_seconds(pid) - cpu0) / wall
     rss = peak_rss_mb(pid)
@@ -132,12 +141,14 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def round_costs(n: int, rounds: int, g: np.ndarray) -> dict[str, float]:
-    """Part 2: the pure selector's per-round work and the state rank 0 writes, at `n` rows."""
+    """Part 2: the pure selector's per-round work and the journal write, at `n` rows; then a resume (every record
+    read and replayed), and, as the baseline, what writing the whole state once would cost (idu, uses, the log)."""
     pool = make_pool(n)
-    sel = LeadSelector(pool["iu0"], pool["arm"], pool["group"], **selector_params(n, rounds))
-    del pool
-    seconds, written = [], []
+    params = {**selector_params(n, rounds), "budget": n // 10, "max_rounds": rounds}  # the budget outlasts 40 rounds
+    sel = LeadSelector(pool["iu0"], pool["arm"], pool["group"], **params)
+    seconds, written, planned = [], [], []
     with tempfile.TemporaryDirectory() as d:
+        journal = SelectionJournal(d)
         for _ in range(rounds):
             t0 = time.perf_counter()
             plan = sel.next_round()
@@ -145,12 +156,23 @@ def round_costs(n: int, rounds: int, g: np.ndarray) -> dict[str, float]:
                 break
             sel.report(plan.ids, np.ones(len(plan.ids), dtype=np.float32))
             sel.end_round(g, -1e-5 * g)
-            save_state(sel.state(), Path(d))  # what the snapshot and the checkpoint write
-            written.append(sum(p.stat().st_size for p in Path(d).iterdir()))
+            written.append(journal.write(sel.round_record()))
             seconds.append(time.perf_counter() - t0)
+            planned.append(len(plan.ids))
+        t0 = time.perf_counter()
+        resumed = LeadSelector(pool["iu0"], pool["arm"], pool["group"], **params)
+        built = time.perf_counter() - t0
+        resumed.load_rounds(journal.read(sel.round))
+        resume_s = time.perf_counter() - t0 - built
+        assert np.array_equal(resumed.uses, sel.uses) and np.array_equal(resumed.idu, sel.idu)
+        del pool, resumed
+        t0 = time.perf_counter()
+        with open(Path(d, "whole.npz"), "wb") as f:  # the baseline: the whole state, once
+            np.savez(f, idu=sel.idu, uses=sel.uses, **sel.selections())
+        whole_s, whole_bytes = time.perf_counter() - t0, Path(d, "whole.npz").stat().st_size
     return {"n": n, "round_s": float(np.mean(seconds)), "max_s": float(np.max(seconds)),
-            "state_mb": float(np.mean(written)) / 1e6, "rounds": len(seconds),
-            "rows_per_round": int(0.015 * n)}
+            "state_mb": float(np.mean(written)) / 1e6, "rounds": len(seconds), "rows_per_round": int(np.mean(planned)),
+            "resume_s": resume_s, "build_s": built, "whole_s": whole_s, "whole_mb": whole_bytes / 1e6}
 
 
 def main() -> None:
@@ -159,7 +181,7 @@ def main() -> None:
     ap.add_argument("--t-steps", type=float, nargs="+", default=[0.025, 0.2])
     ap.add_argument("--pool", type=int, default=1_000_000, help="pool rows behind the actor in part 1")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per (W, t_step) in part 1")
-    ap.add_argument("--steps-per-round", type=int, default=40)
+    ap.add_argument("--steps-per-round", type=int, default=120)
     ap.add_argument("--rows-per-step", type=int, default=8, help="rows per worker per step (a report per 64)")
     ap.add_argument("--nodes", type=int, default=4)
     ap.add_argument("--groups", type=int, default=8, help="async actors holding the simulated workers")
@@ -214,10 +236,12 @@ def main() -> None:
         round_time = c["rows_per_round"] / (args.ref_workers * args.rows_per_step) * args.ref_t_step
         c["share"] = c["round_s"] / round_time
         costs.append(c)
-        print(f"[bench] pool {n:,}: selection + state write {c['round_s']:.2f} s/round (max {c['max_s']:.2f}), "
-              f"state {c['state_mb']:.0f} MB/round over {c['rounds']} rounds; a round of {c['rows_per_round']:,} "
-              f"rows on {args.ref_workers} workers at {args.ref_t_step * 1e3:.0f} ms/step takes {round_time:.0f} s: "
-              f"{c['share']:.1%}", flush=True)
+        print(f"[bench] pool {n:,}: selection + journal write {c['round_s']:.3f} s/round (max {c['max_s']:.3f}), "
+              f"{c['state_mb']:.2f} MB/round over {c['rounds']} rounds; a round of {c['rows_per_round']:,} "
+              f"rows on {args.ref_workers} workers at {args.ref_t_step * 1e3:.0f} ms/step takes {round_time:.1f} s: "
+              f"{c['share']:.2%}; resume (read + replay {c['rounds']} records) {c['resume_s']:.2f} s after "
+              f"{c['build_s']:.1f} s building the selector; the whole state once {c['whole_mb']:.0f} MB in "
+              f"{c['whole_s']:.2f} s ({c['whole_mb'] / c['state_mb']:.1f}x a round's record)", flush=True)
     at = {(r["workers"], r["t_step"]): r for r in loads}
     top = at.get((1024, 0.025))
     ten = next((c for c in costs if c["n"] == 10_000_000), None)

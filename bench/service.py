@@ -4,11 +4,14 @@ For each pool size (synthetic: random iu0, 7 arms, 64 groups, budget 2.5%, sampl
 
 - `next_round` latency: the median over `--rounds` rounds, through the real actor (`start_service` on an
   enriched Parquet written to a temp dir, a local Ray via `init_ray`) and on the pure `LeadSelector`.
-- update throughput: every id of the pool is reported once per round as `report(ids, losses)` calls of
-  `--batch` ids (ids shuffled over the whole pool, float32 losses as the training loop sends them), from
-  `--workers` simulated workers that each keep at most one call in flight (as the loop does), followed by
-  `end_round` with a `--g-size` float32 proxy gradient. The figure is ids reported per second of wall time
-  (the reports plus end_round); the pure selector doing the same calls in process is the baseline.
+- update throughput, with training's payload and call pattern: every id of the round's plan is reported once as
+  `report(ids, losses)` calls of `--batch` ids (64, the reporter's smallest report; float32 losses as the training
+  loop sends them), from `--workers` simulated workers that each keep at most one call in flight (as the loop
+  does), followed by `end_round` with a `--g-size` float32 ḡ and u (the CountSketch size), which writes the round's
+  record into the selection journal (persistence on). The figure is ids reported per second of wall time (the
+  reports plus end_round); the pure selector doing the same calls in process, with the same journal write, is the
+  baseline. `end_round` (with its journal write) and a resume (`restore`: the journal read and replayed, what a
+  restarted service does) are timed on their own.
 - the actor process's peak RSS (VmHWM), read from /proc via psutil's pid.
 
 Targets: >= 5M ids/s of updates through the actor, and next_round <= 1 s at 10M samples.
@@ -34,8 +37,10 @@ import ray  # noqa: E402
 
 from lead_ray.config import LeadConfig  # noqa: E402
 from lead_ray.runtime.ray_init import init_ray  # noqa: E402
+from lead_ray.select.journal import SelectionJournal  # noqa: E402
 from lead_ray.select.lead import LeadSelector  # noqa: E402
 from lead_ray.select.service import start_service  # noqa: E402
+from lead_ray.train.reporter import REPORT_MIN_BATCH  # noqa: E402
 
 NUM_ARMS, NUM_GROUPS = 7, 64
 
@@ -51,10 +56,12 @@ def selector_params(n: int, rounds: int) -> dict[str, Any]:
             "budget": int(0.025 * n), "max_rounds": rounds + 100, "seed": 0}
 
 
-def report_chunks(n: int, batch: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The whole pool, shuffled, as (ids, float32 losses) chunks; built once, outside the timings."""
+def report_chunks(plan_ids: np.ndarray, batch: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The round's ids, shuffled (workers finish rows in any order), as (ids, float32 losses) chunks; built outside
+    the timings."""
     rng = np.random.default_rng(seed)
-    ids = rng.permutation(n)
+    ids = rng.permutation(plan_ids)
+    n = len(ids)
     losses = rng.random(n, dtype=np.float32) * 4
     return [(ids[s : s + batch], losses[s : s + batch]) for s in range(0, n, batch)]
 
@@ -74,62 +81,71 @@ def peak_rss_mb(pid: int) -> float | None:
         return None
 
 
-def bench_pure(pool: dict[str, np.ndarray], rounds: int, chunks, g: np.ndarray) -> tuple[list[float], list[float]]:
+def bench_pure(pool: dict[str, np.ndarray], rounds: int, batch: int, g: np.ndarray, journal: str
+               ) -> tuple[list[float], list[float]]:
     sel = LeadSelector(pool["iu0"], pool["arm"], pool["group"], **selector_params(len(pool["id"]), rounds))
+    book = SelectionJournal(journal)
     next_s, update_rate = [], []
-    for _ in range(rounds):
+    for r in range(rounds):
         t0 = time.perf_counter()
         plan = sel.next_round()
         next_s.append(time.perf_counter() - t0)
         assert plan is not None, sel.stop_reason
+        chunks = report_chunks(plan.ids, batch, seed=r)
         t0 = time.perf_counter()
-        reported = 0
         for ids, losses in chunks:
             sel.report(ids, losses)
-            reported += len(ids)
-        sel.end_round(g, 1e-5)
-        update_rate.append(reported / (time.perf_counter() - t0))
+        sel.end_round(g, -1e-5 * g)
+        book.write(sel.round_record())
+        update_rate.append(len(plan.ids) / (time.perf_counter() - t0))
     return next_s, update_rate
 
 
-def bench_actor(path: str, n: int, rounds: int, chunks, g: np.ndarray, workers: int
-                ) -> tuple[list[float], list[float], float, float | None]:
+def bench_actor(path: str, n: int, rounds: int, batch: int, g: np.ndarray, workers: int) -> dict[str, Any]:
     t0 = time.perf_counter()
-    service = start_service(path, selector_params(n, rounds))
+    journal = str(Path(path).parent / "selection")
+    service = start_service(path, selector_params(n, rounds), journal)
     pid = ray.get(service.__ray_call__.remote(lambda self: os.getpid()))
     startup = time.perf_counter() - t0
-    next_s, update_rate = [], []
+    next_s, update_rate, end_s = [], [], []
     try:
-        for _ in range(rounds):
+        for r in range(rounds):
             t0 = time.perf_counter()
             plan = ray.get(service.next_round.remote())
             next_s.append(time.perf_counter() - t0)
             assert plan is not None
+            chunks = report_chunks(plan["ids"], batch, seed=r)
             t0 = time.perf_counter()
             pending: list[ray.ObjectRef | None] = [None] * workers
-            reported = 0
             for i, (ids, losses) in enumerate(chunks):
                 w = i % workers
                 if pending[w] is not None:
                     ray.get(pending[w])  # at most one report in flight per worker
                 pending[w] = service.report.remote(ids, losses)
-                reported += len(ids)
-            ray.get([p for p in pending if p is not None])
-            ray.get(service.end_round.remote(g, -1e-5 * g, plan["round"]))
-            update_rate.append(reported / (time.perf_counter() - t0))
+            ray.get([p for p in pending if p is not None])  # the flush
+            t1 = time.perf_counter()
+            ray.get(service.end_round.remote(g, -1e-5 * g, plan["round"]))  # + the round's journal write
+            end_s.append(time.perf_counter() - t1)
+            update_rate.append(len(plan["ids"]) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        assert ray.get(service.restore.remote(rounds)) == rounds  # what a restarted service does
+        resume_s = time.perf_counter() - t0
         rss = peak_rss_mb(pid)
+        record_mb = statistics.mean(p.stat().st_size for p in Path(journal).iterdir()) / 1e6
     finally:
         ray.kill(service)
-    return next_s, update_rate, startup, rss
+    return {"next": next_s, "update": update_rate, "end": end_s, "startup": startup, "rss": rss,
+            "resume": resume_s, "record_mb": record_mb, "plan": len(plan["ids"])}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     ap.add_argument("--rounds", type=int, default=3, help="rounds measured per size (medians reported)")
-    ap.add_argument("--batch", type=int, default=65536, help="ids per report() call")
+    ap.add_argument("--batch", type=int, default=REPORT_MIN_BATCH, help="ids per report() call")
     ap.add_argument("--workers", type=int, default=2, help="simulated workers, one report in flight each")
-    ap.add_argument("--g-size", type=int, default=1 << 20, help="length of the proxy gradient sent to end_round")
+    ap.add_argument("--g-size", type=int, default=LeadConfig.loss_change_sketch_dim,
+                    help="length of ḡ and u sent to end_round (the CountSketch size)")
     args = ap.parse_args()
 
     init_ray(LeadConfig(num_cpus=4))
@@ -137,19 +153,20 @@ def main() -> None:
     rows = []
     for n in args.sizes:
         pool = make_pool(n)
-        chunks = report_chunks(n, args.batch, seed=2)
-        p_next, p_upd = bench_pure(pool, args.rounds, chunks, g)
         with tempfile.TemporaryDirectory() as d:
+            p_next, p_upd = bench_pure(pool, args.rounds, args.batch, g, str(Path(d) / "pure"))
             path = str(Path(d) / "enriched.parquet")
             pq.write_table(pa.table(pool), path)
             del pool
-            a_next, a_upd, startup, rss = bench_actor(path, n, args.rounds, chunks, g, args.workers)
-        del chunks
-        row = {"n": n, "a_next": statistics.median(a_next), "p_next": statistics.median(p_next),
-               "a_upd": statistics.median(a_upd), "p_upd": statistics.median(p_upd), "startup": startup, "rss": rss}
+            a = bench_actor(path, n, args.rounds, args.batch, g, args.workers)
+        row = {"n": n, "a_next": statistics.median(a["next"]), "p_next": statistics.median(p_next),
+               "a_upd": statistics.median(a["update"]), "p_upd": statistics.median(p_upd),
+               "startup": a["startup"], "rss": a["rss"]}
         rows.append(row)
-        print(f"[bench] n={n:,}: actor next_round {[round(x, 3) for x in a_next]} s, "
-              f"updates {[f'{x / 1e6:.2f}M' for x in a_upd]} ids/s", flush=True)
+        print(f"[bench] n={n:,}: actor next_round {[round(x, 3) for x in a['next']]} s, "
+              f"updates {[f'{x / 1e6:.2f}M' for x in a['update']]} ids/s over {a['plan']:,}-id rounds, "
+              f"end_round + journal write {statistics.median(a['end']):.3f} s ({a['record_mb']:.2f} MB a round), "
+              f"resume from the journal {a['resume']:.2f} s", flush=True)
 
     print()
     header = (f"{'pool':>11} | {'next_round actor':>16} {'pure':>8} {'ratio':>6} | {'update actor':>13} "

@@ -98,15 +98,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _progress(cfg) -> str:
-    """Where an interrupted run stood, from the selection state in its latest round checkpoint."""
+    """Where an interrupted run stood, from the selection round count in its latest round checkpoint."""
     import json
 
     if cfg is not None and "://" in cfg.output_dir:
         return f"(its round checkpoints are in {cfg.run_uri}/ray)"
-    found = [] if cfg is None else sorted((cfg.run_dir / "ray" / "train").glob("checkpoint_*/selection/selector.json"))
+    found = [] if cfg is None else sorted((cfg.run_dir / "ray" / "train").glob("checkpoint_*/train_state.json"))
     if not found:
         return "before the first round finished"
-    finished = int(json.loads(found[-1].read_text())["round"])
+    finished = int(json.loads(found[-1].read_text())["selection_rounds"])
     return f"after round {finished - 1}" if finished else "before the first round finished"
 
 

@@ -46,6 +46,7 @@ class LeadConfig:
     max_samples: int | None = None  # cap on pool rows kept (after ingest order), for quick runs
     eval_fraction: float = 0.05  # held out by id hash; never selected
     dedup: str = "exact"  # exact: a row with the same messages as an earlier one is quarantined | none: kept
+    preprocessing_num_workers: int = 1  # tokenizer actors in ingest (as in HF's run_clm); ids do not depend on it
     # model
     model_name_or_path: str = "builtin:smollm2"
     trust_remote_code: bool = False
@@ -148,6 +149,7 @@ class LeadConfig:
         need(self.cluster_sample_size >= 1, "cluster_sample_size", "must be >= 1")
         need(self.embedding_batch_size >= 1, "embedding_batch_size", "must be >= 1")
         need(self.embedding_concurrency >= 1, "embedding_concurrency", "must be >= 1")
+        need(self.preprocessing_num_workers >= 1, "preprocessing_num_workers", "must be >= 1")
         need(self.num_arms >= 1, "num_arms", "must be >= 1")
         need(0.0 < self.gamma <= 1.0, "gamma", "must be in (0, 1]")
         need(self.bandit_lr is None or 0.0 < self.bandit_lr < float("inf"), "bandit_lr", "must be > 0 or null")

@@ -61,7 +61,8 @@ def prepare_stages(cfg: LeadConfig, data_dir: Path, storage: RunStorage | None =
     else:
         log("ingest: read → normalize → tokenize (Ray Data)")
         summary = ingest(files, model_path, pool_dir, max_length=cfg.max_length, eval_fraction=cfg.eval_fraction,
-                         max_samples=cfg.max_samples, trust_remote_code=cfg.trust_remote_code, dedup=cfg.dedup)
+                         max_samples=cfg.max_samples, trust_remote_code=cfg.trust_remote_code, dedup=cfg.dedup,
+                         concurrency=cfg.preprocessing_num_workers)
         mark_stage(pool_dir, ingest_key)
         log(f"ingest: {summary.line()}")
 

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lead_ray.select.coarse_to_fine import top_k_per_group
+from lead_ray.select.journal import decode_round, encode_round
 from lead_ray.select.lead import LeadSelector
 from lead_ray.select.rounds import RoundPlan
 
@@ -354,19 +355,31 @@ def test_selector_no_eligible_and_zero_budget() -> None:
     assert sel.next_round() is None and sel.stop_reason == "budget"
 
 
-def test_state_mid_round_resumes_same_plan() -> None:
+def test_round_records_rebuild_the_state() -> None:
+    """Every row's uses and IDU, the log, the stats, the bandit and each arm's reference (ḡ, u) come back from the
+    round records alone; a record out of order is refused."""
     idu = np.linspace(0.0, 1.0, 40)
     arm, group = np.arange(40) % 3, np.arange(40) % 2
-    kw: dict[str, Any] = dict(num_arms=3, sample_rate=0.1, budget=40, max_rounds=5, seed=7)
-    a = LeadSelector(idu, arm, group, **kw)
-    plan = a.next_round()
-    assert plan is not None
+    kw: dict[str, Any] = dict(num_arms=3, sample_rate=0.2, budget=40, max_rounds=5, seed=7)
+    a, records = LeadSelector(idu, arm, group, **kw), []
+    for r in range(3):
+        plan = a.next_round()
+        a.report(plan.ids, np.full(len(plan.ids), 1.5 - 0.2 * r))
+        a.end_round(np.full(4, 1.0 + r), np.full(4, -0.1 * (r + 1)))
+        records.append(decode_round(encode_round(a.round_record())))
     b = LeadSelector(idu, arm, group, **kw)
-    b.load_state(a.state())
-    plan_b = b.next_round()
-    assert plan_b is not None
-    assert plan_b.ids.tolist() == plan.ids.tolist()
-    assert b.uses.tolist() == a.uses.tolist()
+    b.load_rounds(records)
+    np.testing.assert_array_equal(b.uses, a.uses)
+    np.testing.assert_array_equal(b.idu, a.idu)
+    assert b.round == a.round == 3 and b.round_stats == a.round_stats
+    assert b.bandit.state() == a.bandit.state() and b.arm_round_of == a.arm_round_of
+    for k, d in a.arm_round.items():
+        np.testing.assert_array_equal(b.arm_round[k].grad, d.grad)
+        np.testing.assert_array_equal(b.arm_round[k].step, d.step)
+    np.testing.assert_array_equal(b.prev.step, a.prev.step)
+    assert b.next_round().ids.tolist() == a.next_round().ids.tolist()
+    with pytest.raises(ValueError, match="expected round 0, found round 1"):
+        LeadSelector(idu, arm, group, **kw).load_rounds(records[1:])
 
 
 def test_replay_redoes_the_plan_from_the_state_before_it() -> None:
@@ -379,16 +392,16 @@ def test_replay_redoes_the_plan_from_the_state_before_it() -> None:
     first = a.next_round()
     a.report(first.ids, np.full(len(first.ids), 1.5))
     a.end_round(np.ones(4), -0.1 * np.ones(4))
-    after_round = a.state()
+    after_round = [a.round_record()]
     plan = a.next_round()
     answer = {"round": plan.round, "ids": plan.ids, "arms": plan.arms, "arm_probs": plan.arm_probs}
     b = LeadSelector(idu, arm, group, **kw)
-    b.load_state(after_round)
+    b.load_rounds(after_round)
     b.replay(answer)
     assert b.plan.ids.tolist() == plan.ids.tolist() and b.uses.tolist() == a.uses.tolist()
-    assert b.state()["bandit"] == a.state()["bandit"]
+    assert b.bandit.state() == a.bandit.state()
     c = LeadSelector(idu, arm, group, **kw)
-    c.load_state(after_round)
+    c.load_rounds(after_round)
     with pytest.raises(RuntimeError, match="replayed plan differs"):
         c.replay({**answer, "ids": answer["ids"][::-1]})
 
@@ -447,7 +460,9 @@ def _round_inputs(stream: int, t: int, n: int) -> tuple[np.ndarray, np.ndarray, 
     return losses, reported, g_slice, float(10.0 ** rng.uniform(-6, 0))
 
 
-def _drive(sel: LeadSelector, stream: int, stop_after: int | None = None) -> None:
+def _drive(sel: LeadSelector, stream: int, stop_after: int | None = None, records: list | None = None) -> None:
+    """Run rounds to the end (or to `stop_after`); each ended round's record, through its journal encoding, is
+    appended to `records`."""
     n = len(sel.idu)
     while stop_after is None or sel.round < stop_after:
         plan = sel.next_round()
@@ -457,6 +472,8 @@ def _drive(sel: LeadSelector, stream: int, stop_after: int | None = None) -> Non
         ids = plan.ids[reported[plan.ids]]
         sel.report(ids, losses[ids])
         _end_sgd(sel, g_slice, lr)
+        if records is not None:
+            records.append(decode_round(encode_round(sel.round_record())))
 
 
 def _assert_same_selections(a: LeadSelector, b: LeadSelector) -> None:
@@ -580,15 +597,14 @@ def test_selector_determinism_and_resume(pool: dict[str, Any], split: int) -> No
     twin = _make(pool)
     _drive(twin, pool["stream"])
     _assert_same_selections(full, twin)
-    # Interrupted between rounds, snapshot, keep going: same as uninterrupted.
-    part = _make(pool)
-    _drive(part, pool["stream"], stop_after=split)
-    snapshot = part.state()
+    # Interrupted between rounds, keep going: same as uninterrupted.
+    part, records = _make(pool), []
+    _drive(part, pool["stream"], stop_after=split, records=records)
     _drive(part, pool["stream"])
     _assert_same_selections(full, part)
-    # A fresh selector loaded from the snapshot continues to the same result.
+    # A fresh selector given the round records so far continues to the same result.
     resumed = _make(pool)
-    resumed.load_state(snapshot)
+    resumed.load_rounds(records)
     _drive(resumed, pool["stream"])
     _assert_same_selections(full, resumed)
 

@@ -162,6 +162,7 @@ def test_iterative_rescore_asks_for_scores_then_takes_the_highest_by_hand() -> N
     assert sel.rescore_request() is None and sel.next_round() is plan  # asked again mid-round: same plan
     sel.report(plan.ids, np.ones(3))
     sel.end_round(np.zeros(2), np.zeros(2))
+    records = [sel.round_record()]
     assert sel.rescore_request().tolist() == list(range(10))  # the model moved: everything again
     # round 2: rows 1 and 3 still score highest; only 2 new rows fit the budget of 5 (3 used)
     sel.report_scores(np.arange(10), np.array([0.1, 0.9, 0.5, 0.95, 0.2, 0.3, 0.1, 0.0, 0.4, 0.6]))
@@ -169,7 +170,7 @@ def test_iterative_rescore_asks_for_scores_then_takes_the_highest_by_hand() -> N
     assert plan.ids.tolist() == [3, 1, 9]  # 0.95, 0.9 (both re-used), then the best new row, 0.6
     sel.report(plan.ids, np.ones(3))
     sel.end_round(np.zeros(2), np.zeros(2))
-    after_round = sel.state()
+    records.append(sel.round_record())
     # rows 1 and 3 are used up (max_uses 2); the budget has one new row left, filled by the best new score
     sel.report_scores(np.arange(10), np.array([0.1, 9.0, 0.5, 9.0, 0.2, 0.3, 0.1, 0.0, 0.7, 0.6]))
     assert sel.rescore_request() is None
@@ -179,7 +180,7 @@ def test_iterative_rescore_asks_for_scores_then_takes_the_highest_by_hand() -> N
     # a restarted service replays the plan without the scores (their model has moved on): taken as it was
     again = build_selector(cols, {"selector": "iterative_rescore", "num_arms": 2, "budget": 5, "max_uses": 2,
                                   "round_size": 3})
-    again.load_state(after_round)
+    again.load_rounds(records)
     again.replay({"round": plan.round, "ids": plan.ids, "arms": plan.arms, "arm_probs": plan.arm_probs})
     assert again.plan.ids.tolist() == [8, 9] and again.uses.tolist() == sel.uses.tolist()
     sel.report(plan.ids, np.ones(2))

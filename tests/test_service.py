@@ -41,7 +41,7 @@ def _drive(next_round, report, end_round, rounds: int, rng: np.random.Generator)
 def test_service_matches_pure_selector_and_restores(ray_local, tmp_path: Path) -> None:
     ray = ray_local
     iu0, arm, group = _enriched(tmp_path / "enriched.parquet")
-    actor = start_service(str(tmp_path / "enriched.parquet"), PARAMS)
+    actor = start_service(str(tmp_path / "enriched.parquet"), PARAMS, str(tmp_path / "journal"))
     pure = LeadSelector(iu0, arm, group, **PARAMS)
 
     got = _drive(lambda: ray.get(actor.next_round.remote()), lambda i, v: actor.report.remote(i, v),
@@ -50,11 +50,12 @@ def test_service_matches_pure_selector_and_restores(ray_local, tmp_path: Path) -
                   pure.end_round, 3, np.random.default_rng(1))
     assert len(got) == 3 and all(np.array_equal(a, b) for a, b in zip(got, want))
 
-    snap = ray.get(actor.snapshot.remote())
+    journal = sorted(p.name for p in (tmp_path / "journal").iterdir())
+    assert journal == [f"round_{r:05d}.npz" for r in range(3)]  # one file per ended round
     later = _drive(lambda: ray.get(actor.next_round.remote()), lambda i, v: actor.report.remote(i, v),
                    lambda g, u: ray.get(actor.end_round.remote(g, u, -1)), 2, np.random.default_rng(2))
-    fresh = start_service(str(tmp_path / "enriched.parquet"), PARAMS)
-    assert ray.get(fresh.restore.remote(snap)) == 3
+    fresh = start_service(str(tmp_path / "enriched.parquet"), PARAMS, str(tmp_path / "journal"))
+    assert ray.get(fresh.restore.remote(3)) == 3  # rounds 0..2 from the journal (the files of rounds 3, 4 unread)
     again = _drive(lambda: ray.get(fresh.next_round.remote()), lambda i, v: fresh.report.remote(i, v),
                    lambda g, u: ray.get(fresh.end_round.remote(g, u, -1)), 2, np.random.default_rng(2))
     assert all(np.array_equal(a, b) for a, b in zip(later, again))
@@ -78,7 +79,7 @@ def test_restart_after_the_last_report_makes_workers_resend(ray_local, tmp_path:
 
     ray = ray_local
     _enriched(tmp_path / "enriched.parquet")
-    actor = start_service(str(tmp_path / "enriched.parquet"), PARAMS)
+    actor = start_service(str(tmp_path / "enriched.parquet"), PARAMS, str(tmp_path / "journal"))
     reporter = LossReporter(actor, min_batch=4, min_seconds=0)
     reporter.restore(None)
     plan = reporter.next_round()
@@ -96,7 +97,7 @@ def test_restart_after_the_last_report_makes_workers_resend(ray_local, tmp_path:
         time.sleep(0.05)
 
     args = (np.zeros(16), np.zeros(16), plan["round"])
-    for answer in (actor.next_round.remote(), actor.end_round.remote(*args, [old]), actor.snapshot.remote()):
+    for answer in (actor.next_round.remote(), actor.end_round.remote(*args, [old]), actor.summary.remote()):
         assert ray.get(answer) == LOST  # nothing answered, nothing ended, until the state is back
     stats = reporter.end_round(0, 1, *args)  # restores the state and the plan, then the workers resend
     assert stats is not None and stats["round"] == plan["round"] and reporter.incarnation != old
@@ -105,7 +106,7 @@ def test_restart_after_the_last_report_makes_workers_resend(ray_local, tmp_path:
     np.testing.assert_allclose(sel["loss"][np.argsort(sel["id"])],
                                losses.numpy()[np.argsort(plan["ids"])], rtol=1e-6)
     assert ray.get(actor.end_round.remote(*args, [old]))["stats"] == stats  # a retried call of a finished round
-    assert reporter.state is not None and reporter.planned == ()  # rank 0 holds the state after the round
+    assert reporter.rounds == 1 and reporter.planned == ()  # rank 0 holds the round count after the round
 
 
 def _scrape(port: int, run: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -129,7 +130,7 @@ def test_service_exports_ray_metrics(ray_local, tmp_path: Path) -> None:
 
     ray = ray_local
     _enriched(tmp_path / "enriched.parquet")
-    actor = start_service(str(tmp_path / "enriched.parquet"), PARAMS, run="metrics-test")
+    actor = start_service(str(tmp_path / "enriched.parquet"), PARAMS, str(tmp_path / "journal"), run="metrics-test")
     _drive(lambda: ray.get(actor.next_round.remote()), lambda i, v: actor.report.remote(i, v),
            lambda g, u: ray.get(actor.end_round.remote(g, u, -1)), 3, np.random.default_rng(1))
     summary = ray.get(actor.summary.remote())
@@ -158,7 +159,7 @@ def test_reports_are_paced_by_size_and_time(ray_local, tmp_path: Path) -> None:
 
     _enriched(tmp_path / "enriched.parquet")
     for min_seconds, calls_before_flush in ((0.0, 2), (3600.0, 0)):
-        actor = start_service(str(tmp_path / "enriched.parquet"), PARAMS)
+        actor = start_service(str(tmp_path / "enriched.parquet"), PARAMS, str(tmp_path / "journal"))
         reporter = LossReporter(actor, min_batch=4, min_seconds=min_seconds)
         reporter.restore(None)
         reporter.next_round()

@@ -253,7 +253,7 @@ def _check_id(check: Check) -> str:
 
 def test_source_globs_cover_the_package() -> None:
     files = {p.relative_to(ROOT).as_posix() for p in _source_files()}
-    for expected in ("lead_ray/train/checkpoint.py", "lead_ray/models/load.py", "lead_ray/select/snapshot.py",
+    for expected in ("lead_ray/train/checkpoint.py", "lead_ray/models/load.py", "lead_ray/select/journal.py",
                      "lead_ray/pipeline.py", "jobs/lead.py", "tune/sweep.py"):
         assert expected in files, expected
 
@@ -262,7 +262,7 @@ def test_checks_see_the_real_calls() -> None:
     """Guard against vacuous passes: the calls the checks police are found where the code makes them."""
     found = {
         name
-        for path in ("lead_ray/train/checkpoint.py", "lead_ray/select/snapshot.py", "lead_ray/runtime/ray_init.py")
+        for path in ("lead_ray/train/checkpoint.py", "lead_ray/select/journal.py", "lead_ray/runtime/ray_init.py")
         for _, name in _calls(_parse(ROOT / path))
     }
     assert {"torch.load", "numpy.load", "ray.init"} <= found, found

@@ -1,5 +1,8 @@
 """Ray Data ingest: raw files → normalised, tokenized pool with dense int64 ids, plus a quarantine.
 
+Files are cut into blocks (JSONL after a newline, Parquet by row groups), read and tokenized in parallel on an actor
+pool, and streamed back in input order (Ray Data's `preserve_order`: a reorder buffer, not a sort), so a row's id
+is its rank among kept rows in (file, line) order whatever the block size or the number of actors.
 rows read = rows kept + rows quarantined (+ rows past `max_samples`, counted), always.
 """
 
@@ -9,6 +12,7 @@ import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ from lead_ray.runtime.console import Progress
 
 EXTENSIONS = (".jsonl", ".json", ".parquet")
 RAW_PREVIEW = 500
+BLOCK_BYTES = 32 << 20  # input bytes per read-and-tokenize block
 
 
 class DataError(LeadRayError, ValueError):
@@ -71,24 +76,31 @@ def discover_files(entries: list[str]) -> list[str]:
     return files
 
 
+def _record(path: str, line: int, raw: str, error: str = "") -> dict[str, Any]:
+    return {"path": path, "line": line, "raw": raw, "error": error}
+
+
+def _split_jsonl(path: str, data: bytes, first_line: int = 1) -> list[dict[str, Any]]:
+    """One record per non-blank line of JSONL bytes that start at line `first_line` of the file."""
+    out = []
+    for i, chunk in enumerate(data.split(b"\n")):
+        if i == 0 and first_line == 1 and chunk.startswith(b"\xef\xbb\xbf"):
+            chunk = chunk[3:]  # a UTF-8 byte-order mark
+        if not chunk.strip():
+            continue
+        try:
+            out.append(_record(path, first_line + i, chunk.decode("utf-8")))
+        except UnicodeDecodeError:
+            out.append(_record(path, first_line + i, chunk.decode("utf-8", "replace"), "invalid UTF-8"))
+    return out
+
+
 def _split_file(path: str, data: bytes) -> list[dict[str, Any]]:
     """One raw record per JSONL line / JSON array item / Parquet row; unreadable parts become error records.
     `line` counts from 1, as editors do (the JSONL line, the array item, the Parquet row); 0 is the whole file."""
-    def rec(line: int, raw: str, error: str = "") -> dict[str, Any]:
-        return {"path": path, "line": line, "raw": raw, "error": error}
-
+    rec = partial(_record, path)
     if path.endswith(".jsonl"):
-        out = []
-        for i, chunk in enumerate(data.split(b"\n")):
-            if i == 0 and chunk.startswith(b"\xef\xbb\xbf"):
-                chunk = chunk[3:]  # a UTF-8 byte-order mark
-            if not chunk.strip():
-                continue
-            try:
-                out.append(rec(i + 1, chunk.decode("utf-8")))
-            except UnicodeDecodeError:
-                out.append(rec(i + 1, chunk.decode("utf-8", "replace"), "invalid UTF-8"))
-        return out
+        return _split_jsonl(path, data)
     if path.endswith(".json"):
         try:
             items = json.loads(data.decode("utf-8-sig"))
@@ -111,6 +123,71 @@ def _split_file(path: str, data: bytes) -> list[dict[str, Any]]:
     except Exception as e:  # a corrupt Parquet file is one quarantined record, not a crash
         return [rec(0, "", f"unreadable Parquet file: {type(e).__name__}: {_short(e)}")]
     return [rec(i + 1, json.dumps(row, default=str)) for i, row in enumerate(rows)]
+
+
+def plan_blocks(files: list[str], block_bytes: int = BLOCK_BYTES) -> list[dict[str, Any]]:
+    """Cut the input into blocks of about `block_bytes`, in input order, each with the file line it starts at, so
+    blocks are read and tokenized in parallel and every row keeps its (file, line) and so its id. JSONL is cut after
+    a newline (counted here: a pass over the bytes, at memory speed); Parquet by row groups (from its footer); a
+    JSON file is one block (its array must be parsed whole)."""
+    blocks = []
+    for path in files:
+        size = Path(path).stat().st_size
+        if path.endswith(".jsonl") and size > block_bytes:
+            blocks += _jsonl_blocks(path, size, block_bytes)
+        elif path.endswith(".parquet"):
+            blocks += _parquet_blocks(path, block_bytes)
+        else:
+            blocks.append({"path": path, "kind": "file", "start": 0, "end": size, "first_line": 1})
+    return blocks
+
+
+def _jsonl_blocks(path: str, size: int, block_bytes: int) -> list[dict[str, Any]]:
+    """Blocks that end just after a newline (a line longer than a block makes a longer block)."""
+    blocks, start, line = [], 0, 1
+    with open(path, "rb") as f:
+        while start < size:
+            end = start + block_bytes
+            f.seek(end)
+            while end < size and not (piece := f.read(1 << 20)).count(b"\n"):
+                end += len(piece)
+            if end < size:
+                end += piece.index(b"\n") + 1
+            blocks.append({"path": path, "kind": "bytes", "start": start, "end": min(end, size), "first_line": line})
+            f.seek(start)
+            for _ in range(start, min(end, size), 8 << 20):
+                line += f.read(min(8 << 20, min(end, size) - f.tell())).count(b"\n")
+            start = min(end, size)
+    return blocks
+
+
+def _parquet_blocks(path: str, block_bytes: int) -> list[dict[str, Any]]:
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception:  # unreadable: one block, quarantined whole when it is read
+        return [{"path": path, "kind": "file", "start": 0, "end": 0, "first_line": 1}]
+    blocks, first, rows, size = [], 0, 0, 0
+    for g in range(meta.num_row_groups):
+        size += meta.row_group(g).total_byte_size
+        if size >= block_bytes or g == meta.num_row_groups - 1:
+            blocks.append({"path": path, "kind": "row_groups", "start": first, "end": g + 1, "first_line": rows + 1})
+            rows += sum(meta.row_group(i).num_rows for i in range(first, g + 1))
+            first, size = g + 1, 0
+    return blocks or [{"path": path, "kind": "file", "start": 0, "end": 0, "first_line": 1}]
+
+
+def read_block(block: dict[str, Any]) -> list[dict[str, Any]]:
+    """The raw records of one block (see `plan_blocks`), lines numbered as in the whole file."""
+    path, kind, start, end = block["path"], block["kind"], int(block["start"]), int(block["end"])
+    if kind == "bytes":
+        with open(path, "rb") as f:
+            f.seek(start)
+            return _split_jsonl(path, f.read(end - start), int(block["first_line"]))
+    if kind == "row_groups":
+        rows = pq.ParquetFile(path).read_row_groups(range(start, end)).to_pylist()
+        first = int(block["first_line"])
+        return [_record(path, first + i, json.dumps(row, default=str)) for i, row in enumerate(rows)]
+    return _split_file(path, Path(path).read_bytes())
 
 
 ROW_KEYS = ("instruction", "output", "conversations", "messages")  # any of these: the object is one row
@@ -241,11 +318,45 @@ class Tokenize:
 
 
 
+class KeySet:
+    """Exact set of 63-bit row hashes as sorted NumPy runs (8 bytes a row, where a Python set takes ~70), merged
+    like an LSM tree so adding N keys costs O(N log N) in all."""
+
+    def __init__(self) -> None:
+        self.runs: list[np.ndarray] = []
+
+    def __contains__(self, key: int) -> bool:
+        return bool(self._seen(np.asarray([key], dtype=np.int64))[0])
+
+    def _seen(self, keys: np.ndarray) -> np.ndarray:
+        seen = np.zeros(len(keys), dtype=bool)
+        for run in self.runs:
+            at = np.minimum(np.searchsorted(run, keys), len(run) - 1)
+            seen |= run[at] == keys
+        return seen
+
+    def add(self, keys: np.ndarray) -> np.ndarray:
+        """Add `keys` in order; returns which were already in the set or earlier in `keys`."""
+        keys = np.asarray(keys, dtype=np.int64)
+        unique, first = np.unique(keys, return_index=True)
+        repeat = np.ones(len(keys), dtype=bool)
+        repeat[first] = self._seen(unique)
+        new = unique[~repeat[first]]
+        if len(new):
+            self.runs.append(new)
+            while len(self.runs) > 1 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
+                last = self.runs.pop()
+                self.runs[-1] = np.sort(np.concatenate([self.runs[-1], last]), kind="stable")
+        return repeat
+
+
 def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: int, eval_fraction: float,
            max_samples: int | None = None, concurrency: int = 1, trust_remote_code: bool = False,
-           dedup: str = "exact") -> IngestSummary:
-    """Read → normalise → tokenize in Ray Data; then one ordered streaming pass assigns dense ids and writes
-    `pool.parquet`, `pool.arrow` (memory-mapped token store) and `quarantine.parquet`. With `dedup: exact`, a row
+           dedup: str = "exact", block_bytes: int = BLOCK_BYTES) -> IngestSummary:
+    """Read → normalise → tokenize in Ray Data, `block_bytes` of input per block, on `concurrency` tokenizer
+    actors; the blocks come back in input order (streamed, never sorted), and one pass assigns dense ids in
+    (file, line) order and writes `pool.parquet`, `pool.arrow` (memory-mapped token store) and
+    `quarantine.parquet`, with Arrow column operations only (no per-token Python). With `dedup: exact`, a row
     whose messages equal an earlier row's is quarantined (reason `duplicate`); with `none` it is kept and counted."""
     import ray
 
@@ -254,19 +365,16 @@ def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: 
     empty_files = [f for f in files if Path(f).stat().st_size == 0]
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    ds = ray.data.read_binary_files(files, include_paths=True, override_num_blocks=len(files))
-    ds = ds.flat_map(lambda r: _split_file(r["path"], r["bytes"]))
+    blocks = plan_blocks(files, block_bytes)
+    ds = ray.data.from_items(blocks, override_num_blocks=len(blocks)).flat_map(read_block)
     ds = ds.map_batches(Tokenize, fn_constructor_args=(tokenizer_path, max_length, trust_remote_code),
                         batch_size=256, compute=ray.data.ActorPoolStrategy(size=concurrency))
-    file_index = {f: i for i, f in enumerate(files)}
-    ds = ds.map_batches(lambda b: {**b, "file_index": np.array([file_index[p] for p in b["path"]], np.int64)},
-                        batch_format="numpy")
-    ds = ds.sort(["file_index", "line"])
+    ds.context.execution_options.preserve_order = True  # rows arrive in (file, line) order, streamed: no sort
 
     store = StoreWriter(out_dir / "pool.arrow")
     pool_writer = quarantine_writer = None
     read = kept = quarantined = capped = eval_rows = duplicates = 0
-    seen: set[int] = set()  # content hashes of the rows kept so far
+    seen = KeySet()  # content hashes of the rows kept so far
 
     def quarantine(q: pa.Table) -> None:
         nonlocal quarantine_writer, quarantined
@@ -285,10 +393,7 @@ def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: 
         if bad.any():
             quarantine(batch.filter(pa.array(bad)))
         good = batch.filter(pa.array(~bad))
-        repeat = np.zeros(good.num_rows, dtype=bool)
-        for i, key in enumerate(good.column("key").to_pylist()):
-            repeat[i] = key in seen
-            seen.add(key)
+        repeat = seen.add(good.column("key").to_numpy())
         duplicates += int(repeat.sum())
         if dedup == "exact" and repeat.any():
             dup = good.filter(pa.array(repeat))
@@ -305,7 +410,7 @@ def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: 
         given = good.column("split").to_numpy(zero_copy_only=False)
         split = np.where(given != "", given, np.where(keys < threshold, "eval", "train"))
         eval_rows += int((split == "eval").sum())
-        store.write(ids, good.column("input_ids").to_pylist(), good.column("assistant_mask").to_pylist())
+        store.write(ids, good.column("input_ids"), good.column("assistant_mask"))
         table = pa.table({"id": ids, "source": good.column("source"), "split": split,
                           "messages": good.column("messages"),
                           "n_prompt_tokens": good.column("n_prompt_tokens").cast(pa.int32()),

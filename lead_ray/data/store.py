@@ -60,9 +60,16 @@ class StoreWriter:
         self.sink = pa.OSFile(str(self.tmp), "wb")
         self.writer = pa.ipc.new_file(self.sink, STORE_SCHEMA)
 
-    def write(self, ids: np.ndarray, input_ids: list, masks: list) -> None:
-        batch = pa.record_batch([pa.array(ids, pa.int64()), pa.array(input_ids, pa.list_(pa.int32())),
-                                 pa.array(masks, pa.list_(pa.int8()))], schema=STORE_SCHEMA)
+    def write(self, ids: np.ndarray, input_ids: pa.Array | pa.ChunkedArray | list,
+              masks: pa.Array | pa.ChunkedArray | list) -> None:
+        """Append rows; Arrow list columns are cast in C++, never walked in Python."""
+        def column(values, kind: pa.DataType) -> pa.Array:
+            values = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
+            values = values.cast(pa.list_(kind))
+            return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+        batch = pa.record_batch([pa.array(ids, pa.int64()), column(input_ids, pa.int32()), column(masks, pa.int8())],
+                                schema=STORE_SCHEMA)
         self.writer.write_batch(batch)
 
     def close(self) -> None:

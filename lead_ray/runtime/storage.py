@@ -70,14 +70,26 @@ class RunStorage:
     def exists(self, *parts: str) -> bool:
         return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
 
-    def read_text(self, *parts: str) -> str:
+    def read_bytes(self, *parts: str) -> bytes:
         with self.fs.open_input_stream(self.path(*parts)) as f:
-            return f.read().decode()
+            return f.read()
+
+    def read_text(self, *parts: str) -> str:
+        return self.read_bytes(*parts).decode()
+
+    def write_bytes(self, data: bytes, *parts: str) -> None:
+        """Write a whole file: a cloud PUT is atomic; a local file is written beside, then renamed over."""
+        self.fs.create_dir(self.path(*parts[:-1]), recursive=True)
+        if self.remote:
+            with self.fs.open_output_stream(self.path(*parts)) as f:
+                f.write(data)
+            return
+        partial = Path(self.path(*parts) + ".partial")
+        partial.write_bytes(data)
+        os.replace(partial, self.path(*parts))
 
     def write_text(self, text: str, *parts: str) -> None:
-        self.fs.create_dir(self.path(*parts[:-1]), recursive=True)
-        with self.fs.open_output_stream(self.path(*parts)) as f:
-            f.write(text.encode())
+        self.write_bytes(text.encode(), *parts)
 
     def delete(self, *parts: str) -> None:
         info = self.fs.get_file_info(self.path(*parts))

@@ -112,6 +112,3 @@ class IterativeRescoreSelector(RoundBook):
         self.scores[:] = np.nan  # the model moved: every score is stale
         return stats
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        super().load_state(state)
-        self.scores[:] = np.nan

@@ -45,9 +45,8 @@ class LeadSelector(RoundBook):
             self.bandit.update(arm, scaled, float(plan.arm_probs[arm]))
         return {"scaled_reward": scaled}
 
-    def state(self) -> dict[str, Any]:
-        return {**super().state(), "bandit": self.bandit.state()}
+    def strategy_state(self) -> dict[str, Any]:
+        return {"bandit": self.bandit.state()}
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        super().load_state(state)
+    def load_strategy_state(self, state: dict[str, Any]) -> None:
         self.bandit.load_state(state["bandit"])

@@ -22,6 +22,10 @@ class ServiceMetrics:
                                tag_keys=("run",)).set_default_tags(tags)
         self.report_seconds = Histogram("lead_ray_report_seconds", "Time the service spends on one loss report",
                                         boundaries=REPORT_SECONDS_BOUNDARIES, tag_keys=("run",)).set_default_tags(tags)
+        self.persist_seconds = Gauge("lead_ray_persist_seconds", "Time the last round's journal write took",
+                                     tag_keys=("run",)).set_default_tags(tags)
+        self.persist_bytes = Counter("lead_ray_persist_bytes", "Selection state bytes written to the journal",
+                                     tag_keys=("run",)).set_default_tags(tags)
 
     def state(self, rounds: int, unique: int, arm_probs: np.ndarray) -> None:
         self.round.set(rounds)
@@ -32,3 +36,7 @@ class ServiceMetrics:
     def report(self, seconds: float) -> None:
         self.reports.inc()
         self.report_seconds.observe(seconds)
+
+    def persist(self, seconds: float, written: int) -> None:
+        self.persist_seconds.set(seconds)
+        self.persist_bytes.inc(written)

@@ -1,8 +1,8 @@
 """The round bookkeeping every selection strategy shares. Pure NumPy (no Ray, no torch).
 
 Per row: its utility (IDU), how often it was trained (`uses`), and this round's loss from the training forward pass.
-Per run: the unique-sample budget, `max_uses`, `max_rounds`, the round log and per-round stats, and the state a
-checkpoint holds. A strategy only decides which rows a round trains (`next_round`).
+Per run: the unique-sample budget, `max_uses`, `max_rounds`, the round log and per-round stats, and each round's record
+(what persists). A strategy only decides which rows a round trains (`next_round`).
 
 Every strategy keeps IDU up to date the same way (so the report compares like with like): the trained rows' IDU
 is smoothed towards L_t + ΔL′, where ΔL′ is a first-order loss change in nats from the round's mean gradient ḡ and
@@ -64,6 +64,7 @@ class RoundBook:
         self.losses = np.full(n, np.nan)  # this round's reported L_t(x)
         self.prev: RoundDirection | None = None  # the previous round's (ḡ, u)
         self.arm_round: dict[int, RoundDirection] = {}  # (ḡ, u) of the round each arm was last (or first) picked
+        self.arm_round_of: dict[int, int] = {}  # ... and that round's index
         self.log: list[dict[str, np.ndarray]] = []
         self.round_stats: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
@@ -176,7 +177,7 @@ class RoundBook:
             arm_stats.append({"arm": int(k), "reward": reward, **self.arm_reward(int(k), reward, plan),
                               "delta_l": correction, "beta": beta})
             if self.params.arm_reference == "last" or int(k) not in self.arm_round:
-                self.arm_round[int(k)] = direction
+                self.arm_round[int(k)], self.arm_round_of[int(k)] = direction, plan.round
         self.prev = direction
         after = self.idu[plan.ids]
         self.log.append({"round": np.full(len(plan.ids), plan.round, dtype=np.int64), "id": plan.ids,
@@ -203,35 +204,44 @@ class RoundBook:
             return {k: np.zeros(0) for k in LOG_COLUMNS}
         return {k: np.concatenate([entry[k] for entry in self.log]) for k in LOG_COLUMNS}
 
-    def state(self) -> dict[str, Any]:
-        """Everything needed to resume; NumPy arrays and plain Python values only (no pickling)."""
-        return {
-            "idu": self.idu.copy(), "uses": self.uses.copy(), "round": self.round,
-            "prev": None if self.prev is None else _direction_state(self.prev),
-            "arm_round": {k: _direction_state(v) for k, v in self.arm_round.items()},
-            "bandit": None, "log": [dict(e) for e in self.log],
-            "round_stats": list(self.round_stats), "stop_reason": self.stop_reason,
-            "plan": None if self.plan is None else {
-                "round": self.plan.round, "arms": self.plan.arms.copy(), "ids": self.plan.ids.copy(),
-                "arm_probs": self.plan.arm_probs.copy(), "losses": self.losses[self.plan.ids].copy()},
-        }
+    def strategy_state(self) -> dict[str, Any]:
+        """What a strategy learns beyond the bookkeeping (LEAD: the bandit), as JSON values; saved every round."""
+        return {}
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.idu = np.asarray(state["idu"], dtype=np.float64).copy()
-        self.uses = np.asarray(state["uses"], dtype=np.int32).copy()
-        self.round = int(state["round"])
-        self.prev = None if state["prev"] is None else RoundDirection(**state["prev"])
-        self.arm_round = {int(k): RoundDirection(**v) for k, v in state["arm_round"].items()}
-        self.log = [dict(e) for e in state["log"]]
-        self.round_stats = list(state["round_stats"])
-        self.stop_reason = state["stop_reason"]
-        self.losses[:] = np.nan
-        plan = state.get("plan")
-        self.plan = None if plan is None else RoundPlan(int(plan["round"]), np.asarray(plan["arms"]),
-                                                        np.asarray(plan["ids"]), np.asarray(plan["arm_probs"]))
-        if self.plan is not None:  # a round in progress resumes with the losses it had already received
-            self.losses[self.plan.ids] = plan["losses"]
+    def load_strategy_state(self, state: dict[str, Any]) -> None:
+        pass
 
+    def round_record(self) -> dict[str, Any]:
+        """The last ended round, everything resuming needs from it: its log rows (which give every row's uses and
+        IDU), its (ḡ, u), its stats and which round each arm's reference direction is from. A run's state is its
+        round records in order (`load_rounds`), so each round persists only what it changed."""
+        if not self.log:
+            raise RuntimeError("round_record() before any round ended")
+        entry = self.log[-1]
+        return {"arrays": {**{k: entry[k] for k in LOG_COLUMNS if k != "round"},
+                           "grad": self.prev.grad, "step": self.prev.step},
+                "meta": {"round": self.round - 1,
+                         "stats": self.round_stats[-1], "arm_round": {str(k): r for k, r in self.arm_round_of.items()},
+                         "strategy": self.strategy_state()}}
 
-def _direction_state(d: RoundDirection) -> dict[str, np.ndarray]:
-    return {"grad": d.grad.copy(), "step": d.step.copy()}
+    def load_rounds(self, records: list[dict[str, Any]]) -> None:
+        """Replay `round_record()`s, from round 0 in order, onto this freshly built selector."""
+        if self.round or self.log:
+            raise RuntimeError("load_rounds() needs a fresh selector")
+        directions: dict[int, RoundDirection] = {}
+        for rec in records:
+            a, meta = rec["arrays"], rec["meta"]
+            if meta["round"] != self.round:
+                raise ValueError(f"selection state: expected round {self.round}, found round {meta['round']}")
+            ids = np.asarray(a["id"], dtype=np.int64)
+            self.uses[ids] += 1
+            self.idu[ids] = a["idu_after"]
+            self.log.append({"round": np.full(len(ids), self.round, dtype=np.int64),
+                             **{k: a[k] for k in LOG_COLUMNS if k != "round"}})
+            self.round_stats.append(meta["stats"])
+            directions[self.round] = self.prev = RoundDirection(a["grad"], a["step"])
+            self.arm_round_of = {int(k): int(r) for k, r in meta["arm_round"].items()}
+            directions = {r: d for r, d in directions.items() if r in self.arm_round_of.values() or r == self.round}
+            self.load_strategy_state(meta["strategy"])
+            self.round += 1
+        self.arm_round = {k: directions[r] for k, r in self.arm_round_of.items()}

@@ -1,30 +1,29 @@
 """SelectionService: the one Ray actor per run that owns the selection state. A thin shell over a selection
 strategy (`lead_ray.select.strategies`).
 
-It writes nothing. `end_round` returns the state after the round (`state`: npz + json bytes); rank 0 keeps it and
-writes it into the round checkpoint, the one place where selection state persists. The actor holds no state until
-it is given one (`restore`; `start_service` gives a new one round 0's). After a crash Ray restarts it empty: it
-answers `LOST` until rank 0 gives back that state, with the plan it got since, which the selector replays
-(planning is deterministic given the state). Each incarnation has its own token, returned by
+`end_round` writes the round's record into the run's selection journal (`lead_ray.select.journal`: one file per
+round, only what the round changed) and answers how many rounds the journal holds; rank 0 puts that number into the
+round checkpoint. The actor holds no state until it is given one (`restore(rounds)` reads the journal;
+`start_service` gives a new one round 0's). After a crash Ray restarts it empty: it answers `LOST` until rank 0
+gives back its round count, with the plan it got since, which the selector replays (planning is deterministic
+given the state). Each incarnation has its own token, returned by
 `report` and checked by `end_round`, so workers notice a restart and send the round's losses again.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 import ray
 
+from lead_ray.select.journal import SelectionJournal
 from lead_ray.select.metrics import ServiceMetrics
 from lead_ray.select.params import SelectionParams
 from lead_ray.select.rounds import RoundBook
-from lead_ray.select.snapshot import load_state, save_state
 from lead_ray.select.strategies import build_selector, columns_needed
 
 LOST = {"lost": True}  # the answer of an actor without state (new or restarted) until `restore`
@@ -35,8 +34,8 @@ def is_lost(answer: Any) -> bool:
 
 
 class SelectionService:
-    def __init__(self, enriched_path: str, params: SelectionParams | dict[str, Any], run: str = ""):
-        self.enriched_path = enriched_path
+    def __init__(self, enriched_path: str, params: SelectionParams | dict[str, Any], journal: str, run: str = ""):
+        self.enriched_path, self.journal = enriched_path, SelectionJournal(journal)
         self.params = params if isinstance(params, SelectionParams) else SelectionParams(**params)
         self.metrics = ServiceMetrics(run)
         self.selector: RoundBook | None = None
@@ -76,37 +75,31 @@ class SelectionService:
 
     def end_round(self, grad: np.ndarray, step: np.ndarray, round_index: int,
                   incarnations: list[str | None] | None = None) -> dict[str, Any] | None:
-        """End round `round_index`: `{"stats": ..., "state": ...}`. `incarnations` are the tokens the workers last
-        got from `report`: if any differs from this incarnation, some of the round's losses may have died with an
-        earlier one, so the answer is None and the workers send the round's losses again before asking once more."""
+        """End round `round_index` and write its record: `{"stats": ..., "rounds": rounds in the journal}`.
+        `incarnations` are the tokens the workers last got from `report`: if any differs from this incarnation,
+        some of the round's losses may have died with an earlier one, so the answer is None and the workers send
+        the round's losses again before asking once more."""
         if self.lost:
             return LOST
         s = self.selector
         if s.plan is None and s.round_stats and s.round_stats[-1]["round"] == round_index:
-            return {"stats": s.round_stats[-1], "state": self.snapshot()}  # a retried call: the round is done
+            return {"stats": s.round_stats[-1], "rounds": s.round}  # a retried call: the round is done
         if incarnations is not None and any(t != self.incarnation for t in incarnations):
             return None
         stats = s.end_round(grad, step)
+        t0 = time.perf_counter()
+        written = self.journal.write(s.round_record())
+        self.metrics.persist(time.perf_counter() - t0, written)
         self._publish()
-        return {"stats": stats, "state": self.snapshot()}
+        return {"stats": stats, "rounds": s.round}
 
-    def snapshot(self) -> dict[str, bytes]:
-        """The whole state as file bytes (npz + json), ready to be written into a checkpoint."""
-        if self.lost:
-            return LOST
-        with tempfile.TemporaryDirectory() as d:
-            save_state(self.selector.state(), Path(d))
-            return {p.name: p.read_bytes() for p in Path(d).iterdir()}
-
-    def restore(self, files: dict[str, bytes] | None, replay: tuple = ()) -> int:
-        """Back to the state `files` (a snapshot; None: round 0, training starts from the base model). `replay`:
-        `(plan,)` if `next_round` answered `plan` since that state (None: the run was over), which is redone."""
+    def restore(self, rounds: int | None, replay: tuple = ()) -> int:
+        """Back to the state after `rounds` rounds, read from the journal (None or 0: round 0, training starts from
+        the base model). `replay`: `(plan,)` if `next_round` answered `plan` since that state (None: the run was
+        over), which is redone."""
         self.selector = self._fresh_selector()
-        if files is not None:
-            with tempfile.TemporaryDirectory() as d:
-                for name, data in files.items():
-                    (Path(d) / Path(name).name).write_bytes(data)
-                self.selector.load_state(load_state(Path(d)))
+        if rounds:
+            self.selector.load_rounds(self.journal.read(rounds))
         if replay:
             self.selector.replay(*replay)
         self.lost, self.incarnation = False, uuid.uuid4().hex
@@ -121,6 +114,7 @@ class SelectionService:
         if self.lost:
             return LOST
         s = self.selector
+        s.stopped()  # sets stop_reason once the run is over (a selector restored after the last round has none yet)
         return {"rounds": s.round, "num_unique": s.num_unique, "budget": s.budget, "stop_reason": s.stop_reason,
                 "round_stats": s.round_stats, "arm_probs": s.arm_probs().tolist()}
 
@@ -128,9 +122,10 @@ class SelectionService:
         return LOST if self.lost else self.selector.selections()
 
 
-def start_service(enriched_path: str, params: SelectionParams | dict[str, Any], name: str | None = None,
+def start_service(enriched_path: str, params: SelectionParams | dict[str, Any], journal: str, name: str | None = None,
                   max_restarts: int = 3, run: str = "") -> ray.actor.ActorHandle:
-    """Create the actor on the driver's node (outputs land next to the driver), using no CPU slot. Calls to a
+    """Create the actor on the driver's node (outputs land next to the driver), using no CPU slot; `journal` is the
+    folder (path or cloud URI) its round records go to. Calls to a
     restarting actor are retried (`max_task_retries=-1`), so callers see a pause, not an error."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -138,6 +133,6 @@ def start_service(enriched_path: str, params: SelectionParams | dict[str, Any], 
     actor = ray.remote(num_cpus=0)(SelectionService)
     service = actor.options(name=name, max_restarts=max_restarts, max_task_retries=-1 if max_restarts else 0,
                             scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
-        enriched_path, params, run)
+        enriched_path, params, journal, run)
     ray.get(service.restore.remote(None))  # round 0, before anyone else calls it (a bad pool fails here)
     return service

@@ -1,5 +1,5 @@
-"""Round checkpoints: trainable weights as safetensors, the optimizer via weights_only, the selection snapshot, and
-the training metrics so far (metrics.jsonl)."""
+"""Round checkpoints: trainable weights as safetensors, the optimizer via weights_only, how many rounds of the
+selection journal they go with, and the training metrics so far (metrics.jsonl)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_training_state(folder: Path, model, optimizer, snapshot: dict[str, bytes], step: int,
+def save_training_state(folder: Path, model, optimizer, selection_rounds: int, step: int,
                         nll_before: float, selection_seconds: float = 0.0,
                         history: list[dict[str, Any]] | None = None) -> None:
     save_file(_trainable_state(model), str(folder / "trainable.safetensors"))
     torch.save(optimizer.state_dict(), folder / "optimizer.pt")
-    write_snapshot(folder / "selection", snapshot)
     (folder / "train_state.json").write_text(json.dumps({"step": step, "nll_before": nll_before,
-                                                          "selection_seconds": selection_seconds}))
+                                                          "selection_seconds": selection_seconds,
+                                                          "selection_rounds": selection_rounds}))
     write_history(folder, history or [])
 
 
@@ -36,20 +36,9 @@ def read_history(folder: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def write_snapshot(folder: Path, snapshot: dict[str, bytes]) -> None:
-    """The SelectionService's state files, in a checkpoint's `selection/` folder."""
-    folder.mkdir()
-    for name, data in snapshot.items():
-        (folder / name).write_bytes(data)
-
-
-def read_snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir()}
-
-
 def load_training_state(folder: Path, model, optimizer) -> dict[str, Any]:
     """Restore weights and optimizer. Returns the optimizer step, the held-out NLL before training, the selection
-    seconds, the metrics so far and the selection state (for the SelectionService)."""
+    seconds, the metrics so far and the selection journal's round count (for the SelectionService)."""
     weights = load_file(str(folder / "trainable.safetensors"))
     missing = set(_trainable_state(model)) - set(weights)
     if missing:
@@ -59,7 +48,7 @@ def load_training_state(folder: Path, model, optimizer) -> dict[str, Any]:
     state = json.loads((folder / "train_state.json").read_text())
     return {"step": int(state["step"]), "nll_before": float(state["nll_before"]),
             "selection_seconds": float(state.get("selection_seconds", 0.0)), "history": read_history(folder),
-            "selection": read_snapshot(folder / "selection")}
+            "selection_rounds": int(state["selection_rounds"])}
 
 
 def save_final_model(folder: Path, model, tokenizer, merge: bool) -> None:

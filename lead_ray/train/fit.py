@@ -23,7 +23,7 @@ from lead_ray.runtime.storage import RunStorage
 from lead_ray.runtime.tracking import Tracking
 from lead_ray.select.params import SelectionParams
 from lead_ray.select.service import start_service
-from lead_ray.train.checkpoint import read_history, read_snapshot
+from lead_ray.train.checkpoint import read_history
 from lead_ray.train.tracking import TrackingCallback
 from lead_ray.train.trainer import build_trainer
 
@@ -52,7 +52,7 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
 
     params = SelectionParams.from_config(cfg, budget)
     config_key = _resume_or_reset(cfg, storage)
-    service = start_service(str(prepared.enriched), params, run=cfg.run_name)
+    service = start_service(str(prepared.enriched), params, storage.uri("ray", "selection"), run=cfg.run_name)
     callbacks = [*(callbacks or []), *([TrackingCallback(tracking)] if tracking else [])]
     trainer = build_trainer(cfg, service, prepared, eval_ids, storage, callbacks=callbacks)
     try:
@@ -75,7 +75,7 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
         for name in ("model", "merged"):
             if Path(d, name).exists():
                 shutil.copytree(Path(d, name), staging / name)
-        ray.get(service.restore.remote(read_snapshot(Path(d) / "selection")))  # the final state
+        ray.get(service.restore.remote(final["selection_rounds"]))  # the final state
         history = read_history(Path(d))
     selection, selections = ray.get([service.summary.remote(), service.selections.remote()])
     ray.kill(service)

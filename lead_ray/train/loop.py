@@ -35,7 +35,6 @@ from lead_ray.train.checkpoint import (
     save_final_model,
     save_training_state,
     write_history,
-    write_snapshot,
 )
 from lead_ray.train.collective import all_sum, broadcast
 from lead_ray.train.direction import RoundDirectionTracker, direction_parameters
@@ -93,8 +92,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         grad, step = w.tracker.end_round() if w.tracker is not None else (None, None)
         stats = reporter.end_round(w.rank, w.world, grad, step, int(plan["round"]))
         progress.selection_seconds += time.time() - t_select
-        save_round(w, progress, metrics, stats, reporter.state)
-    finish(w, progress, reporter.final_state() if w.rank == 0 else None)
+        save_round(w, progress, metrics, stats, reporter.rounds)
+    finish(w, progress, reporter.rounds)
 
 
 def setup(config: dict[str, Any]) -> Worker:
@@ -137,7 +136,7 @@ def resume(w: Worker, reporter: LossReporter) -> Progress | None:
         with checkpoint.as_directory() as d:
             state = load_training_state(Path(d), w.base, w.optimizer)
         progress = Progress(state["step"], state["nll_before"], state["selection_seconds"], state["history"])
-        selection = state["selection"]
+        selection = state["selection_rounds"]
         _log(w, f"resumed from checkpoint at optimizer step {progress.step}")
     if w.rank == 0:
         reporter.restore(selection)
@@ -243,9 +242,9 @@ def optimizer_step(w: Worker, step: int) -> float:
 
 
 def save_round(w: Worker, progress: Progress, metrics: dict[str, Any], stats: dict[str, Any] | None,
-               selection: dict[str, bytes] | None) -> None:
-    """Round checkpoint (rank 0 writes it: weights, optimizer, the selection state it holds, metrics history) +
-    report."""
+               selection_rounds: int | None) -> None:
+    """Round checkpoint (rank 0 writes it: weights, optimizer, the selection journal's round count, metrics
+    history) + report."""
     with tempfile.TemporaryDirectory() as d:
         if w.rank == 0:
             progress.history.append(metrics)
@@ -255,24 +254,25 @@ def save_round(w: Worker, progress: Progress, metrics: dict[str, Any], stats: di
             _log(w, f"round {metrics['round']}: arm {arms} {metrics['num_samples']} samples, "
                     f"loss {metrics['train_loss']:.4f}, unique {stats['num_unique']}/{stats['budget']}, "
                     f"{metrics['round_seconds']:.1f}s, ≤{clock(left)} left")
-            save_training_state(Path(d), w.base, w.optimizer, selection, progress.step,
+            save_training_state(Path(d), w.base, w.optimizer, selection_rounds, progress.step,
                                 progress.nll_before, progress.selection_seconds, progress.history)
         ckpt = ray.train.Checkpoint.from_directory(d) if w.rank == 0 else None
         scalars = selection_scalars(stats) if w.rank == 0 else {}  # for report_to and Tune's loggers
         ray.train.report({**metrics, "nll_before": progress.nll_before, **scalars}, checkpoint=ckpt)
 
 
-def finish(w: Worker, progress: Progress, selection: dict[str, bytes] | None) -> None:
-    """Held-out NLL after training, then the final checkpoint: the model, selection state and metrics history."""
+def finish(w: Worker, progress: Progress, selection_rounds: int | None) -> None:
+    """Held-out NLL after training, then the final checkpoint: the model, the selection journal's round count and
+    metrics history."""
     nll_after = evaluate(w)
     with tempfile.TemporaryDirectory() as d:
         if w.rank == 0:
             _log(w, f"held-out NLL after training: {nll_after:.4f} (before {progress.nll_before:.4f})")
             save_final_model(Path(d), w.base, w.tokenizer, merge=w.cfg.merge_adapter)
-            write_snapshot(Path(d) / "selection", selection)
             (Path(d) / "final.json").write_text(json.dumps({"nll_before": progress.nll_before,
                                                             "nll_after": nll_after,
-                                                            "selection_seconds": progress.selection_seconds}))
+                                                            "selection_seconds": progress.selection_seconds,
+                                                            "selection_rounds": selection_rounds or 0}))
             write_history(Path(d), progress.history)
         ckpt = ray.train.Checkpoint.from_directory(d) if w.rank == 0 else None
         ray.train.report({"final": 1, "nll_before": progress.nll_before, "nll_after": nll_after,

@@ -7,9 +7,9 @@ leave at `flush`, before `end_round`.
 
 The reporter keeps the round's losses until the round ends: if the service restarted meanwhile (its incarnation
 token changed, seen on a report or at `end_round`), everything of this round is sent again, so a crash of the
-service loses nothing. On rank 0 it also keeps the selection state after the last round (`state`, what the round
-checkpoint stores) and the plan asked for since, and gives both back to a restarted service. `next_round`,
-`end_round` and `final_state` hide those handshakes from the loop.
+service loses nothing. On rank 0 it also keeps how many rounds the selection journal holds (`rounds`, what the round
+checkpoint stores) and the plan asked for since, and gives both back to a restarted service. `next_round` and
+`end_round` hide those handshakes from the loop.
 """
 
 from __future__ import annotations
@@ -37,20 +37,20 @@ class LossReporter:
         self.pending: ray.ObjectRef | None = None
         self.sent: list[tuple[np.ndarray, np.ndarray]] = []  # this round's reports, for a resend
         self.incarnation: str | None = None
-        self.state: dict[str, bytes] | None = None  # rank 0: the selection state after the last round
+        self.rounds: int | None = None  # rank 0: rounds in the selection journal (None: none yet)
         self.planned: tuple = ()  # rank 0: (plan,) once next_round answered since `state`
 
     def _ask(self, method: str, *args):
         """Rank 0's call to the service. A service Ray restarted after a crash answers LOST: it gets the state and
         the plan back, and the call is made again."""
         while is_lost(answer := ray.get(getattr(self.service, method).remote(*args))):
-            ray.get(self.service.restore.remote(self.state, self.planned))
+            ray.get(self.service.restore.remote(self.rounds, self.planned))
         return answer
 
-    def restore(self, state: dict[str, bytes] | None) -> None:
-        """Rank 0: set the service to a checkpoint's selection state (None: round 0)."""
-        ray.get(self.service.restore.remote(state))
-        self.state, self.planned = state, ()
+    def restore(self, rounds: int | None) -> None:
+        """Rank 0: set the service to a checkpoint's selection state, after `rounds` rounds (None: round 0)."""
+        ray.get(self.service.restore.remote(rounds))
+        self.rounds, self.planned = rounds, ()
 
     def next_round(self) -> dict | None:
         """Rank 0: the service's next plan (None: the run is over), or its request to re-score."""
@@ -58,10 +58,6 @@ class LossReporter:
         if answer is None or "rescore" not in answer:
             self.planned = (answer,)
         return answer
-
-    def final_state(self) -> dict[str, bytes]:
-        """Rank 0: the selection state once the run is over (the last `next_round` set why it stopped)."""
-        return self._ask("snapshot")
 
     def start_round(self) -> None:
         self.sent = []
@@ -118,6 +114,6 @@ class LossReporter:
             answer = self._ask("end_round", grad, step, round_index, tokens) if rank == 0 else None
             if broadcast(answer is not None if rank == 0 else None, world):
                 if rank == 0:
-                    self.state, self.planned = answer["state"], ()
+                    self.rounds, self.planned = answer["rounds"], ()
                 return answer["stats"] if rank == 0 else None
             self.resend()

@@ -1,0 +1,92 @@
+"""Ingest that scales out: files cut into blocks, tokenized in parallel, streamed back in input order.
+
+The pool (its ids, rows, tokens, splits and quarantine) must not depend on the block size or the number of
+tokenizer actors, and every byte and line of the input must land in exactly one block.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lead_ray.data.pool import KeySet, _split_file, discover_files, ingest, plan_blocks, read_block
+from lead_ray.data.store import RowStore
+
+
+def _jsonl(path: Path) -> bytes:
+    rows = [json.dumps({"instruction": f"What is {i} + {i}?", "output": f"{2 * i}"}) for i in range(40)]
+    rows[5] = rows[3]  # an exact duplicate
+    rows[7] = '{"instruction": "cut'  # invalid JSON
+    rows[9] = json.dumps({"instruction": "long " + "word " * 60, "output": "x"})  # longer than a small block
+    data = b"\xef\xbb\xbf" + "\n".join(rows[:20]).encode() + b"\n\n  \n" + b'{"instruction": "caf\xe9"}\n'
+    data += ("\n".join(rows[20:]) + "\n").encode()
+    path.write_bytes(data)
+    return data
+
+
+def _parquet(path: Path) -> None:
+    msgs = [[{"role": "user", "content": f"Say {w}."}, {"role": "assistant", "content": w}] for w in "abcdefg"]
+    table = pa.table({"messages": msgs, "source": ["pq"] * 7})
+    pq.write_table(table, path, row_group_size=2)  # 4 row groups
+
+
+def test_blocks_cover_every_byte_and_number_lines_as_the_whole_file(tmp_path: Path) -> None:
+    data = _jsonl(tmp_path / "a.jsonl")
+    _parquet(tmp_path / "b.parquet")
+    (tmp_path / "c.parquet").write_bytes(b"PAR1 not really")
+    files = [str(tmp_path / n) for n in ("a.jsonl", "b.parquet", "c.parquet")]
+    blocks = plan_blocks(files, block_bytes=100)
+    jsonl = [b for b in blocks if b["path"] == files[0]]
+    assert len(jsonl) > 10 and jsonl[0]["start"] == 0 and jsonl[-1]["end"] == len(data)
+    for b, nxt in zip(jsonl, jsonl[1:]):
+        assert b["end"] == nxt["start"] and data[b["end"] - 1 : b["end"]] == b"\n"  # cut just after a newline
+        assert nxt["first_line"] == data[: nxt["start"]].count(b"\n") + 1
+    assert any(b["end"] - b["start"] > 100 for b in jsonl)  # the long line makes a longer block, not a cut line
+    parquet = [b for b in blocks if b["path"] == files[1]]
+    assert [(b["start"], b["end"], b["first_line"]) for b in parquet] == [(0, 1, 1), (1, 2, 3), (2, 3, 5), (3, 4, 7)]
+    assert [b["kind"] for b in blocks if b["path"] == files[2]] == ["file"]  # unreadable footer: one block
+    for f in files:  # block by block, the same records (line numbers included) as the whole file at once
+        got = [r for b in blocks if b["path"] == f for r in read_block(b)]
+        assert got == _split_file(f, Path(f).read_bytes()) and got
+
+
+def test_key_set_matches_a_python_set() -> None:
+    rng = np.random.default_rng(0)
+    seen: set[int] = set()
+    keys = KeySet()
+    for size in [1, 5, 200, 3, 1000, 17, 4000, 2, 600]:
+        batch = rng.integers(0, 3000, size)  # many repeats, within and across batches
+        want = []
+        for k in batch.tolist():
+            want.append(k in seen)
+            seen.add(k)
+        np.testing.assert_array_equal(keys.add(batch), want)
+    assert sum(len(r) for r in keys.runs) == len(seen) and len(keys.runs) <= 12  # merged, never duplicated
+    assert all((k in keys) == (k in seen) for k in range(0, 3000, 7))
+
+
+def test_the_pool_is_the_same_for_any_block_size_and_worker_count(ray_local, tiny_model_path: str,
+                                                                   tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    _jsonl(tmp_path / "in" / "a.jsonl")
+    _parquet(tmp_path / "in" / "b.parquet")
+    (tmp_path / "in" / "c.json").write_text(json.dumps([{"instruction": "Hi?", "output": "Hello."}, {"x": 1}]))
+    files = discover_files([str(tmp_path / "in")])
+    one = ingest(files, tiny_model_path, tmp_path / "one", max_length=64, eval_fraction=0.3)
+    many = ingest(files, tiny_model_path, tmp_path / "many", max_length=64, eval_fraction=0.3, block_bytes=100,
+                  concurrency=2)
+    assert one == many.__class__(**{**many.__dict__, "pool_dir": one.pool_dir})
+    assert one.read == one.kept + one.quarantined and one.duplicates == 1 and one.quarantined >= 5
+    for name in ("pool.parquet", "quarantine.parquet"):
+        assert pq.read_table(tmp_path / "one" / name).equals(pq.read_table(tmp_path / "many" / name)), name
+    ids = pq.read_table(tmp_path / "one" / "pool.parquet").column("id").to_numpy()
+    assert ids.tolist() == list(range(one.kept))
+    a, b = RowStore(tmp_path / "one" / "pool.arrow"), RowStore(tmp_path / "many" / "pool.arrow")
+    assert len(a) == len(b) == one.kept
+    for i in range(one.kept):
+        for x, y in zip(a.get(i), b.get(i)):
+            np.testing.assert_array_equal(x, y)
