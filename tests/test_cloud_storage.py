@@ -66,7 +66,8 @@ def test_a_run_writes_its_outputs_to_the_bucket(bucket_run) -> None:
     for name in ("summary.json", "selections.parquet", "metrics.jsonl", "bandit.jsonl", "config.yaml",
                  "quarantine.parquet", "model/model.safetensors", "report/summary.md", "pool/pool.arrow",
                  "prep/enriched.parquet", "prep/score_warmup.parquet", "base_model/model.safetensors",
-                 "ray/finished.json", "warmup/merged/model.safetensors", "warmup/ray/finished.json"):
+                 "ray/finished.json", "ray/selection/round_00000.npz", "warmup/merged/model.safetensors",
+                 "warmup/ray/finished.json"):
         assert storage.exists(*name.split("/")), name
     assert checkpoints(storage), "no round checkpoint in the bucket"
     import json
