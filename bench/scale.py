@@ -1,24 +1,27 @@
 """The central SelectionService under many training workers, and the round's fixed costs at large pools (issue 15).
 
 Part 1, the actor under load. A fake cluster on this machine (`ray.cluster_utils.Cluster`): a head that holds the
-real `SelectionService` (persistence on: every round ends with `end_round`, whose answer carries the state snapshot,
-written to a checkpoint folder as rank 0 does), and `--nodes` worker nodes with a custom `sim_gpu` resource. W
-simulated workers run as coroutines in `--groups` async actors on those nodes, each as the training loop does it:
-steps of `t_step` seconds (sleeps), `--rows-per-step` per-sample losses per step, sent as one report once 64 are
-buffered and 1 s has passed since the last (train/reporter.py), at most one report in flight (the next report
-waits for the last), a flush at the round's end, then the gather (all groups done), and rank 0's calls:
-`end_round` (with a `--grad-size` float32 ḡ and u: the CountSketch size), which writes the round's record into the
-selection journal, the round count into a checkpoint file, and `next_round`. The baseline, measured in the same
-run, is the unpaced pattern (a report per 64 losses) at the largest W. Figures per (W, t_step):
+real `SelectionService` (persistence on: its selection journal in a temp folder) and `--nodes` worker nodes with a
+custom `sim_gpu` resource. W simulated workers run as coroutines in `--groups` async actors on those nodes, each as
+train/reporter.py does it: steps of `t_step` seconds (sleeps, `--round-seconds` of them a round), `--rows-per-step`
+per-sample losses per step, a report once 64 are buffered and `report_interval(W)` seconds have passed since the
+last (the first of a round offset by the worker's phase, rank / W), at most one report in flight, a flush at the
+round's end; then the gather (all groups done) and rank 0's calls: `end_round` (with a `--grad-size` float32 ḡ and
+u: the CountSketch size), which writes the round's record into the journal, the round count written into a
+checkpoint file, and `next_round`. The baseline, measured in the same run, is the unpaced pattern (a report per 64
+losses, no phase) at the largest W. Figures per (W, t_step):
 - the actor's busy share: its process CPU seconds over wall seconds, from /proc;
-- report latency, p50 and p99: from the call to its answer, as the worker sees it;
+- mid-round report latency, p50 and p99, from the call to its answer as the worker sees it; the round-end flush's
+  p99 on its own (every worker flushes at once, once a round);
 - blocked share: the time workers wait on an earlier report before sending, over their step time;
-- rank 0's seconds per round at the gather (end_round + state write + next_round).
+- rank 0's seconds per round at the gather (end_round with the journal write + checkpoint + next_round); the
+  journal's bytes per round; the actor's peak RSS.
 
-Part 2, the round's fixed costs at 1M, 10M (and `--pools`) rows, 40 rounds of a synthetic pool on the pure
-in-process selector and the state files rank 0 writes (no Ray: the floor under part 1): next_round, every round
-id reported in one call, end_round, snapshot and its write; state bytes per round; share of an assumed round of
-`--ref-workers` workers at `--ref-t-step` s per step.
+Part 2, the round's fixed costs at 1M, 10M and 100M (`--pools`) rows, 40 rounds of a synthetic pool (budget 10%)
+on the pure in-process selector and its journal (no Ray: the floor under part 1): next_round, every round id
+reported in one call, end_round and the round's journal write; bytes per round; the share of a round of the
+measured size on `--ref-workers` workers at `--ref-t-step` s per step; a resume (every record read and replayed);
+and, as the baseline, writing the whole state once (what every round wrote before the journal).
 
 Targets (issue 15): at W=1,024 and t_step=25 ms, actor busy < 50%, report p99 < t_step, blocked < 1% of step time;
 selection + checkpoint <= 10% of round time at 10M rows. This machine has 2 cores for the whole fake cluster, the
@@ -50,7 +53,7 @@ from lead_ray.config import LeadConfig  # noqa: E402
 from lead_ray.select.journal import SelectionJournal  # noqa: E402
 from lead_ray.select.lead import LeadSelector  # noqa: E402
 from lead_ray.select.service import start_service  # noqa: E402
-from lead_ray.train.reporter import REPORT_MIN_BATCH, REPORT_MIN_SECONDS  # noqa: E402
+from lead_ray.train.reporter import REPORT_MIN_BATCH, report_interval  # noqa: E402
 
 
 @ray.remote(num_cpus=0)
@@ -61,37 +64,42 @@ class WorkerGroup:
         self.service, self.t_step, self.rows_per_step = service, t_step, rows_per_step
         self.min_batch, self.min_seconds = min_batch, min_seconds
 
-    async def run_round(self, ids: list[np.ndarray], steps: int) -> dict[str, list[float]]:
+    async def run_round(self, ids: list[np.ndarray], phases: list[float], steps: int) -> dict[str, list[float]]:
         latencies: list[float] = []
+        flushes: list[float] = []
         blocked: list[float] = []
+        r = self.rows_per_step
 
-        async def call(chunk: np.ndarray) -> None:
+        async def call(chunk: np.ndarray, out: list[float]) -> None:
             sent = time.perf_counter()
             await self.service.report.remote(chunk, np.ones(len(chunk), dtype=np.float32))
-            latencies.append(time.perf_counter() - sent)
+            out.append(time.perf_counter() - sent)
 
         # Between two reports a training worker only steps, so a simulated one sleeps through those steps at once:
         # one wake-up per report, not per step, keeps this 2-core machine's event loops out of the latency.
-        per_report = max(-(-self.min_batch // self.rows_per_step), math.ceil(self.min_seconds / self.t_step - 1e-9))
+        batch_steps = -(-self.min_batch // r)
+        per_report = max(batch_steps, math.ceil(self.min_seconds / self.t_step - 1e-9))
 
-        async def worker(mine: np.ndarray) -> None:
+        async def worker(mine: np.ndarray, phase: float) -> None:
             pending, done, waited = None, 0, 0.0
-            while done < steps:
-                n = min(per_report, steps - done)
-                await asyncio.sleep(n * self.t_step)
-                chunk = mine[done * self.rows_per_step : (done + n) * self.rows_per_step]
-                done += n
+            due = max(batch_steps, math.ceil((1 - phase) * self.min_seconds / self.t_step - 1e-9))  # the reporter
+            while due < steps:
+                await asyncio.sleep((due - done) * self.t_step)
+                chunk, done = mine[done * r : due * r], due
                 t0 = time.perf_counter()
                 if pending is not None:
                     await pending  # at most one report in flight
-                waited += time.perf_counter() - t0 if n == per_report else 0.0  # the flush is not a step's wait
-                pending = asyncio.ensure_future(call(chunk))
+                waited += time.perf_counter() - t0
+                pending = asyncio.ensure_future(call(chunk, latencies))
+                due = done + per_report
+            await asyncio.sleep((steps - done) * self.t_step)
             if pending is not None:
-                await pending  # the flush at the round's end
+                await pending
+            await call(mine[done * r : steps * r], flushes)  # the flush at the round's end
             blocked.append(waited)
 
-        await asyncio.gather(*(worker(m) for m in ids))
-        return {"latency": latencies, "blocked": blocked}
+        await asyncio.gather(*(worker(m, p) for m, p in zip(ids, phases)))
+        return {"latency": latencies, "flush": flushes, "blocked": blocked}
 
 
 def actor_under_load(workers: int, t_step: float, min_seconds: float, args, path: str, n: int,
@@ -102,17 +110,20 @@ def actor_under_load(workers: int, t_step: float, min_seconds: float, args, path
     per_group = -(-workers // args.groups)
     groups = [WorkerGroup.options(resources={"sim_gpu": per_group}).remote(
         service, t_step, args.rows_per_step, REPORT_MIN_BATCH, min_seconds) for _ in range(args.groups)]
-    steps = args.steps_per_round
-    latency, blocked, rank0, state_bytes = [], [], [], 0
+    steps = round(args.round_seconds / t_step)
+    latency, flush, blocked, rank0, state_bytes = [], [], [], [], 0
+    phases = np.arange(workers) / workers  # the loop's LossReporter(phase=rank / world)
     cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
     try:
         for _ in range(args.rounds):
             plan = ray.get(service.next_round.remote())
             ids = np.array_split(np.resize(plan["ids"], workers * steps * args.rows_per_step), workers)
-            out = ray.get([grp.run_round.remote(ids[i * per_group : (i + 1) * per_group], steps)
-                           for i, grp in enumerate(groups)])  # the gather: every worker flushed
+            mine = [slice(i * per_group, (i + 1) * per_group) for i in range(len(groups))]
+            out = ray.get([grp.run_round.remote(ids[m], phases[m].tolist(), steps)
+                           for grp, m in zip(groups, mine)])  # the gather: every worker flushed
             for o in out:
                 latency += o["latency"]
+                flush += o["flush"]
                 blocked += o["blocked"]
             t0 = time.perf_counter()
             answer = ray.get(service.end_round.remote(g, -1e-5 * g, plan["round"]))  # writes the round's record
@@ -129,9 +140,9 @@ def actor_under_load(workers: int, t_step: float, min_seconds: float, args, path
     ray.kill(service)
     lat = np.asarray(latency)
     return {"workers": workers, "t_step": t_step, "busy": busy, "p50": float(np.percentile(lat, 50)),
-            "p99": float(np.percentile(lat, 99)), "blocked": float(np.sum(blocked)) / (workers * steps * t_step
+            "p99": float(np.percentile(lat, 99)), "flush_p99": float(np.percentile(flush, 99)), "blocked": float(np.sum(blocked)) / (workers * steps * t_step
                                                                                      * args.rounds),
-            "rank0_s": float(np.mean(rank0)), "reports": len(lat), "wall_s": wall, "rss_mb": rss or float("nan"),
+            "rank0_s": float(np.mean(rank0)), "reports": len(lat) + len(flush), "wall_s": wall, "rss_mb": rss or float("nan"),
             "state_mb": state_bytes / 1e6}
 
 
@@ -181,7 +192,7 @@ def main() -> None:
     ap.add_argument("--t-steps", type=float, nargs="+", default=[0.025, 0.2])
     ap.add_argument("--pool", type=int, default=1_000_000, help="pool rows behind the actor in part 1")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per (W, t_step) in part 1")
-    ap.add_argument("--steps-per-round", type=int, default=120)
+    ap.add_argument("--round-seconds", type=float, default=10.0, help="training time per round in part 1")
     ap.add_argument("--rows-per-step", type=int, default=8, help="rows per worker per step (a report per 64)")
     ap.add_argument("--nodes", type=int, default=4)
     ap.add_argument("--groups", type=int, default=8, help="async actors holding the simulated workers")
@@ -207,7 +218,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             path = str(Path(d) / "enriched.parquet")
             pq.write_table(pa.table(make_pool(args.pool)), path)
-            runs = [(w, t, REPORT_MIN_SECONDS) for w in args.workers for t in args.t_steps]
+            runs = [(w, t, report_interval(w)) for w in args.workers for t in args.t_steps]
             if args.baseline:  # the pattern before reports were paced: a call per 64 losses
                 runs.insert(0, (max(args.workers), min(args.t_steps), 0.0))
             for workers, t_step, min_seconds in runs:
@@ -216,9 +227,10 @@ def main() -> None:
                     loads.append(r)
                 else:
                     base = r
-                print(f"[bench] W={workers:>5} t_step={t_step * 1e3:>4.0f} ms reports ≥{min_seconds:.0f} s apart: "
+                print(f"[bench] W={workers:>5} t_step={t_step * 1e3:>4.0f} ms reports ≥{min_seconds:.1f} s apart: "
                       f"actor busy {r['busy']:.0%}, report p50 {r['p50'] * 1e3:.1f} ms p99 {r['p99'] * 1e3:.1f} ms, "
-                      f"blocked {r['blocked']:.2%} of step time, rank 0 {r['rank0_s']:.2f} s/round, "
+                      f"blocked {r['blocked']:.2%} of step time, round-end flush p99 {r['flush_p99'] * 1e3:.0f} ms, "
+                      f"rank 0 {r['rank0_s']:.2f} s/round, "
                       f"{r['reports'] / r['wall_s']:.0f} reports/s, actor RSS {r['rss_mb']:.0f} MiB, "
                       f"state {r['state_mb']:.2f} MB/round", flush=True)
             paced = next((r for r in loads if (r["workers"], r["t_step"]) == (base["workers"], base["t_step"])), None)

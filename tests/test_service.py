@@ -151,25 +151,28 @@ def test_service_exports_ray_metrics(ray_local, tmp_path: Path) -> None:
 
 
 def test_reports_are_paced_by_size_and_time(ray_local, tmp_path: Path) -> None:
-    """A report leaves once min_batch losses are buffered and min_seconds passed since the last one; the flush
-    sends the rest. Paced or not, every loss reaches the service exactly once."""
+    """A report leaves once min_batch losses are buffered and min_seconds passed since the last one (the first of a
+    round: (1 - phase) · min_seconds after its start); the flush sends the rest. Paced or not, every loss reaches
+    the service exactly once."""
     import torch
 
     from lead_ray.train.reporter import LossReporter
 
     _enriched(tmp_path / "enriched.parquet")
-    for min_seconds, calls_before_flush in ((0.0, 2), (3600.0, 0)):
+    # (min_seconds, phase, reports before the flush, every report's size)
+    for min_seconds, phase, before_flush, sizes in ((0.0, 0.0, 2, [6, 6]), (3600.0, 0.0, 0, [12]),
+                                                    (3600.0, 1.0, 1, [6, 6])):
         actor = start_service(str(tmp_path / "enriched.parquet"), PARAMS, str(tmp_path / "journal"))
-        reporter = LossReporter(actor, min_batch=4, min_seconds=min_seconds)
+        reporter = LossReporter(actor, min_batch=4, min_seconds=min_seconds, phase=phase)
         reporter.restore(None)
         reporter.next_round()
         reporter.start_round()
         ids = np.arange(100, 112)
         for s in range(0, 12, 3):  # 3 losses a step: 6 buffered at the 2nd step, 6 more at the 4th
             reporter.add(ids[s : s + 3], torch.arange(s, s + 3, dtype=torch.float32))
-        assert len(reporter.sent) == calls_before_flush
+        assert len(reporter.sent) == before_flush
         reporter.flush()
-        assert [len(i) for i, _ in reporter.sent] == ([6, 6] if min_seconds == 0 else [12])
+        assert [len(i) for i, _ in reporter.sent] == sizes
         sent = np.concatenate([i for i, _ in reporter.sent])
         np.testing.assert_array_equal(np.sort(sent), np.sort(ids))
         ray_local.kill(actor)

@@ -6,14 +6,28 @@ import numpy as np
 
 
 def top_k_per_group(ids: np.ndarray, groups: np.ndarray, scores: np.ndarray, quota: np.ndarray) -> np.ndarray:
-    """The `quota[g]` highest-scoring ids of each group g (ties broken by lower id), vectorised."""
+    """The `quota[g]` highest-scoring ids of each group g (ties broken by lower id), in (group, -score, id) order.
+
+    O(n) in the rows, not O(n log n): rows are bucketed by group (a radix sort on small group numbers), each
+    group's cut-off score is found by a partition, and only the picked rows (a round's ~1.5%) are sorted. A full
+    lexsort of an arm's rows was 85% of a round's selection time at 10M rows (bench/scale.py)."""
     if len(ids) == 0:
         return ids
-    order = np.lexsort((ids, -scores, groups))
-    g_sorted = groups[order]
-    first = np.searchsorted(g_sorted, g_sorted, side="left")
-    rank = np.arange(len(order)) - first
-    return ids[order[rank < quota[g_sorted]]]
+    small = groups.max(initial=0) < np.iinfo(np.int16).max
+    order = np.argsort(groups.astype(np.int16) if small else groups, kind="stable")
+    bounds = np.searchsorted(groups[order], np.arange(len(quota) + 1))
+    picked = []
+    for g in np.flatnonzero((np.diff(bounds) > 0) & (quota > 0)):
+        rows = order[bounds[g] : bounds[g + 1]]
+        q = int(quota[g])
+        if q < len(rows):
+            s = scores[rows]
+            cut = np.partition(s, len(s) - q)[len(s) - q]  # the q-th highest score
+            above, at = rows[s > cut], rows[s == cut]
+            rows = np.concatenate([above, at[np.argsort(ids[at], kind="stable")[: q - len(above)]]])
+        picked.append(rows)
+    rows = np.concatenate(picked) if picked else order[:0]
+    return ids[rows[np.lexsort((ids[rows], -scores[rows], groups[rows]))]]
 
 
 def coarse_to_fine(arms: np.ndarray, eligible: list[np.ndarray], group: np.ndarray, idu: np.ndarray,

@@ -38,7 +38,7 @@ from lead_ray.train.checkpoint import (
 )
 from lead_ray.train.collective import all_sum, broadcast
 from lead_ray.train.direction import RoundDirectionTracker, direction_parameters
-from lead_ray.train.reporter import LossReporter
+from lead_ray.train.reporter import LossReporter, report_interval
 from lead_ray.train.tracking import selection_scalars
 
 
@@ -81,7 +81,7 @@ class Progress:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     w = setup(config)
-    reporter = LossReporter(w.service)
+    reporter = LossReporter(w.service, min_seconds=report_interval(w.world), phase=w.rank / w.world)
     progress = resume(w, reporter)
     if progress is None:
         return  # the group died after the run had finished: nothing left to train

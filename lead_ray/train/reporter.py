@@ -2,8 +2,10 @@
 
 A report leaves once `min_batch` losses are buffered and `min_seconds` have passed since the last one, so the one
 central actor gets at most ~W/`min_seconds` calls a second from W workers, whatever the step time (bench/scale.py:
-at 1,024 workers with 25 ms steps, 64-id reports alone meant ~5,000 calls a second). The round's last losses
-leave at `flush`, before `end_round`.
+at 1,024 workers with 25 ms steps, 64-id reports alone meant ~5,000 calls a second); the loop sets `min_seconds` by
+`report_interval(world)`. Workers step in lockstep, so
+each one's first report of a round is offset by its `phase` (rank / world) of `min_seconds`: the calls arrive spread
+over the interval, not as one burst of W. The round's last losses leave at `flush`, before `end_round`.
 
 The reporter keeps the round's losses until the round ends: if the service restarted meanwhile (its incarnation
 token changed, seen on a report or at `end_round`), everything of this round is sent again, so a crash of the
@@ -25,11 +27,19 @@ from lead_ray.train.collective import broadcast, gather
 
 REPORT_MIN_BATCH = 64  # losses per report, at least (the round's last ones leave at the flush)
 REPORT_MIN_SECONDS = 1.0  # between one worker's reports, at least
+REPORT_CALLS_PER_SECOND = 500  # what all workers' reports may send the one actor, together
+
+
+def report_interval(world: int) -> float:
+    """Seconds between one worker's reports: at least REPORT_MIN_SECONDS, and long enough that `world` workers stay
+    within REPORT_CALLS_PER_SECOND (bench/scale.py: the actor spends ~0.7 ms of CPU a call)."""
+    return max(REPORT_MIN_SECONDS, world / REPORT_CALLS_PER_SECOND)
 
 
 class LossReporter:
-    def __init__(self, service, min_batch: int = REPORT_MIN_BATCH, min_seconds: float = REPORT_MIN_SECONDS):
-        self.service, self.min_batch, self.min_seconds = service, min_batch, min_seconds
+    def __init__(self, service, min_batch: int = REPORT_MIN_BATCH, min_seconds: float = REPORT_MIN_SECONDS,
+                 phase: float = 0.0):
+        self.service, self.min_batch, self.min_seconds, self.phase = service, min_batch, min_seconds, phase
         self.last_sent = time.monotonic()
         self.ids: list[np.ndarray] = []
         self.losses: list[torch.Tensor] = []
@@ -61,6 +71,7 @@ class LossReporter:
 
     def start_round(self) -> None:
         self.sent = []
+        self.last_sent = time.monotonic() - self.phase * self.min_seconds  # the first report comes (1 - phase) in
 
     def add(self, ids: np.ndarray, losses: torch.Tensor) -> None:
         """Queue this micro-batch's losses; they leave in one call once `min_batch` samples are buffered and
