@@ -365,6 +365,7 @@ def main() -> None:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="lead-ray-bench-prep-"))
+    work.mkdir(parents=True, exist_ok=True)
     if args.child:
         kind, _, value = args.child.partition(":")
         result = {"size": lambda: child(int(value), work, args), "minilm": lambda: {"rate": minilm_rate(
