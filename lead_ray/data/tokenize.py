@@ -23,10 +23,10 @@ def tokenize_messages(tokenizer, messages: list[dict[str, str]], max_length: int
         if m["role"] != "assistant":
             continue
         start = len(_render(tokenizer, messages[:i], True))
-        end = len(_render(tokenizer, messages[: i + 1], False))
-        if not full.startswith(_render(tokenizer, messages[: i + 1], False)):
+        through = full if i == len(messages) - 1 else _render(tokenizer, messages[: i + 1], False)
+        if not full.startswith(through):
             raise BadRow("chat template is not prefix-stable for this conversation")
-        spans.append((start, end))
+        spans.append((start, len(through)))
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids = np.asarray(enc["input_ids"], dtype=np.int32)
     if len(ids) > max_length:
