@@ -90,3 +90,17 @@ def test_the_pool_is_the_same_for_any_block_size_and_worker_count(ray_local, tin
     for i in range(one.kept):
         for x, y in zip(a.get(i), b.get(i)):
             np.testing.assert_array_equal(x, y)
+
+
+def test_a_corrupt_row_group_is_one_quarantined_record(tmp_path: Path) -> None:
+    """A readable footer with corrupt pages behind it: that block becomes one record with the reason, not a crash."""
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"instruction": [f"Q{i}" for i in range(1000)], "output": ["A"] * 1000}), path)
+    data = bytearray(path.read_bytes())
+    data[4:40] = b"\x7f" * 36  # the first data page
+    path.write_bytes(bytes(data))
+    blocks = plan_blocks([str(path)])
+    assert [b["kind"] for b in blocks] == ["row_groups"]
+    records = read_block(blocks[0])
+    assert len(records) == 1 and records[0]["line"] == 1
+    assert records[0]["error"].startswith("unreadable Parquet row groups 0..0 (rows from 1): ")

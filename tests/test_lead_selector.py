@@ -60,11 +60,13 @@ def test_top_k_per_group_ties_by_lower_id() -> None:
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 300), num_groups=st.integers(1, 12))
 def test_top_k_per_group_equals_a_full_sort(seed: int, n: int, num_groups: int) -> None:
     """The partition-based cut equals the definition: sort every row by (group, -score, id), keep each group's
-    first quota rows. Scores are drawn from few values, so ties at the cut-off are common."""
+    first quota rows. Scores are drawn from few values, with -inf and NaN, so ties at the cut-off are common."""
     rng = np.random.default_rng(seed)
     ids = rng.permutation(10 * n)[:n]
     groups = rng.integers(0, num_groups, n)
     scores = rng.integers(0, 5, n).astype(np.float64)
+    scores[rng.random(n) < 0.15] = np.nan  # a NaN utility ranks last, as -NaN does in the sort
+    scores[rng.random(n) < 0.1] = -np.inf
     quota = rng.integers(0, 6, num_groups)
     order = np.lexsort((ids, -scores, groups))
     rank = np.arange(n) - np.searchsorted(groups[order], groups[order], side="left")

@@ -187,3 +187,20 @@ def test_iterative_rescore_asks_for_scores_then_takes_the_highest_by_hand() -> N
     sel.end_round(np.zeros(2), np.zeros(2))
     assert sel.num_unique == 5 and sel.next_round() is None and sel.stop_reason == "budget"
     assert sel.rescore_request() is None
+
+
+@pytest.mark.parametrize("params", [{"budget": 50}, {"budget": 4, "reuse_after_budget": True, "max_rounds": 3}])
+def test_a_static_run_restored_after_its_last_round_says_why_it_stopped(params: dict) -> None:
+    """What the driver does with the final checkpoint: the round records, then the last next_round (which answered
+    None) replayed. Static baselines stop in their own next_round, which the replay runs, so the reason is theirs."""
+    cols = _columns()
+    kw = {"selector": "longest", "num_arms": 2, "max_uses": 2, "round_size": 3, **params}
+    live, records = build_selector(cols, kw), []
+    while (plan := live.next_round()) is not None:
+        live.report(plan.ids, np.ones(len(plan.ids)))
+        live.end_round(np.zeros(2), np.zeros(2))
+        records.append(live.round_record())
+    restored = build_selector(cols, kw)
+    restored.load_rounds(records)
+    restored.replay(None)
+    assert restored.stop_reason == live.stop_reason == "budget" and restored.round == live.round > 0

@@ -184,8 +184,12 @@ def read_block(block: dict[str, Any]) -> list[dict[str, Any]]:
             f.seek(start)
             return _split_jsonl(path, f.read(end - start), int(block["first_line"]))
     if kind == "row_groups":
-        rows = pq.ParquetFile(path).read_row_groups(range(start, end)).to_pylist()
         first = int(block["first_line"])
+        try:
+            rows = pq.ParquetFile(path).read_row_groups(range(start, end)).to_pylist()
+        except Exception as e:  # corrupt pages behind a readable footer: the block is one quarantined record
+            return [_record(path, first, "", f"unreadable Parquet row groups {start}..{end - 1} (rows from {first}): "
+                                             f"{type(e).__name__}: {_short(e)}")]
         return [_record(path, first + i, json.dumps(row, default=str)) for i, row in enumerate(rows)]
     return _split_file(path, Path(path).read_bytes())
 

@@ -13,7 +13,7 @@ def top_k_per_group(ids: np.ndarray, groups: np.ndarray, scores: np.ndarray, quo
     lexsort of an arm's rows was 85% of a round's selection time at 10M rows (bench/scale.py)."""
     if len(ids) == 0:
         return ids
-    small = groups.max(initial=0) < np.iinfo(np.int16).max
+    small = groups.min(initial=0) >= 0 and groups.max(initial=0) < np.iinfo(np.int16).max
     order = np.argsort(groups.astype(np.int16) if small else groups, kind="stable")
     bounds = np.searchsorted(groups[order], np.arange(len(quota) + 1))
     picked = []
@@ -21,10 +21,11 @@ def top_k_per_group(ids: np.ndarray, groups: np.ndarray, scores: np.ndarray, quo
         rows = order[bounds[g] : bounds[g + 1]]
         q = int(quota[g])
         if q < len(rows):
-            s = scores[rows]
+            s = np.nan_to_num(scores[rows], nan=-np.inf)  # NaN ranks last, as in the sort by -score
             cut = np.partition(s, len(s) - q)[len(s) - q]  # the q-th highest score
             above, at = rows[s > cut], rows[s == cut]
-            rows = np.concatenate([above, at[np.argsort(ids[at], kind="stable")[: q - len(above)]]])
+            ties = np.lexsort((ids[at], np.isnan(scores[at])))  # -inf before NaN, then by id
+            rows = np.concatenate([above, at[ties[: q - len(above)]]])
         picked.append(rows)
     rows = np.concatenate(picked) if picked else order[:0]
     return ids[rows[np.lexsort((ids[rows], -scores[rows], groups[rows]))]]

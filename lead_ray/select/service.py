@@ -114,7 +114,6 @@ class SelectionService:
         if self.lost:
             return LOST
         s = self.selector
-        s.stopped()  # sets stop_reason once the run is over (a selector restored after the last round has none yet)
         return {"rounds": s.round, "num_unique": s.num_unique, "budget": s.budget, "stop_reason": s.stop_reason,
                 "round_stats": s.round_stats, "arm_probs": s.arm_probs().tolist()}
 

@@ -75,7 +75,8 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
         for name in ("model", "merged"):
             if Path(d, name).exists():
                 shutil.copytree(Path(d, name), staging / name)
-        ray.get(service.restore.remote(final["selection_rounds"]))  # the final state
+        # the final state; the run ended when next_round answered None, which the replay redoes (and so sets why)
+        ray.get(service.restore.remote(final["selection_rounds"], (None,)))
         history = read_history(Path(d))
     selection, selections = ray.get([service.summary.remote(), service.selections.remote()])
     ray.kill(service)
