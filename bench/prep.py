@@ -76,7 +76,7 @@ class MemoryPeaks(threading.Thread):
     the store's size, and is not the driver's own. RssAnon is the driver's private heap: the number that must not
     grow with the pool."""
 
-    FIELDS = ("VmRSS", "RssAnon", "RssFile", "RssShmem")
+    FIELDS = ("VmRSS", "RssAnon", "RssFile", "RssShmem", "Arrow")  # Arrow: pyarrow's allocated buffers
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -90,6 +90,7 @@ class MemoryPeaks(threading.Thread):
             key, _, value = line.partition(":")
             if key in self.FIELDS:
                 now[key] = int(value.split()[0]) / 2**20  # kB → GB
+        now["Arrow"] = pa.total_allocated_bytes() / 2**30
         with self.lock:
             for k, v in now.items():
                 self.peak[k] = max(self.peak[k], v)
@@ -343,7 +344,8 @@ def ingest_at_scale(sizes: list[int], workers: int, common: list[str]) -> str:
               f"({r['rows_per_s'] / workers:.0f} per actor; a bare loop of Tokenize.row: {r['bare_rows_per_s']:.0f} "
               f"rows/s on one core), {r['wall_s']:.0f} s; read {r['read']:,} = kept {r['kept']:,} + quarantined "
               f"{r['quarantined']:,}; driver CPU {r['driver_cpu_share']:.1%} of wall time; driver peak private "
-              f"(RssAnon) {m['RssAnon']:.2f} GB, total {m['VmRSS']:.2f} GB", flush=True)
+              f"(RssAnon) {m['RssAnon']:.2f} GB (Arrow buffers {m['Arrow']:.2f} GB), total {m['VmRSS']:.2f} GB",
+              flush=True)
     first, last = runs[0], runs[-1]
     return (f"ingest_rows_per_s_per_core={last['rows_per_s'] / workers:.0f} "
             f"driver_cpu_share={max(r['driver_cpu_share'] for r in runs):.3f} "
