@@ -104,3 +104,21 @@ def test_a_corrupt_row_group_is_one_quarantined_record(tmp_path: Path) -> None:
     records = read_block(blocks[0])
     assert len(records) == 1 and records[0]["line"] == 1
     assert records[0]["error"].startswith("unreadable Parquet row groups 0..0 (rows from 1): ")
+
+
+def test_a_local_parquet_file_reads_back_whole_and_in_order(ray_local, tmp_path: Path) -> None:
+    """read_local_parquet (embed and cluster assignment): every row once, in file order, only the asked columns,
+    for blocks of one or several row groups and batches that do not divide them."""
+    from lead_ray.data.local_parquet import read_local_parquet
+
+    n = 1000
+    table = pa.table({"id": np.arange(n, dtype=np.int64), "text": [f"row {i}" for i in range(n)],
+                      "other": np.ones(n)})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=128)  # 8 row groups, the last one short
+    for block_bytes, rows_per_block in ((1, 50), (3000, 128), (1 << 30, 999)):
+        ds = read_local_parquet(tmp_path / "t.parquet", ["id", "text"], rows_per_block, block_bytes=block_bytes)
+        ds.context.execution_options.preserve_order = True
+        got = pa.concat_tables(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+        assert got.column_names == ["id", "text"]
+        assert got.column("id").to_pylist() == list(range(n)), block_bytes
+        assert got.column("text").to_pylist() == table.column("text").to_pylist()

@@ -26,6 +26,7 @@ from lead_ray.data.store import StoreWriter
 from lead_ray.data.tokenize import tokenize_messages
 from lead_ray.models.load import load_tokenizer
 from lead_ray.runtime.console import Progress
+from lead_ray.runtime.ray_init import on_driver_node
 
 EXTENSIONS = (".jsonl", ".json", ".parquet")
 RAW_PREVIEW = 500
@@ -136,7 +137,7 @@ def plan_blocks(files: list[str], block_bytes: int = BLOCK_BYTES) -> list[dict[s
         if path.endswith(".jsonl") and size > block_bytes:
             blocks += _jsonl_blocks(path, size, block_bytes)
         elif path.endswith(".parquet"):
-            blocks += _parquet_blocks(path, block_bytes)
+            blocks += parquet_blocks(path, block_bytes)
         else:
             blocks.append({"path": path, "kind": "file", "start": 0, "end": size, "first_line": 1})
     return blocks
@@ -161,7 +162,8 @@ def _jsonl_blocks(path: str, size: int, block_bytes: int) -> list[dict[str, Any]
     return blocks
 
 
-def _parquet_blocks(path: str, block_bytes: int) -> list[dict[str, Any]]:
+def parquet_blocks(path: str, block_bytes: int) -> list[dict[str, Any]]:
+    """Runs of whole row groups of about `block_bytes` each (from the footer), each with its first row's number."""
     try:
         meta = pq.ParquetFile(path).metadata
     except Exception:  # unreadable: one block, quarantined whole when it is read
@@ -370,7 +372,8 @@ def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     blocks = plan_blocks(files, block_bytes)
-    ds = ray.data.from_items(blocks, override_num_blocks=len(blocks)).flat_map(read_block)
+    # the input files are on the driver's disk: their reads stay on its node
+    ds = ray.data.from_items(blocks, override_num_blocks=len(blocks)).flat_map(read_block, **on_driver_node())
     ds = ds.map_batches(Tokenize, fn_constructor_args=(tokenizer_path, max_length, trust_remote_code),
                         batch_size=256, compute=ray.data.ActorPoolStrategy(size=concurrency))
     ds.context.execution_options.preserve_order = True  # rows arrive in (file, line) order, streamed: no sort

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lead_ray.data.local_parquet import read_local_parquet
 from lead_ray.prep.embed import embedding_matrix
 
 
@@ -83,7 +84,7 @@ def assign_clusters(embeddings_path: Path, centroids: np.ndarray, n: int, concur
     """Cluster id per pool row (indexed by id), assigned in a Ray Data `map_batches` stage."""
     import ray
 
-    ds = ray.data.read_parquet(str(embeddings_path), override_num_blocks=max(1, n // 8192))
+    ds = read_local_parquet(embeddings_path, ["id", "embedding"], 8192)
     ds = ds.map_batches(AssignCentroids, fn_constructor_args=(centroids,), batch_size=8192, batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(size=concurrency))
     out = np.full(n, -1, dtype=np.int64)

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lead_ray.data.local_parquet import read_local_parquet
 from lead_ray.models.load import cpu_threads
 from lead_ray.runtime.console import Progress
 
@@ -72,15 +73,15 @@ def rows_per_block(batch_size: int) -> int:
 
 def embed_pool(pool_dir: Path | str, out_path: Path, *, model: str, batch_size: int, concurrency: int,
                num_gpus: float = 0, trust_remote_code: bool = False) -> dict[str, float]:
-    """Write `id, embedding` for every pool row to `out_path`. Returns the dimension, the wall time, and the
-    steady-state rows/s (from the second block back to the last: without the actors' start-up, and without the
-    first block's extra latency, which made short runs look faster than the model)."""
+    """Write `id, embedding` for every row of the driver's `pool_dir` to `out_path`. Returns the dimension, the wall
+    time, and the steady-state rows/s (from the second block back to the last: without the actors' start-up, and
+    without the first block's extra latency, which made short runs look faster than the model)."""
     import ray
 
-    path = f"{pool_dir}/pool.parquet"  # a local folder or a cloud URI: Ray Data's readers run on any node
-    n = ray.data.read_parquet(path, columns=["id"]).count()
+    path = Path(pool_dir) / "pool.parquet"
+    n = pq.ParquetFile(path).metadata.num_rows
     block = rows_per_block(batch_size)
-    ds = ray.data.read_parquet(path, columns=["id", "messages"])
+    ds = read_local_parquet(path, ["id", "messages"], block)
     ds = ds.repartition(target_num_rows_per_block=block)  # blocks stream back: progress while it runs
     ds.context.execution_options.preserve_order = True  # written in id order: enriched.parquet streams alongside
     ds = ds.map_batches(Embedder, fn_constructor_args=(model, batch_size, trust_remote_code, concurrency),

@@ -69,7 +69,7 @@ def prepare(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, in
     if need_embeddings:
         keys["embed"] = stage_key(ingest_key, cfg.embedding_model)
         run_stage("embed", prep_dir / "embeddings.parquet", keys["embed"],
-                  lambda tmp: embed_pool(sources.pool, tmp, model=cfg.embedding_model,
+                  lambda tmp: embed_pool(pool_dir, tmp, model=cfg.embedding_model,
                                          batch_size=cfg.embedding_batch_size, concurrency=cfg.embedding_concurrency,
                                          num_gpus=num_gpus, trust_remote_code=cfg.trust_remote_code), log)
 

@@ -88,3 +88,13 @@ def check_resources(cfg: LeadConfig) -> None:
     if have.get("CPU", 0) < cfg.num_workers:
         raise ConfigError(f"config key 'num_workers': {cfg.num_workers} workers need a CPU each, the local "
                           f"instance has {have.get('CPU', 0):g} (raise num_cpus)")
+
+
+
+def on_driver_node() -> dict:
+    """Ray remote args that keep a task or actor on the driver's node (its `ray.io/node-id` label): for work on the
+    driver's local files (a multi-node cluster has no shared filesystem) and for actors whose outputs land next to
+    the driver."""
+    import ray
+
+    return {"label_selector": {"ray.io/node-id": ray.get_runtime_context().get_node_id()}}

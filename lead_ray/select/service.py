@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import ray
 
+from lead_ray.runtime.ray_init import on_driver_node
 from lead_ray.select.journal import SelectionJournal
 from lead_ray.select.metrics import ServiceMetrics
 from lead_ray.select.params import SelectionParams
@@ -126,12 +127,8 @@ def start_service(enriched_path: str, params: SelectionParams | dict[str, Any], 
     """Create the actor on the driver's node (outputs land next to the driver), using no CPU slot; `journal` is the
     folder (path or cloud URI) its round records go to. Calls to a
     restarting actor are retried (`max_task_retries=-1`), so callers see a pause, not an error."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    node = ray.get_runtime_context().get_node_id()
     actor = ray.remote(num_cpus=0)(SelectionService)
     service = actor.options(name=name, max_restarts=max_restarts, max_task_retries=-1 if max_restarts else 0,
-                            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
-        enriched_path, params, journal, run)
+                            **on_driver_node()).remote(enriched_path, params, journal, run)
     ray.get(service.restore.remote(None))  # round 0, before anyone else calls it (a bad pool fails here)
     return service
