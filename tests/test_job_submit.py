@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -21,10 +22,25 @@ from tests.test_e2e import check_run_outputs
 pytestmark = pytest.mark.slow
 
 
+_TAKEN: set[int] = set()
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range (32768+) and above Ray's worker ports (10002-19999).
+    A port the kernel handed out (bind to 0) could be handed out again, to any of the new head's processes, before
+    the process we meant it for binds it: the job agent then failed, "No available agent" for every submission."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20000, 32000)
+        if port in _TAKEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _TAKEN.add(port)
+        return port
 
 
 def test_ray_job_submit_tiny(tiny_prepared, tmp_path: Path) -> None:
