@@ -1,11 +1,12 @@
 """`ray job submit` against a real one-box head (every port on loopback, token auth on, as the README shows it):
-jobs/lead.py, and tune/sweep.py with the optuna searcher, unchanged."""
+jobs/lead.py, and tune/sweep.py with the optuna searcher into an S3 bucket (moto's server), unchanged."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,7 +17,9 @@ import pandas as pd
 import pytest
 
 from lead_ray.config import load_config
-from tests.conftest import REPO, seed_prepared
+from lead_ray.runtime.storage import RunStorage
+from tests.conftest import REPO, TINY, seed_prepared
+from tests.test_cloud_storage import check_sweep_in_bucket
 from tests.test_e2e import check_run_outputs
 
 pytestmark = pytest.mark.slow
@@ -43,7 +46,7 @@ def _free_port() -> int:
         return port
 
 
-def test_ray_job_submit_tiny(tiny_prepared, tmp_path: Path) -> None:
+def test_ray_job_submit_tiny(s3_env, tiny_prepared, tmp_path: Path) -> None:
     """Both jobs are seeded with the session's prepared pool. They run from the uploaded working dir, where the
     bundled data files have other paths and times: the stage keys hash the files' contents, so the pool is reused."""
     bin_dir = Path(sys.executable).parent
@@ -69,7 +72,6 @@ def test_ray_job_submit_tiny(tiny_prepared, tmp_path: Path) -> None:
             time.sleep(1)
         out = tmp_path / "out"
         seed_prepared(tiny_prepared, out / "tiny")
-        seed_prepared(tiny_prepared, out / "sw" / "shared")  # the pool the sweep's trials share
         deadline = time.time() + 120
         while True:  # on a loaded machine the job agent can come up after the job server answers
             job = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--",
@@ -85,19 +87,25 @@ def test_ray_job_submit_tiny(tiny_prepared, tmp_path: Path) -> None:
         s = check_run_outputs(out / "tiny", expect_max_uses=4)
         assert json.loads((out / "tiny" / "summary.json").read_text()) == s
 
-        # the optuna searcher over a float and an integer range given by their aliases (b: smoothing, k: num_arms)
+        # the optuna searcher over a float and an integer range given by their aliases (b: smoothing, k: num_arms),
+        # into a bucket (moto's S3 server; the head has its endpoint and keys in its environment), as on a cluster
+        # without shared storage: the trials, Tune's own state and the results land there, nothing in a local folder
+        uri = f"s3://lead-ray-test/{tmp_path.name}"
+        scratch = load_config(TINY, {"output_dir": uri, "run_name": "sw"}).run_dir  # this node's, for the bucket
+        shutil.rmtree(scratch, ignore_errors=True)
+        seed_prepared(tiny_prepared, scratch / "shared")
         space = json.dumps({"b": ["loguniform", 0.05, 0.5], "k": ["uniform", 2, 4]}).replace(" ", "")
         sweep = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--",
                                 "python", "tune/sweep.py", "--config", "configs/tiny.yaml", "--output-dir",
-                                str(out), "--experiment", "sw", "tune_searcher=optuna", "tune_num_samples=2",
+                                uri, "--experiment", "sw", "tune_searcher=optuna", "tune_num_samples=2",
                                 "max_rounds=2", f"tune_space={space}"],
                                cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert sweep.returncode == 0, (sweep.stdout[-3000:], sweep.stderr[-3000:])
         assert "best_config.yaml" in sweep.stdout and "ingest: up to date, skipped" in sweep.stdout
-        table = pd.read_csv(out / "sw" / "trials.csv")
-        assert len(table) == 2 and (table["error"].fillna("") == "").all()
+        check_sweep_in_bucket(RunStorage.at(f"{uri}/sw"), tmp_path, trials=2, experiment="sw")
+        table = pd.read_csv(tmp_path / "trials.csv")
         assert table["smoothing"].between(0.05, 0.5).all() and table["num_arms"].between(2, 4).all()
-        assert load_config(out / "sw" / "best_config.yaml").num_arms in (2, 3, 4)
+        assert not (out / "sw").exists()
     finally:
         _stop_head(port)
 
