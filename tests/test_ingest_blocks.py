@@ -7,6 +7,8 @@ tokenizer actors, and every byte and line of the input must land in exactly one 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import pyarrow.parquet as pq
 
 from lead_ray.data.pool import KeySet, _split_file, discover_files, ingest, plan_blocks, read_block
 from lead_ray.data.store import RowStore
+from tests.conftest import REPO
 
 
 def _jsonl(path: Path) -> bytes:
@@ -122,3 +125,38 @@ def test_a_local_parquet_file_reads_back_whole_and_in_order(ray_local, tmp_path:
         assert got.column_names == ["id", "text"]
         assert got.column("id").to_pylist() == list(range(n)), block_bytes
         assert got.column("text").to_pylist() == table.column("text").to_pylist()
+
+
+ZERO_CPU_HEAD = """
+import sys
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+
+from lead_ray.data.local_parquet import read_local_parquet
+from lead_ray.data.pool import discover_files, ingest
+
+tmp, tokenizer = Path(sys.argv[1]), sys.argv[2]
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+cluster.add_node(num_cpus=2)
+ray.init(address=cluster.address)
+summary = ingest(discover_files([str(tmp / "in")]), tokenizer, tmp / "pool", max_length=64, eval_fraction=0.3,
+                 block_bytes=100)
+rows = read_local_parquet(tmp / "pool" / "pool.parquet", ["id"], 3, block_bytes=1).count()
+print("KEPT", summary.kept, "READ", rows)
+ray.shutdown()
+cluster.shutdown()
+"""
+
+
+def test_the_drivers_reads_run_on_a_head_without_cpus(tiny_model_path: str, tmp_path: Path) -> None:
+    """A head started with --num-cpus=0 (common on clusters) runs the driver; the reads of its files are pinned to
+    it, so they must take no CPU slot, or they could never be scheduled. A cluster of its own, in a subprocess."""
+    (tmp_path / "in").mkdir()
+    _jsonl(tmp_path / "in" / "a.jsonl")
+    proc = subprocess.run([sys.executable, "-c", ZERO_CPU_HEAD, str(tmp_path), tiny_model_path], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kept = len(pq.read_table(tmp_path / "pool" / "pool.parquet"))
+    assert f"KEPT {kept} READ {kept}" in proc.stdout and kept > 30

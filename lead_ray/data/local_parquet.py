@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lead_ray.data.pool import BLOCK_BYTES, parquet_blocks
-from lead_ray.runtime.ray_init import on_driver_node
+from lead_ray.runtime.ray_init import reads_on_driver_node
 
 
 def read_local_parquet(path: Path | str, columns: list[str], rows_per_block: int, block_bytes: int = BLOCK_BYTES):
@@ -27,7 +27,7 @@ def read_local_parquet(path: Path | str, columns: list[str], rows_per_block: int
     blocks = parquet_blocks(str(path), block_bytes)
     read = partial(_read_row_groups, columns=columns, rows_per_block=rows_per_block)
     return ray.data.from_items(blocks, override_num_blocks=len(blocks)).map_batches(
-        read, batch_size=1, batch_format="pyarrow", **on_driver_node())
+        read, batch_size=1, batch_format="pyarrow", **reads_on_driver_node())
 
 
 def _read_row_groups(plan: pa.Table, columns: list[str], rows_per_block: int) -> Iterator[pa.Table]:

@@ -98,3 +98,9 @@ def on_driver_node() -> dict:
     import ray
 
     return {"label_selector": {"ray.io/node-id": ray.get_runtime_context().get_node_id()}}
+
+
+def reads_on_driver_node() -> dict:
+    """`on_driver_node` for Ray Data tasks that only read the driver's files and cut them into blocks (the model
+    work runs in actor pools anywhere): they take no CPU slot, so they run on a head started with `--num-cpus=0`."""
+    return {"num_cpus": 0, **on_driver_node()}
