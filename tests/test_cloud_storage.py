@@ -115,26 +115,3 @@ def test_worker_then_driver_sigkill_resume_from_the_bucket_alone(bucket_run, tmp
                  "resuming the interrupted run", "resumed from checkpoint"):
         assert line in rerun.stdout, line
     assert selections(storage, tmp_path).equals(selections(reference, tmp_path / "ref"))
-
-
-def check_sweep_in_bucket(store: RunStorage, tmp_path: Path, trials: int, experiment: str) -> None:
-    """A Tune sweep whose output_dir is the bucket (tests/test_job_submit.py submits one): its results, its shared
-    pool, each trial's run and Tune's own state (for a resume) are there. Leaves trials.csv in `tmp_path`."""
-    for name in ("trials.csv", "best_config.yaml", "sweep.json", "shared/prep/enriched.parquet",
-                 "shared/pool/pool.arrow"):
-        assert store.exists(*name.split("/")), name
-    store.download(tmp_path / "trials.csv", "trials.csv")
-    store.download(tmp_path / "best_config.yaml", "best_config.yaml")
-    import pandas as pd
-
-    table = pd.read_csv(tmp_path / "trials.csv")
-    assert len(table) == trials and (table["error"].fillna("") == "").all()
-    for trial_id, stopped in zip(table["trial_id"], table["stopped_early"]):  # each trial is a run in the bucket
-        trial = RunStorage(store.fs, store.path("trials", trial_id))
-        assert checkpoints(trial), trial_id
-        assert stopped or (trial.exists("summary.json") and trial.exists("selections.parquet")), trial_id
-    assert not table["stopped_early"].all()
-    infos = store.fs.get_file_info(pafs.FileSelector(store.path("tune", experiment)))
-    assert any(i.base_name.startswith("experiment_state") for i in infos)
-    best = load_config(tmp_path / "best_config.yaml")
-    assert (best.smoothing, best.num_arms) in set(zip(table["smoothing"], table["num_arms"]))

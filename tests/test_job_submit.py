@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.fs as pafs
 import pytest
 
 from lead_ray.config import load_config
 from lead_ray.runtime.storage import RunStorage
 from tests.conftest import REPO, TINY, seed_prepared
-from tests.test_cloud_storage import check_sweep_in_bucket
+from tests.test_cloud_storage import checkpoints
 from tests.test_e2e import check_run_outputs
 
 pytestmark = pytest.mark.slow
@@ -108,6 +109,27 @@ def test_ray_job_submit_tiny(s3_env, tiny_prepared, tmp_path: Path) -> None:
         assert not (out / "sw").exists()
     finally:
         _stop_head(port)
+
+
+def check_sweep_in_bucket(store: RunStorage, tmp_path: Path, trials: int, experiment: str) -> None:
+    """A Tune sweep whose output_dir is the bucket: its results, its shared pool, each trial's run and Tune's own
+    state (for a resume) are there. Leaves trials.csv in `tmp_path`."""
+    for name in ("trials.csv", "best_config.yaml", "sweep.json", "shared/prep/enriched.parquet",
+                 "shared/pool/pool.arrow"):
+        assert store.exists(*name.split("/")), name
+    store.download(tmp_path / "trials.csv", "trials.csv")
+    store.download(tmp_path / "best_config.yaml", "best_config.yaml")
+    table = pd.read_csv(tmp_path / "trials.csv")
+    assert len(table) == trials and (table["error"].fillna("") == "").all()
+    for trial_id, stopped in zip(table["trial_id"], table["stopped_early"]):  # each trial is a run in the bucket
+        trial = RunStorage(store.fs, store.path("trials", trial_id))
+        assert checkpoints(trial), trial_id
+        assert stopped or (trial.exists("summary.json") and trial.exists("selections.parquet")), trial_id
+    assert not table["stopped_early"].all()
+    infos = store.fs.get_file_info(pafs.FileSelector(store.path("tune", experiment)))
+    assert any(i.base_name.startswith("experiment_state") for i in infos)
+    best = load_config(tmp_path / "best_config.yaml")
+    assert (best.smoothing, best.num_arms) in set(zip(table["smoothing"], table["num_arms"]))
 
 
 def _stop_head(port: int) -> None:
