@@ -88,6 +88,11 @@ class LeadConfig:
     loss_change_sketch_dim: int = 65536  # ḡ and u longer than this travel as a CountSketch of this size; 0: exact
     uniform_arms: bool = False
     reuse_after_budget: bool = False  # after the unique budget: keep training the chosen rows up to max_uses each
+    quota: str = "floor"  # rows per (arm, group) cell: floor (max(1, ⌊r·|cell|⌋)) | proportional (⌊r·eligible⌋ per arm)
+    arm_allocation: str = "sample"  # sample: EXP3 draws arms_per_round arms | proportional: every arm, p_k of the round
+    truncate_top: float = 0.0  # loss truncation: skip this top share of each cell's eligible rows by IDU
+    demote_after: int = 0  # demote rows whose loss did not fall by their m-th use (0: off); their budget is refunded
+    ifd_max: float | None = None  # rows with IFD above this are never selected (null: no threshold)
     # training
     num_workers: int = 1
     use_gpu: bool = False
@@ -168,6 +173,15 @@ class LeadConfig:
         need(self.max_rounds >= 1, "max_rounds", "must be >= 1")
         need(1 <= self.arms_per_round <= self.num_arms, "arms_per_round", "must be in [1, num_arms]")
         need(self.arm_reference in ("last", "first"), "arm_reference", "must be 'last' or 'first'")
+        need(self.quota in ("floor", "proportional"), "quota", "must be floor or proportional")
+        need(self.arm_allocation in ("sample", "proportional"), "arm_allocation", "must be sample or proportional")
+        need(self.arm_allocation == "sample" or self.quota == "proportional", "arm_allocation",
+             "proportional needs quota: proportional")
+        need(0.0 <= self.truncate_top < 1.0, "truncate_top", "must be in [0, 1)")
+        need(self.demote_after == 0 or self.demote_after >= 2, "demote_after", "must be 0 (off) or >= 2")
+        need(self.demote_after <= self.max_uses, "demote_after", "must be <= max_uses")
+        need(self.ifd_max is None or self.ifd_max > 0, "ifd_max", "must be > 0 or null")
+        need(self.ifd_max is None or self.ifd_model != "none", "ifd_max", "needs IFD scores (ifd_model warmup or base)")
         need(self.num_workers >= 1, "num_workers", "must be >= 1")
         need(bool(self.report_to) and set(self.report_to) <= {"none", *TRACKERS}
              and ("none" not in self.report_to or len(self.report_to) == 1), "report_to",

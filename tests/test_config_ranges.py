@@ -24,6 +24,8 @@ VALID = {
     "max_grad_norm": {"0"},  # no clipping
     "max_failures": {"0", "-1"},  # no restarts; unlimited
     "loss_change_sketch_dim": {"0"},  # exact vectors
+    "truncate_top": {"0"},  # no loss truncation
+    "demote_after": {"0"},  # no demotion
 }
 
 

@@ -2,6 +2,10 @@
 
 Each arm's reward is the mean IDU drop of its rows in the round (`RoundBook.end_round`), rescaled to [-1, 1] and fed
 to EXP3. `uniform_arms` turns the bandit off (an ablation: arms drawn uniformly).
+
+`arm_allocation: proportional` plays every arm each round with a share p_k of the round's rows (r·eligible rows in
+all), so coverage does not hang on a few draws. Every arm's reward is then observed, and the weights follow the
+full-information update (Hedge: no 1/p_k importance weight).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from lead_ray.select.bandit import Exp3
-from lead_ray.select.coarse_to_fine import coarse_to_fine
+from lead_ray.select.coarse_to_fine import coarse_to_fine, largest_remainder
 from lead_ray.select.rounds import RoundBook, RoundPlan
 
 
@@ -31,8 +35,19 @@ class LeadSelector(RoundBook):
         ok = self.eligible_mask()
         eligible = [m[ok[m]] for m in self.members]
         available = np.array([len(e) > 0 for e in eligible])
-        arms, probs = self.bandit.choose(available, self.params.arms_per_round)
-        ids, ids_arm = coarse_to_fine(arms, eligible, self.group, self.idu, self.cell_size, self.sample_rate)
+        p = self.params
+        totals = None
+        if p.arm_allocation == "proportional":
+            probs = self.bandit.probabilities(available)
+            arms = np.flatnonzero(probs > 0)
+            size = max(1, int(np.floor(p.sample_rate * sum(len(e) for e in eligible))))
+            totals = largest_remainder(size, probs[arms])
+            arms = arms[totals > 0]
+            totals = totals[totals > 0]
+        else:
+            arms, probs = self.bandit.choose(available, p.arms_per_round)
+        ids, ids_arm = coarse_to_fine(arms, eligible, self.group, self.idu, self.cell_size, p.sample_rate,
+                                      quota=p.quota, truncate_top=p.truncate_top, arm_totals=totals)
         keep = self.within_budget(ids, self.idu)
         return self.start_round(ids[keep], ids_arm[keep], probs)
 
@@ -42,7 +57,8 @@ class LeadSelector(RoundBook):
     def arm_reward(self, arm: int, reward: float, plan: RoundPlan) -> dict[str, Any]:
         scaled = self.bandit.rescale(reward)
         if not self.params.uniform_arms:
-            self.bandit.update(arm, scaled, float(plan.arm_probs[arm]))
+            full_information = self.params.arm_allocation == "proportional"
+            self.bandit.update(arm, scaled, 1.0 if full_information else float(plan.arm_probs[arm]))
         return {"scaled_reward": scaled}
 
     def strategy_state(self) -> dict[str, Any]:

@@ -24,6 +24,11 @@ class SelectionParams:
     uniform_arms: bool = LeadConfig.uniform_arms
     use_correction: bool = LeadConfig.use_correction
     reuse_after_budget: bool = LeadConfig.reuse_after_budget
+    quota: str = LeadConfig.quota
+    arm_allocation: str = LeadConfig.arm_allocation
+    truncate_top: float = LeadConfig.truncate_top
+    demote_after: int = LeadConfig.demote_after
+    ifd_max: float | None = LeadConfig.ifd_max
     seed: int = LeadConfig.seed
     round_size: int | None = None  # static and iterative_rescore: rows per round (None: as large as LEAD's)
 

@@ -55,6 +55,8 @@ class RoundBook:
         self.arm = np.asarray(arm, dtype=np.int64)
         self.group = np.asarray(group, dtype=np.int64)
         self.uses = np.zeros(n, dtype=np.int32)
+        self.first_loss = np.full(n, np.nan)  # each row's loss at its first use (demote_after)
+        self.demoted = np.zeros(n, dtype=bool)  # rows whose loss did not fall: never again selected, budget refunded
         num_groups = int(self.group.max(initial=-1)) + 1
         self.cell_size = np.zeros((p.num_arms, max(num_groups, 1)), dtype=np.int64)  # rows per (arm, group)
         sel = self.arm >= 0
@@ -80,12 +82,13 @@ class RoundBook:
 
     @property
     def num_unique(self) -> int:
-        return int((self.uses > 0).sum())
+        """Unique rows trained, less the demoted ones (their budget is refunded)."""
+        return int(((self.uses > 0) & ~self.demoted).sum())
 
     def eligible_mask(self) -> np.ndarray:
-        """Rows a round may take: selectable, used fewer than `max_uses` times, and, once the unique budget is
-        spent (only reachable with `reuse_after_budget`), already used."""
-        ok = (self.arm >= 0) & (self.uses < self.max_uses)
+        """Rows a round may take: selectable, not demoted, used fewer than `max_uses` times, and, once the unique
+        budget is spent (only reachable with `reuse_after_budget`), already used."""
+        ok = (self.arm >= 0) & (self.uses < self.max_uses) & ~self.demoted
         if self.num_unique >= self.budget:
             ok &= self.uses > 0
         return ok
@@ -179,6 +182,9 @@ class RoundBook:
             if self.params.arm_reference == "last" or int(k) not in self.arm_round:
                 self.arm_round[int(k)], self.arm_round_of[int(k)] = direction, plan.round
         self.prev = direction
+        demoted = self.note_losses(plan.ids, losses)
+        if self.params.demote_after:
+            stats["num_demoted"] = demoted
         after = self.idu[plan.ids]
         self.log.append({"round": np.full(len(plan.ids), plan.round, dtype=np.int64), "id": plan.ids,
                          "arm": plan.arms, "group": self.group[plan.ids], "idu_before": before,
@@ -191,6 +197,18 @@ class RoundBook:
         self.round += 1
         self.plan = None
         return stats
+
+    def note_losses(self, ids: np.ndarray, losses: np.ndarray) -> int:
+        """Keep each row's first loss; with `demote_after` = m, demote a row whose loss at its m-th (or a later)
+        use is not below its first: a wrong answer's loss does not fall with training, a learnable row's does.
+        Returns how many rows are demoted in all."""
+        first = np.isnan(self.first_loss[ids])
+        self.first_loss[ids[first]] = losses[first]
+        m = self.params.demote_after
+        if m:
+            stuck = ~first & (self.uses[ids] >= m) & (losses >= self.first_loss[ids])
+            self.demoted[ids[stuck]] = True
+        return int(self.demoted.sum())
 
     def arm_reward(self, arm: int, reward: float, plan: RoundPlan) -> dict[str, Any]:
         """Hook for a strategy that learns from an arm's reward (LEAD's bandit); returns extra arm stats."""
@@ -235,6 +253,7 @@ class RoundBook:
                 raise ValueError(f"selection state: expected round {self.round}, found round {meta['round']}")
             ids = np.asarray(a["id"], dtype=np.int64)
             self.uses[ids] += 1
+            self.note_losses(ids, np.asarray(a["loss"], dtype=np.float64))
             self.idu[ids] = a["idu_after"]
             self.log.append({"round": np.full(len(ids), self.round, dtype=np.int64),
                              **{k: a[k] for k in LOG_COLUMNS if k != "round"}})

@@ -25,6 +25,8 @@ def columns_needed(params: SelectionParams) -> list[str]:
     extra = {"longest": ["n_response_tokens"], "static_ifd": ["ifd"]}.get(params.selector, [])
     if params.selector == "lead" and params.utility == "learnable":
         extra = ["ref_loss"]
+    if params.ifd_max is not None and "ifd" not in extra:
+        extra = [*extra, "ifd"]
     return ["id", "arm", "group", "iu0", *extra]
 
 
@@ -33,6 +35,8 @@ def build_selector(columns: dict[str, np.ndarray], params: SelectionParams | dic
     p = params if isinstance(params, SelectionParams) else SelectionParams(**params)
     iu0 = np.asarray(columns["iu0"], dtype=np.float64)
     arm, group = np.asarray(columns["arm"], dtype=np.int64), np.asarray(columns["group"], dtype=np.int64)
+    if p.ifd_max is not None:  # an IFD threshold: rows above it are not selectable, as held-out rows are not
+        arm = np.where(np.asarray(columns["ifd"], dtype=np.float64) > p.ifd_max, -1, arm)
     kw = p.to_dict()
     if p.selector == "lead":
         reference = np.asarray(columns["ref_loss"], dtype=np.float64) if p.utility == "learnable" else None

@@ -1,0 +1,176 @@
+"""The noise-robustness options of LEAD's selection (issue 25), by hand: proportional quota, loss truncation,
+demotion with refund, proportional arm allocation, the IFD threshold. Expected values are worked out in the
+comments, not by calling the code under test. Pure NumPy, no Ray: milliseconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lead_ray.config import ConfigError, load_config
+from lead_ray.select.coarse_to_fine import coarse_to_fine, group_quota, largest_remainder, top_k_per_group
+from lead_ray.select.lead import LeadSelector
+from lead_ray.select.params import SelectionParams
+from lead_ray.select.strategies import build_selector, columns_needed
+
+
+def test_largest_remainder_by_hand() -> None:
+    # 10 over weights 5:3:2 = 5, 3, 2 exactly; 7 over 1:1:1 = 2.33 each -> 2, 2, 2 and one more to the first
+    assert largest_remainder(10, np.array([5, 3, 2])).tolist() == [5, 3, 2]
+    assert largest_remainder(7, np.array([1, 1, 1])).tolist() == [3, 2, 2]
+    # 4 over 0.1:0.45:0.45 -> 0.4, 1.8, 1.8 -> floors 0, 1, 1; remainders .4 .8 .8 -> the two .8s
+    assert largest_remainder(4, np.array([0.1, 0.45, 0.45])).tolist() == [0, 2, 2]
+    assert largest_remainder(3, np.zeros(2)).tolist() == [0, 0]
+
+
+def test_proportional_quota_follows_group_sizes() -> None:
+    # one arm with groups of 300, 100, 0 and 20 eligible rows; r = 0.015: floor would give 4, 1, 1 (empty group
+    # too, though top-k finds no row there), 1 = one row per small cell; proportional: ⌊0.015·420⌋ = 6 rows,
+    # 6·300/420 = 4.29, 1.43, 0, 0.29 -> floors 4, 1, 0, 0 and the one left to the largest remainder (1.43 -> 2)
+    sizes = np.array([300, 100, 0, 20])
+    assert group_quota("floor", sizes, sizes, 0.015).tolist() == [4, 1, 1, 1]
+    assert group_quota("proportional", sizes, sizes, 0.015).tolist() == [4, 2, 0, 0]
+    # a small arm still gives one row: ⌊0.015·20⌋ = 0 -> 1, to the only group
+    assert group_quota("proportional", np.array([0, 20]), np.array([0, 20]), 0.015).tolist() == [0, 1]
+
+
+def test_truncation_skips_the_top_of_each_group() -> None:
+    # group 0: scores 9, 8, 7, 6, 5 (ids 0-4); group 1: 4, 3 (ids 5, 6). Skip 2 and 0, take 2 and 1:
+    # group 0 gives ids 2, 3 (scores 7, 6), group 1 gives id 5
+    ids, groups = np.arange(7), np.array([0, 0, 0, 0, 0, 1, 1])
+    scores = np.array([9.0, 8, 7, 6, 5, 4, 3])
+    assert top_k_per_group(ids, groups, scores, np.array([2, 1]), np.array([2, 0])).tolist() == [2, 3, 5]
+    # through coarse_to_fine: truncate_top 0.4 skips ⌊0.4·5⌋ = 2 of group 0 and ⌊0.4·2⌋ = 0 of group 1
+    cell = np.array([[5, 2]])
+    got, arm = coarse_to_fine(np.array([0]), [ids], groups, scores, cell, 0.4, truncate_top=0.4)
+    # floor quota: max(1, ⌊0.4·5⌋) = 2 and max(1, ⌊0.4·2⌋) = 1
+    assert got.tolist() == [2, 3, 5] and arm.tolist() == [0, 0, 0]
+
+
+def test_truncation_leaves_enough_rows_for_the_quota() -> None:
+    # 3 rows, quota 2, truncate 0.9 would skip 2: only 1 may be skipped so 2 are still taken (ids 1, 2)
+    ids, groups, scores = np.arange(3), np.zeros(3, dtype=np.int64), np.array([3.0, 2, 1])
+    got, _ = coarse_to_fine(np.array([0]), [ids], groups, scores, np.array([[3]]), 0.7, truncate_top=0.9)
+    assert got.tolist() == [1, 2]
+
+
+def _selector(**kw) -> LeadSelector:
+    base = dict(num_arms=1, gamma=0.1, smoothing=1.0, sample_rate=0.5, max_uses=4, budget=3, max_rounds=20, seed=0)
+    return LeadSelector(np.array([5.0, 4.0, 3.0, 2.0]), np.zeros(4, np.int64), np.zeros(4, np.int64),
+                        **{**base, **kw})
+
+
+def test_demotion_refunds_the_budget_and_skips_the_row() -> None:
+    # quota ⌊0.5·4⌋ = 2: round 0 takes ids 0, 1 (IDU 5, 4). Their losses 5 and 4; b = 1, so IDU := loss.
+    sel = _selector(demote_after=2)
+    plan = sel.next_round()
+    assert plan.ids.tolist() == [0, 1]
+    sel.report(plan.ids, np.array([5.0, 4.0]))
+    sel.end_round(np.zeros(2), np.zeros(2))
+    assert sel.num_unique == 2 and sel.demoted.sum() == 0
+    # round 1: IDU 5, 4, 3, 2 again -> ids 0, 1 (second use). Row 0's loss stays 5 (did not fall): demoted;
+    # row 1's falls to 1: kept.
+    plan = sel.next_round()
+    assert plan.ids.tolist() == [0, 1]
+    sel.report(plan.ids, np.array([5.0, 1.0]))
+    stats = sel.end_round(np.zeros(2), np.zeros(2))
+    assert stats["num_demoted"] == 1 and sel.demoted.tolist() == [True, False, False, False]
+    # the refund: 1 unique row counts (row 1), so 2 new ones still fit in the budget of 3
+    assert sel.num_unique == 1
+    # round 2: eligible ids 1 (IDU 1), 2 (3), 3 (2): the top 2 are ids 2 and 3, both new, and row 0 never again
+    plan = sel.next_round()
+    assert plan.ids.tolist() == [2, 3]
+    sel.report(plan.ids, np.array([3.0, 2.0]))
+    sel.end_round(np.zeros(2), np.zeros(2))
+    assert sel.num_unique == 3 and sel.next_round() is None and sel.stop_reason == "budget"
+
+
+def test_demotion_state_comes_back_from_the_round_records() -> None:
+    sel, records = _selector(demote_after=2, budget=4), []
+    for losses in ([5.0, 4.0], [6.0, 1.0]):
+        plan = sel.next_round()
+        sel.report(plan.ids, np.array(losses))
+        sel.end_round(np.zeros(2), np.zeros(2))
+        records.append(sel.round_record())
+    again = _selector(demote_after=2, budget=4)
+    again.load_rounds(records)
+    assert again.demoted.tolist() == sel.demoted.tolist() == [True, False, False, False]
+    assert again.num_unique == sel.num_unique == 1
+    assert np.array_equal(again.next_round().ids, sel.next_round().ids)
+
+
+def test_proportional_allocation_plays_every_arm_by_its_probability() -> None:
+    # 2 arms of 100 rows each, one group; r = 0.1 -> a round of ⌊0.1·200⌋ = 20 rows; p = 0.5, 0.5 -> 10 and 10
+    n = 200
+    arm = np.repeat([0, 1], 100)
+    sel = LeadSelector(np.linspace(1, 2, n), arm, np.zeros(n, np.int64), num_arms=2, gamma=0.1, smoothing=0.1,
+                       sample_rate=0.1, max_uses=4, budget=100, max_rounds=5, seed=0, quota="proportional",
+                       arm_allocation="proportional")
+    plan = sel.next_round()
+    assert np.bincount(plan.arms, minlength=2).tolist() == [10, 10]
+    # the top IDU of each arm: arm 0 ids 90-99, arm 1 ids 190-199
+    assert sorted(plan.ids.tolist()) == [*range(90, 100), *range(190, 200)]
+    sel.report(plan.ids, np.where(plan.ids < 100, 0.0, 2.0))  # arm 0's loss fell more: its reward is higher
+    stats = sel.end_round(np.zeros(2), np.zeros(2))
+    # rewards (b = 0.1): mean of 0.1·(IDU - loss): arm 0 over ids 90-99, arm 1 over ids 190-199
+    idu0 = np.linspace(1, 2, n)
+    r0, r1 = (0.1 * (idu0[90:100] - 0.0)).mean(), (0.1 * (idu0[190:200] - 2.0)).mean()
+    assert [a["reward"] for a in stats["arms"]] == pytest.approx([r0, r1])
+    # scaled: first raw, then seen {r0, r1}: r1 is the minimum -> -1. Full information: log w += η·R̂ with η = γ/K
+    eta = 0.1 / 2
+    w = np.array([eta * r0, eta * -1.0])
+    p = 0.9 * np.exp(w - w.max()) / np.exp(w - w.max()).sum() + 0.05
+    np.testing.assert_allclose(sel.bandit.probabilities(), p, rtol=1e-12)
+    # and the next round splits 20 rows by those probabilities (largest remainder)
+    plan = sel.next_round()
+    assert np.bincount(plan.arms, minlength=2).tolist() == largest_remainder(20, p).tolist()
+
+
+def test_ifd_threshold_makes_rows_unselectable() -> None:
+    cols = {"id": np.arange(4), "arm": np.zeros(4, np.int64), "group": np.zeros(4, np.int64),
+            "iu0": np.array([4.0, 3, 2, 1]), "ifd": np.array([0.9, 0.5, 0.95, 0.2])}
+    params = SelectionParams(budget=4, num_arms=1, sample_rate=1.0, ifd_max=0.92)
+    assert "ifd" in columns_needed(params)
+    sel = build_selector(cols, params)
+    assert sel.next_round().ids.tolist() == [0, 1, 3]  # id 2 (IFD 0.95 > 0.92) is out
+
+
+@pytest.mark.parametrize("override, key", [
+    ("quota=ceil", "quota"), ("arm_allocation=proportional", "arm_allocation"), ("truncate_top=1.0", "truncate_top"),
+    ("demote_after=1", "demote_after"), ("ifd_max=0", "ifd_max"),
+])
+def test_remedy_options_are_validated(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        load_config(None, [override])
+
+
+def test_diagnostics_by_hand() -> None:
+    from lead_ray.select.screen import kl_divergence, selection_diagnostics
+
+    # pool a, a, b, b (selectable), c (held out: arm -1). Picks: ids 0, 0, 1 (a twice as a sample, once unique)
+    source = np.array(["a", "a", "b", "b", "c"])
+    arm, group = np.array([0, 0, 1, 1, -1]), np.array([0, 1, 0, 1, 0])
+    noisy = np.array([True, False, False, False, False])
+    d = selection_diagnostics(np.array([0, 0, 1]), source, arm, group, noisy)
+    # unique picks 0, 1: both a -> mix (1, 0) against the pool's (0.5, 0.5): KL = 1·ln(1/0.5) = ln 2
+    assert d["source_kl"] == pytest.approx(np.log(2))
+    assert d["source_coverage"] == 0.5  # a of {a, b}
+    assert d["cell_coverage"] == 0.5  # cells (0,0), (0,1) of the four selectable ones
+    assert d["noisy_share_unique"] == 0.5 and d["noisy_share_trained"] == pytest.approx(2 / 3)
+    assert kl_divergence(np.array(["a", "b"]), np.array(["a", "b", "a", "b"])) == 0.0
+
+
+def test_dry_run_spends_the_budget_and_nothing_more() -> None:
+    from lead_ray.select.screen import arm_probability_trace, decaying_loss, dry_run
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    iu0, arm, group = rng.random(n) * 3, rng.integers(0, 7, n), rng.integers(0, 6, n)
+    for kw in ({}, {"quota": "proportional", "arm_allocation": "proportional", "truncate_top": 0.1}):
+        sel = dry_run(LeadSelector(iu0, arm, group, num_arms=7, budget=50, max_rounds=1000, **kw),
+                      decaying_loss(iu0))
+        assert sel.stop_reason == "budget" and sel.num_unique == 50
+        assert sel.uses.max() <= sel.max_uses
+        trace = arm_probability_trace(sel)
+        assert trace.shape == (sel.round, 7)
+        np.testing.assert_allclose(trace.sum(axis=1), 1.0)
