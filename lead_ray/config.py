@@ -28,6 +28,12 @@ class ConfigError(LeadRayError, ValueError):
 
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")  # report_to values besides none (lead_ray/runtime/tracking.py)
+# the LEAD paper's selection settings (arXiv 2505.07437) as lead-ray first implemented them: `preset: paper` puts
+# them under whatever keys a config sets itself (README "Selection quality" measures both)
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"quota": "floor", "arm_allocation": "sample", "arms_per_round": 1, "truncate_top": 0.0,
+              "demote_after": 0, "ifd_max": None, "smoothing": 0.1, "sample_rate": 0.015, "utility": "lead"},
+}
 SELECTORS = ("lead", "random", "full", "longest", "static_iu", "static_ifd", "iterative_rescore")  # lead_ray/select
 
 
@@ -69,8 +75,10 @@ class LeadConfig:
     ifd_model: str = "warmup"  # warmup (a short LoRA fine-tune on warmup_fraction of the pool) | base | none
     ifd_above_one: str = "exclude"  # IFD > 1 (the instruction makes the answer less likely): exclude | cap (to 1)
     warmup_fraction: float = 0.01
+    warmup_rows: str = "selectable"  # reserved: the warm-up trains on a seeded reference split never selected after
     store_embeddings: bool = False  # also put the embedding column into enriched.parquet
     # selection (names from the LEAD paper; README "The LEAD signal")
+    preset: str | None = None  # paper: the paper's selection settings (PRESETS) under the keys a config sets
     selector: str = "lead"
     num_arms: int = 7
     gamma: float = 0.1
@@ -142,6 +150,7 @@ class LeadConfig:
         need(0.0 <= self.eval_fraction < 1.0, "eval_fraction", "must be in [0, 1)")
         need(self.dedup in ("exact", "none"), "dedup", "must be exact or none")
         need(self.max_samples is None or self.max_samples > 0, "max_samples", "must be > 0 or null")
+        need(self.preset is None or self.preset in PRESETS, "preset", f"must be null or one of {', '.join(PRESETS)}")
         need(self.selector in SELECTORS, "selector", f"must be one of {', '.join(SELECTORS)}")
         need(self.scoring_backend in ("hf", "vllm"), "scoring_backend", "must be hf or vllm")
         need(self.group_by in ("embedding", "source"), "group_by", "must be embedding or source")
@@ -150,6 +159,9 @@ class LeadConfig:
         need(self.ifd_model != "none" or self.arm_by != "ifd", "ifd_model", "none needs arm_by iu0 or embedding")
         need(self.ifd_model != "none" or self.selector != "static_ifd", "ifd_model", "none cannot rank static_ifd")
         need(0.0 < self.warmup_fraction <= 1.0, "warmup_fraction", "must be in (0, 1]")
+        need(self.warmup_rows in ("selectable", "reserved"), "warmup_rows", "must be selectable or reserved")
+        need(self.warmup_rows == "selectable" or self.ifd_model == "warmup", "warmup_rows",
+             "reserved needs ifd_model: warmup")
         need(self.num_groups >= 1, "num_groups", "must be >= 1")
         need(self.cluster_sample_size >= 1, "cluster_sample_size", "must be >= 1")
         need(self.embedding_batch_size >= 1, "embedding_batch_size", "must be >= 1")
@@ -295,6 +307,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
 
 
 def build_config(values: dict[str, Any]) -> LeadConfig:
+    """A validated config from key: value pairs; a known `preset` supplies the keys they do not set."""
+    preset = values.get("preset")
+    if isinstance(preset, str) and preset in PRESETS:
+        values = {**PRESETS[preset], **values}
     hints = get_type_hints(LeadConfig)
     known = {f.name for f in dataclasses.fields(LeadConfig)}
     kwargs = {}

@@ -113,6 +113,23 @@ def test_prepare_interrupted_after_a_stage_resumes_and_skips_it(ray_local, tmp_p
     np.testing.assert_array_equal(t["ifd"].to_numpy(), np.minimum(first["ifd"], 1.0))
     print(f"train rows with IFD > 1 in the tiny pool: {int(second['ifd_excluded'].sum())}")
 
+    # warmup_rows: reserved (RHO-LOSS's holdout): the warm-up trains on exactly a seeded reference split, once each,
+    # and those rows are never selectable, so every selectable row's ref_loss is from a model that never saw it
+    from lead_ray.prep.prepare import reference_split
+
+    log = _prepare(tmp_path, capsys, num_arms=2, warmup_rows="reserved")
+    assert "warm-up model: done" in log and "score (base model): up to date, skipped" in log
+    t = pq.read_table(prep / "enriched.parquet").to_pandas()
+    train = (t["split"] == "train").to_numpy()
+    reserved = reference_split(train, PREP["warmup_fraction"], 0)
+    assert reserved.sum() == round(PREP["warmup_fraction"] * train.sum()) and not reserved[~train].any()
+    warm_ids = pq.read_table(warm / "selections.parquet").column("id").to_numpy()
+    assert sorted(warm_ids.tolist()) == np.flatnonzero(reserved).tolist()  # the warm-up trained on exactly them
+    arm = t["arm"].to_numpy()
+    assert (arm[reserved] == -1).all()
+    np.testing.assert_array_equal(arm >= 0, train & ~reserved & ~t["ifd_excluded"].to_numpy())
+    assert f"warm-up rows: {int(reserved.sum())} reserved" in log
+
 
 def test_missing_embedding_model_is_one_line_before_any_work(tmp_path: Path) -> None:
     proc = subprocess.run([LEAD_RAY, "prepare", "--config", "configs/tiny.yaml", "--output-dir", str(tmp_path),

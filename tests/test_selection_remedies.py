@@ -174,3 +174,30 @@ def test_dry_run_spends_the_budget_and_nothing_more() -> None:
         trace = arm_probability_trace(sel)
         assert trace.shape == (sel.round, 7)
         np.testing.assert_allclose(trace.sum(axis=1), 1.0)
+
+
+def test_the_paper_preset_sits_under_explicit_keys(tmp_path) -> None:
+    from lead_ray.config import PRESETS
+
+    cfg = load_config(None, ["preset=paper", "truncate_top=0.3"])
+    assert cfg.truncate_top == 0.3  # set explicitly: kept
+    assert (cfg.quota, cfg.arm_allocation, cfg.smoothing) == ("floor", "sample", 0.1)  # from the preset
+    assert {k: getattr(cfg, k) for k in PRESETS["paper"] if k != "truncate_top"} == \
+        {k: v for k, v in PRESETS["paper"].items() if k != "truncate_top"}
+    # a saved config reloads to itself
+    cfg.save(tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+    with pytest.raises(ConfigError, match="preset"):
+        load_config(None, ["preset=papers"])
+
+
+def test_reference_split_is_a_seeded_share_of_the_train_rows() -> None:
+    from lead_ray.prep.prepare import reference_split
+
+    train = np.array([True] * 90 + [False] * 10)
+    a, b = reference_split(train, 0.1, 0), reference_split(train, 0.1, 0)
+    assert a.sum() == 9 and not a[90:].any() and np.array_equal(a, b)  # round(0.1 · 90), train rows only, seeded
+    assert not np.array_equal(a, reference_split(train, 0.1, 1))
+    assert reference_split(train, 0.001, 0).sum() == 1  # at least one row
+    with pytest.raises(ConfigError, match="warmup_rows"):
+        load_config(None, ["warmup_rows=reserved", "ifd_model=base"])

@@ -3,6 +3,7 @@
     embed instructions → faiss spherical k-means → task group   (group_by: embedding | source)
     base model NLL(response | instruction)       → iu0 (IDU_0)
     warm-up LoRA on a random slice → NLL ratio   → ifd, ref_loss (ifd_model: warmup | base | none)
+    warm-up rows (warmup_rows: reserved)         → never selected, so no row is scored by a model that trained on it
     IFD > 1 (a mismatched pair)                  → excluded    (ifd_above_one: exclude | cap)
     1-D k-means on ifd (or iu0, or embeddings)   → arm          (arm_by)
 
@@ -108,9 +109,13 @@ def prepare(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, in
         ifd, ref_loss = _warmup_ifd(cfg, pool_dir, prep_dir, model_path, ingest_key, keys, scoring, log, sources)
     selectable, ifd = apply_ifd_above_one(train, ifd, cfg.ifd_above_one)
     excluded = train & ~selectable
+    if cfg.ifd_model == "warmup" and cfg.warmup_rows == "reserved":
+        reserved = reference_split(train, cfg.warmup_fraction, cfg.seed)
+        selectable &= ~reserved
+        log(f"warm-up rows: {int(reserved.sum())} reserved (the reference model trained on them: never selected)")
 
     keys["enriched"] = stage_key(keys, cfg.group_by, cfg.arm_by, cfg.num_arms, cfg.seed, cfg.store_embeddings,
-                                 cfg.ifd_above_one)
+                                 cfg.ifd_above_one, cfg.warmup_rows)
 
     def build_enriched(tmp: Path) -> None:
         if cfg.group_by == "embedding":
@@ -135,6 +140,16 @@ def prepare(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, in
 
     run_stage("enriched pool", prep_dir / "enriched.parquet", keys["enriched"], build_enriched, log)
     return prep_dir / "enriched.parquet", keys["enriched"]
+
+
+def reference_split(train: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded random `fraction` of the train rows (at least one): the warm-up's rows with `warmup_rows: reserved`,
+    RHO-LOSS's holdout, so the reference loss of every selectable row comes from a model that never trained on it."""
+    rows = np.flatnonzero(train)
+    pick = np.random.default_rng([seed, 2505]).permutation(rows)[: max(1, int(round(fraction * len(rows))))]
+    mask = np.zeros(len(train), dtype=bool)
+    mask[pick] = True
+    return mask
 
 
 def apply_ifd_above_one(train: np.ndarray, ifd: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -176,13 +191,16 @@ def _warmup_ifd(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str
     recipe = {k: getattr(cfg, k) for k in ("learning_rate", "weight_decay", "lr_decay", "lr_decay_every",
                                            "per_device_train_batch_size", "gradient_accumulation_steps",
                                            "max_grad_norm", "lora_rank", "lora_alpha", "lora_dropout", "bf16",
-                                           "sample_rate", "seed", "warmup_fraction")}
+                                           "sample_rate", "seed", "warmup_fraction", "warmup_rows")}
     keys["warmup"] = stage_key(ingest_key, model_path, recipe)
 
     def build_warmup(tmp: Path) -> None:
 
         pool = pq.read_table(pool_dir / "pool.parquet", columns=["id", "split"])
         train = pool.column("split").to_numpy(zero_copy_only=False) == "train"
+        budget = cfg.warmup_fraction  # of the train rows, drawn by the random selector
+        if cfg.warmup_rows == "reserved":  # exactly the reference split, each once
+            train, budget = reference_split(train, cfg.warmup_fraction, cfg.seed), 1.0
         tmp.mkdir(parents=True)
         selectable = tmp / "warmup_pool.parquet"  # one arm, one group: every train row may be drawn
         pq.write_table(pa.table({"id": pool.column("id"), "split": pool.column("split"),
@@ -193,7 +211,7 @@ def _warmup_ifd(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str
         # with cloud storage the warm-up is a run in <run>/warmup, so its workers and checkpoints may be anywhere
         where = {"run_name": "warmup", "output_dir": sources.storage} if sources.storage else \
             {"run_name": "run", "output_dir": str(tmp)}
-        wcfg = dataclasses.replace(cfg, **where, selector="random", budget=cfg.warmup_fraction, max_uses=1,
+        wcfg = dataclasses.replace(cfg, **where, selector="random", budget=budget, max_uses=1,
                                    num_arms=1, arms_per_round=1, use_lora=True, merge_adapter=True,
                                    eval_every_round=False)
         log(f"warm-up: LoRA fine-tune on a random {cfg.warmup_fraction:g} of the train split (selection off)")

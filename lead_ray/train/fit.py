@@ -41,11 +41,11 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
     t_start = started or time.time()
     run_dir, storage = cfg.run_dir, RunStorage.at(cfg.run_uri)
     claim_folder(run_dir)
-    enriched = pq.read_table(prepared.enriched, columns=["id", "split", "ifd_excluded"])
+    enriched = pq.read_table(prepared.enriched, columns=["id", "split", "arm", "ifd_excluded"])
     split = enriched.column("split").to_numpy(zero_copy_only=False)
     eval_ids = enriched.column("id").to_numpy()[split == "eval"]
     excluded = int(enriched.column("ifd_excluded").to_numpy().sum())
-    selectable = int((split == "train").sum()) - excluded
+    selectable = int((enriched.column("arm").to_numpy() >= 0).sum())  # train rows not excluded, nor reserved
     budget = cfg.budget_for(selectable)
     log(f"selection: {selectable} selectable rows" + (f" ({excluded} with IFD > 1 excluded)" if excluded else "")
         + f", budget {budget} unique samples, {cfg.num_arms} arms, gamma {cfg.gamma}, b {cfg.smoothing}")

@@ -1,0 +1,46 @@
+"""bench/quality_regime.py's statistics, by hand: paired differences from random with a 95% t-interval, and the
+headline. (The benchmark itself trains SmolLM2 for hours; its pool has tests/test_quality_regime_pool.py.)"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+import quality_regime  # noqa: E402
+
+
+def _rows() -> list[dict]:
+    rows = []
+    for method, nll, noisy in (("random", [2.0, 2.1, 2.2, 2.3], 0.2), ("default", [1.9, 2.0, 2.0, 2.2], 0.1),
+                               ("paper", [2.1, 2.2, 2.3, 2.4], 0.4)):
+        for seed, v in enumerate(nll):
+            row = {m: 0.0 for m in quality_regime.METRICS}
+            row.update(pool="test", twin="noisy", method=method, budget=0.025, seed=seed, heldout_nll_macro=v,
+                       noisy_share_unique=noisy, train_seconds=1.0, eval_seconds=1.0)
+            rows.append(row)
+    return rows
+
+
+def test_paired_gain_and_interval_by_hand() -> None:
+    # default against random, seed by seed: 0.1, 0.1, 0.2, 0.1 nats lower -> mean 0.125, sd 0.05,
+    # half-width t(0.975, 3) · 0.05 / √4 = 3.182 · 0.025 = 0.07955
+    p = quality_regime.paired(_rows(), "default", "heldout_nll_macro", "test", "noisy", 0.025)
+    assert p["n"] == 4
+    assert p["gain"] == pytest.approx(0.125)
+    assert (p["lo"], p["hi"]) == pytest.approx((0.125 - 0.07955, 0.125 + 0.07955))
+    # paper is worse by exactly 0.1 every time: gain -0.1 with a zero-width interval
+    p = quality_regime.paired(_rows(), "paper", "heldout_nll_macro", "test", "noisy", 0.025)
+    assert (p["gain"], p["lo"], p["hi"]) == pytest.approx((-0.1, -0.1, -0.1))
+    # higher-is-better metrics keep their sign: all zero here
+    assert quality_regime.paired(_rows(), "default", "exact_match", "test", "noisy", 0.025)["gain"] == 0.0
+
+
+def test_headline_reads_the_table() -> None:
+    table = quality_regime.summarise(_rows())
+    assert quality_regime.headline(table, "test") == ("default_vs_random_nll_gain=0.1250 "
+                                                      "paper_vs_random_nll_gain=-0.1000 "
+                                                      "default_noisy_share=0.100 random_noisy_share=0.200")
