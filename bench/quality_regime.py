@@ -118,7 +118,9 @@ def load_pool(args: argparse.Namespace, name: str, work: Path) -> tuple[Pool, Le
     init_ray(cfg)
     times["ray_init_seconds"] = time.time() - t
     t = time.time()
+    seed_scores(Path(args.out) / "scores" / name, work / "prepared" / "prep")
     prepared = prepare_stages(cfg, work / "prepared")
+    seed_scores(work / "prepared" / "prep", Path(args.out) / "scores" / name)
     times["prep_seconds"] = time.time() - t
     log(f"{name}: Ray {times['ray_init_seconds']:.0f}s, preparation {times['prep_seconds']:.0f}s (cached after once)")
     enriched = pq.read_table(prepared.enriched).to_pydict()
@@ -129,6 +131,16 @@ def load_pool(args: argparse.Namespace, name: str, work: Path) -> tuple[Pool, Le
     for i, line in zip(pool["id"], pool["line"], strict=True):
         noisy[i] = bool(lines[line - 1].get("noise"))
     return Pool(name, prepared, columns, noisy, work / "data"), cfg, times
+
+
+def seed_scores(src: Path, dst: Path) -> None:
+    """Copy the base-model scores and their stage marker where they are missing: the scoring pass is the slow part
+    of a preparation on a CPU (about 40 minutes a pool here), so they are kept with the results, and the pipeline
+    reuses them when its stage key (the data, the model, the backend) still matches, and redoes them when not."""
+    for name in ("score_base.parquet", "score_base.parquet.stage.json"):
+        if (src / name).exists() and not (dst / name).exists():
+            dst.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / name, dst / name)
 
 
 def selection_params(cfg: LeadConfig, overrides: dict[str, Any], budget: int, seed: int):
