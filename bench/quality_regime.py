@@ -48,7 +48,7 @@ from lead_ray.config import LeadConfig  # noqa: E402
 # "paper": LEAD as lead-ray implemented it before issue 25 (and still its default): the paper's settings, with one
 # row per (arm, group) cell at least. "default": the candidate the dev screen chose (see README "Selection quality").
 PAPER: dict[str, Any] = {}
-DEFAULT: dict[str, Any] = {"quota": "proportional", "arm_allocation": "proportional", "truncate_top": 0.2}
+DEFAULT: dict[str, Any] = {"quota": "proportional", "truncate_top": 0.5}  # the dev screen's pick (trunc0.5)
 METHODS: dict[str, dict[str, Any]] = {
     "default": DEFAULT, "paper": PAPER, "random": {"selector": "random"}, "longest": {"selector": "longest"},
     "default_demote": {**DEFAULT, "demote_after": 2}, "default_b0.9": {**DEFAULT, "smoothing": 0.9},
