@@ -95,10 +95,6 @@ class Pool:
     noisy: np.ndarray  # per pool id
     data: Path
 
-    @property
-    def selectable(self) -> np.ndarray:
-        return self.columns["arm"] >= 0
-
     def clean_twin(self) -> dict[str, np.ndarray]:
         """The same columns with the noisy rows made unselectable."""
         return {**self.columns, "arm": np.where(self.noisy, -1, self.columns["arm"])}
