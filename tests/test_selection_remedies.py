@@ -34,6 +34,24 @@ def test_proportional_quota_follows_group_sizes() -> None:
     assert group_quota("proportional", np.array([0, 20]), np.array([0, 20]), 0.015).tolist() == [0, 1]
 
 
+def test_proportional_rounds_keep_their_size_after_the_budget() -> None:
+    # 2 arms of 100 rows, r = 0.1: each round takes ⌊0.1·100⌋ = 10 rows of its arm. The budget (20 unique rows) is
+    # spent after 2 rounds; with reuse_after_budget only used rows are eligible, 10 or 20 per arm, and a round must
+    # still take 10 rows (sized by the arm, not by its eligible rows: that gave ⌊0.1·10⌋ = 1 row per round)
+    n = 200
+    sel = LeadSelector(np.linspace(1, 2, n), np.repeat([0, 1], 100), np.zeros(n, np.int64), num_arms=2, gamma=0.1,
+                       smoothing=0.1, sample_rate=0.1, max_uses=3, budget=20, max_rounds=8, seed=0,
+                       quota="proportional", reuse_after_budget=True)
+    sizes = []
+    while (plan := sel.next_round()) is not None:
+        sizes.append(len(plan.ids))
+        sel.report(plan.ids, np.ones(len(plan.ids)))
+        sel.end_round(np.zeros(2), np.zeros(2))
+    assert sel.num_unique == 20
+    assert sizes and set(sizes) == {10}  # 20 rows × 3 uses = 60 samples = 6 rounds of 10, or 8 rounds (max_rounds)
+    assert len(sizes) == 6
+
+
 def test_truncation_skips_the_top_of_each_group() -> None:
     # group 0: scores 9, 8, 7, 6, 5 (ids 0-4); group 1: 4, 3 (ids 5, 6). Skip 2 and 0, take 2 and 1:
     # group 0 gives ids 2, 3 (scores 7, 6), group 1 gives id 5

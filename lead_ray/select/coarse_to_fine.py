@@ -3,8 +3,10 @@
 How many rows a round takes from a cell (arm k, group g) is its quota (`quota`):
 - `floor` (earlier lead-ray): ⌊r·|cell|⌋, at least 1 per non-empty group. Under 1/r rows per cell (67 at r = 0.015)
   this is 1 row per cell whatever its size, so every cell weighs the same;
-- `proportional`: the arm takes ⌊r·eligible rows in the arm⌋ (at least 1), split over its groups in proportion to
-  their eligible rows by largest remainder: the paper's int(r·eligible) at its scale, and not degenerate at ours.
+- `proportional`: the arm takes ⌊r·its selectable rows⌋ (at least 1, at most its eligible rows), split over its
+  groups in proportion to their eligible rows by largest remainder: the paper's int(r·|cluster|) at its scale, and
+  not degenerate at ours. The size counts the arm's rows, not only its eligible ones, so that a round keeps its
+  size once the budget is spent and only used rows are eligible (`reuse_after_budget`).
 `truncate_top` (loss truncation) skips the top q of each cell's eligible rows by IDU before taking the quota: with
 noisy rows (wrong or mismatched answers) the highest losses of a cell are mostly noise, which plain top-k takes first.
 """
@@ -63,13 +65,13 @@ def largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:
 
 def group_quota(kind: str, cell_size: np.ndarray, eligible_per_group: np.ndarray, sample_rate: float,
                 arm_total: int | None = None) -> np.ndarray:
-    """Rows to take from each group of one arm: `floor` from the cell sizes, `proportional` from the eligible rows
-    (`arm_total` overrides the arm's ⌊r·eligible⌋, for a round whose arms share one size)."""
+    """Rows to take from each group of one arm: `floor` from the cell sizes, `proportional` ⌊r·the arm's rows⌋
+    split by the eligible rows (`arm_total` overrides the arm's size, for a round whose arms share one size)."""
     if kind == "floor":
         return np.maximum(1, np.floor(sample_rate * cell_size)).astype(np.int64)
     if kind == "proportional":
         eligible = int(eligible_per_group.sum())
-        total = max(1, int(np.floor(sample_rate * eligible))) if arm_total is None else arm_total
+        total = max(1, int(np.floor(sample_rate * cell_size.sum()))) if arm_total is None else arm_total
         return largest_remainder(min(total, eligible), eligible_per_group)
     raise ValueError(f"quota must be one of {QUOTAS}, got {kind!r}")
 
@@ -87,7 +89,7 @@ def coarse_to_fine(arms: np.ndarray, eligible: list[np.ndarray], group: np.ndarr
                    arm_totals: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(ids, their arm): for each chosen arm k, the quota (`group_quota`) of the highest-IDU eligible rows
     (`eligible[k]`) of each group, after skipping each group's top `truncate_top`. `arm_totals[i]`: the rows arm
-    `arms[i]` takes in all (proportional quota only; default ⌊r·eligible⌋ of the arm)."""
+    `arms[i]` takes in all (proportional quota only; default ⌊r·the arm's rows⌋)."""
     chosen, chosen_arm = [], []
     num_groups = cell_size.shape[1]
     for i, k in enumerate(arms):

@@ -3,8 +3,8 @@
 Each arm's reward is the mean IDU drop of its rows in the round (`RoundBook.end_round`), rescaled to [-1, 1] and fed
 to EXP3. `uniform_arms` turns the bandit off (an ablation: arms drawn uniformly).
 
-`arm_allocation: proportional` plays every arm each round with a share p_k of the round's rows (r·eligible rows in
-all), so coverage does not hang on a few draws. Every arm's reward is then observed, and the weights follow the
+`arm_allocation: proportional` plays every arm each round with a share p_k of the round's rows (r·the available arms'
+rows in all), so coverage does not hang on a few draws. Every arm's reward is then observed, and the weights follow the
 full-information update (Hedge: no 1/p_k importance weight).
 """
 
@@ -40,7 +40,7 @@ class LeadSelector(RoundBook):
         if p.arm_allocation == "proportional":
             probs = self.bandit.probabilities(available)
             arms = np.flatnonzero(probs > 0)
-            size = max(1, int(np.floor(p.sample_rate * sum(len(e) for e in eligible))))
+            size = max(1, int(np.floor(p.sample_rate * self.cell_size[available].sum())))
             totals = largest_remainder(size, probs[arms])
             arms = arms[totals > 0]
             totals = totals[totals > 0]
