@@ -28,6 +28,7 @@ class ConfigError(LeadRayError, ValueError):
 
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")  # report_to values besides none (lead_ray/runtime/tracking.py)
+ATTENTION = ("sdpa", "flash_attention_2", "eager")  # attn_implementation (transformers' names)
 # the LEAD paper's selection settings (arXiv 2505.07437) as lead-ray first implemented them: `preset: paper` puts
 # them under whatever keys a config sets itself (README "Selection quality" measures both)
 PRESETS: dict[str, dict[str, Any]] = {
@@ -112,6 +113,8 @@ class LeadConfig:
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
     bf16: bool | None = None  # None: on when training on GPU
+    gradient_checkpointing: bool = False  # recompute each layer's activations in the backward pass (less memory)
+    attn_implementation: str | None = None  # sdpa | flash_attention_2 | eager; None: transformers' default
     eval_batch_size: int = 8
     max_failures: int = 3  # worker-group restarts (from the last round checkpoint) before the run fails
     report_to: list[str] = field(default_factory=lambda: ["none"])  # none | tensorboard, mlflow, wandb (a list)
@@ -212,6 +215,8 @@ class LeadConfig:
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         need(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0 (0: no clipping)")
         need(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
+        need(self.attn_implementation in (None, *ATTENTION), "attn_implementation",
+             f"must be null or one of {', '.join(ATTENTION)}")
         need(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "must be in [0, 1)")
         need(self.score_batch_size >= 1, "score_batch_size", "must be >= 1")
         need(self.score_concurrency >= 1, "score_concurrency", "must be >= 1")

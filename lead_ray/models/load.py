@@ -126,9 +126,12 @@ def resolve_model_path(name: str, cache_dir: Path) -> str:
     return name  # a Hub id such as "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
-def check_model(path: str, trust_remote_code: bool = False) -> None:
-    """Fail on the driver, in one line, before any Ray work: the tokenizer must load and a local folder must
-    hold safetensors weights (the only format lead-ray loads)."""
+def check_model(path: str, trust_remote_code: bool = False, attn_implementation: str | None = None) -> None:
+    """Fail on the driver, in one line, before any Ray work: the tokenizer must load, a local folder must hold
+    safetensors weights (the only format lead-ray loads), and flash_attention_2 needs its package."""
+    if attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ModelError("attn_implementation=flash_attention_2 needs the flash-attn package (pip install "
+                         "flash-attn, on a CUDA machine); or use sdpa")
     p = Path(path)
     if p.is_dir() and not any(p.glob("*.safetensors")):
         raise ModelError(f"model folder {p} has no .safetensors weights; convert it (save_pretrained with "
@@ -153,15 +156,25 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     return tok
 
 
-def load_model(path: str, *, trust_remote_code: bool = False, dtype=None, lora: dict | None = None):
+def load_model(path: str, *, trust_remote_code: bool = False, dtype=None, lora: dict | None = None,
+               attn_implementation: str | None = None, gradient_checkpointing: bool = False):
     """A causal LM in safetensors, in `dtype` (default float32); wrapped with a peft LoRA adapter when `lora` is
     given. Trainable weights are always float32: with bf16, frozen weights take half the memory and the optimizer
-    still updates full-precision copies."""
+    still updates full-precision copies. `gradient_checkpointing` recomputes each layer in the backward pass
+    (non-reentrant, so frozen inputs under LoRA still get gradients)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code,
-                                                 dtype=dtype or torch.float32, use_safetensors=True)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                                     dtype=dtype or torch.float32, use_safetensors=True, **extra)
+    except ImportError as e:  # flash_attention_2 without the flash-attn package, for one
+        raise ModelError(f"attn_implementation={attn_implementation!r} is not available here: "
+                         f"{str(e).splitlines()[0]}") from None
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
     if lora is not None:
         from peft import LoraConfig, get_peft_model
 

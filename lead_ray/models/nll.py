@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 def collate(rows: list[tuple[np.ndarray, np.ndarray]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -28,17 +29,45 @@ def collate(rows: list[tuple[np.ndarray, np.ndarray]], pad_id: int) -> dict[str,
     return {"input_ids": input_ids, "assistant_mask": mask, "attention_mask": attention}
 
 
-def response_nll(logits: torch.Tensor, input_ids: torch.Tensor, assistant_mask: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+LOGITS_CHUNK_ELEMENTS = 2**26  # fp32 logits alive at once: 256 MiB, 512 tokens of a 128k vocabulary
+
+
+def _token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), labels, reduction="none")
+
+
+def response_nll(logits: torch.Tensor, input_ids: torch.Tensor, assistant_mask: torch.Tensor,
+                 chunk_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(per-sample mean NLL over assistant target tokens [B], token count [B]), with the next-token shift.
 
-    The labels are shifted rather than the logits, so the big logits tensor is never copied.
+    The labels are shifted rather than the logits, so the big logits tensor is never copied. The fp32 log-softmax is
+    taken `chunk_tokens` positions at a time (default: LOGITS_CHUNK_ELEMENTS / vocabulary) and, under autograd,
+    recomputed chunk by chunk in the backward pass: at 4 × 2,048 tokens and a 128k vocabulary a whole-batch fp32
+    copy would be 4.2 GB, plus as much for its gradient.
     """
     labels = torch.full_like(input_ids, -100)
     labels[:, :-1] = torch.where(assistant_mask[:, 1:], input_ids[:, 1:], -100)
-    token_nll = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="none").view_as(labels)
+    flat, flat_labels = logits.flatten(0, 1), labels.flatten()
+    step = chunk_tokens or max(1, LOGITS_CHUNK_ELEMENTS // logits.shape[-1])
+    if len(flat_labels) <= step:
+        token_nll = _token_nll(flat, flat_labels)
+    else:
+        recompute = torch.is_grad_enabled() and logits.requires_grad
+        token_nll = torch.cat([
+            checkpoint(_token_nll, flat[s : s + step], flat_labels[s : s + step], use_reentrant=False) if recompute
+            else _token_nll(flat[s : s + step], flat_labels[s : s + step])
+            for s in range(0, len(flat_labels), step)])
+    token_nll = token_nll.view_as(labels)
     counts = (labels != -100).sum(dim=1).to(token_nll.dtype)
     return token_nll.sum(dim=1) / counts.clamp_min(1), counts
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A collated batch on `device`; to a GPU from pinned memory without blocking, so the copy overlaps the compute
+    queued before it."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def target_tokens(assistant_mask: np.ndarray) -> int:
@@ -56,8 +85,7 @@ def batch_response_nll(model, store, ids: np.ndarray, batch_size: int, pad_id: i
     """
     with torch.inference_mode(), autocast():
         for s in range(0, len(ids), batch_size):
-            t = collate([store.get(int(i)) for i in ids[s : s + batch_size]], pad_id)
-            t = {k: v.to(device) for k, v in t.items()}
+            t = to_device(collate([store.get(int(i)) for i in ids[s : s + batch_size]], pad_id), device)
             logits = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
             yield response_nll(logits, t["input_ids"], t["assistant_mask"])
 

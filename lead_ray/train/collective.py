@@ -1,28 +1,20 @@
-"""The three collectives the loop needs, as no-ops for a single worker."""
+"""The collectives the loop needs, as int64/float64 CPU tensors: nothing is pickled, and every call works under the
+process group's mixed backend (`cpu:gloo,cuda:nccl` on GPUs, where NCCL would refuse a CPU tensor and gloo carries
+these small control messages). Each is a no-op for a single worker."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 
-def broadcast(obj: Any, world: int) -> Any:
-    """Rank 0's `obj` on every rank."""
-    if world == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def gather(obj: Any, world: int) -> list[Any]:
-    if world == 1:
-        return [obj]
-    box: list[Any] = [None] * world
-    dist.all_gather_object(box, obj)
-    return box
+def process_group_backend(use_gpu: bool) -> str:
+    """The backend spec for Ray Train's TorchConfig: NCCL for the gradients of GPU workers, gloo for the CPU tensors
+    of every collective here. A CPU-only torch has no NCCL, so CPU runs use gloo alone."""
+    return "cpu:gloo,cuda:nccl" if use_gpu else "cpu:gloo"
 
 
 def all_sum(values: list[float], world: int) -> list[float]:
@@ -32,3 +24,50 @@ def all_sum(values: list[float], world: int) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(t)
     return t.tolist()
+
+
+PLAN_NONE, PLAN_TRAIN, PLAN_RESCORE = 0, 1, 2
+
+
+def broadcast_plan(plan: dict[str, Any] | None, world: int) -> dict[str, Any] | None:
+    """Rank 0's round plan on every rank: None (the run is over), `{"round", "ids"}` or `{"round", "rescore"}`. Rank
+    0 keeps its own plan; the others get what training reads, sent as a header and an id tensor."""
+    if world == 1:
+        return plan
+    rank0 = dist.get_rank() == 0
+    header = torch.zeros(3, dtype=torch.int64)  # kind, round, number of ids
+    ids = np.zeros(0, dtype=np.int64)
+    if rank0 and plan is not None:
+        kind = PLAN_RESCORE if "rescore" in plan else PLAN_TRAIN
+        ids = np.ascontiguousarray(plan["rescore" if kind == PLAN_RESCORE else "ids"], dtype=np.int64)
+        header = torch.tensor([kind, int(plan["round"]), len(ids)], dtype=torch.int64)
+    dist.broadcast(header, src=0)
+    kind, round_index, n = header.tolist()
+    body = torch.from_numpy(ids) if rank0 else torch.empty(n, dtype=torch.int64)
+    if n:
+        dist.broadcast(body, src=0)
+    if rank0 or kind == PLAN_NONE:
+        return plan if rank0 else None
+    return {"round": round_index, "rescore" if kind == PLAN_RESCORE else "ids": body.numpy()}
+
+
+def broadcast_flag(flag: bool | None, world: int) -> bool:
+    """Rank 0's yes or no on every rank (the others pass anything)."""
+    if world == 1:
+        return bool(flag)
+    t = torch.tensor([int(bool(flag)) if dist.get_rank() == 0 else 0], dtype=torch.int64)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def gather_tokens(token: str | None, world: int) -> list[str | None]:
+    """Every rank's 128-bit hex token (a uuid4 `.hex`, or None), on every rank."""
+    if world == 1:
+        return [token]
+    mine = torch.zeros(3, dtype=torch.int64)  # present, then the token's 16 bytes as two int64
+    if token is not None:
+        mine[0] = 1
+        mine[1:] = torch.from_numpy(np.frombuffer(bytes.fromhex(token), dtype=np.int64).copy())
+    out = [torch.zeros(3, dtype=torch.int64) for _ in range(world)]
+    dist.all_gather(out, mine)
+    return [t[1:].numpy().tobytes().hex() if t[0] else None for t in out]

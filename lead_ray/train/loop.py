@@ -27,7 +27,7 @@ import torch
 from lead_ray.config import LeadConfig
 from lead_ray.data.store import RowStore
 from lead_ray.models.load import cpu_threads, load_model, load_tokenizer
-from lead_ray.models.nll import batch_response_nll, collate, response_nll, target_tokens
+from lead_ray.models.nll import batch_response_nll, collate, response_nll, target_tokens, to_device
 from lead_ray.runtime.console import clock, log
 from lead_ray.runtime.storage import stage
 from lead_ray.train.checkpoint import (
@@ -36,7 +36,7 @@ from lead_ray.train.checkpoint import (
     save_training_state,
     write_history,
 )
-from lead_ray.train.collective import all_sum, broadcast
+from lead_ray.train.collective import all_sum, broadcast_plan
 from lead_ray.train.direction import RoundDirectionTracker, direction_parameters
 from lead_ray.train.reporter import LossReporter, report_interval
 from lead_ray.train.tracking import selection_scalars
@@ -112,7 +112,8 @@ def setup(config: dict[str, Any]) -> Worker:
     lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout} if cfg.use_lora else None
     use_bf16 = bool(cfg.bf16 if cfg.bf16 is not None else (cfg.use_gpu and torch.cuda.is_available()))
     base = load_model(model_path, trust_remote_code=cfg.trust_remote_code, lora=lora,
-                      dtype=torch.bfloat16 if use_bf16 else torch.float32)
+                      dtype=torch.bfloat16 if use_bf16 else torch.float32,
+                      attn_implementation=cfg.attn_implementation, gradient_checkpointing=cfg.gradient_checkpointing)
     model = ray.train.torch.prepare_model(base)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -150,7 +151,7 @@ def plan_round(w: Worker, progress: Progress, reporter: LossReporter) -> dict[st
     """The next round's plan on every rank (None: the run is over), after any re-scoring the selector asks for."""
     while True:
         t_select = time.time()
-        plan = broadcast(reporter.next_round() if w.rank == 0 else None, w.world)
+        plan = broadcast_plan(reporter.next_round() if w.rank == 0 else None, w.world)
         if plan is not None and "rescore" in plan:
             rescore(w, plan["rescore"][w.rank :: w.world])
             all_sum([0.0], w.world)  # a barrier: every worker's scores are in before rank 0 asks again
@@ -162,8 +163,8 @@ def plan_round(w: Worker, progress: Progress, reporter: LossReporter) -> dict[st
 def train_round(w: Worker, progress: Progress, plan: dict[str, Any], reporter: LossReporter) -> dict[str, Any]:
     """One pass over the round's rows; each micro-batch's per-row losses go to the service as they come.
 
-    An optimizer step's loss is the sum of its token NLLs over the target tokens of every rank (counted before the
-    forward pass): padding rows and short rows on one rank do not dilute it, so N workers take the step one worker
+    An optimizer step's loss is the sum of its token NLLs over the target tokens of every rank (counted from the
+    plan, which every rank has): padding rows and short rows on one rank do not dilute it, so N workers take the step one worker
     with N times the batch would.
     """
     cfg, t0, round_index = w.cfg, time.time(), int(plan["round"])
@@ -171,7 +172,11 @@ def train_round(w: Worker, progress: Progress, plan: dict[str, Any], reporter: L
     # the round's rows in a seeded order, as a data loader shuffles (the same order again after a restart)
     ids = plan["ids"][np.random.default_rng([cfg.seed, round_index]).permutation(len(plan["ids"]))]
     micro = cfg.per_device_train_batch_size
-    mine = np.concatenate([ids, np.full(-len(ids) % (micro * w.world), -1, dtype=np.int64)])[w.rank :: w.world]
+    by_rank = np.concatenate([ids, np.full(-len(ids) % (micro * w.world), -1, dtype=np.int64)]).reshape(-1, w.world)
+    mine = by_rank[:, w.rank]  # rank r trains column r: rows r, r + world, ...
+    # every rank knows every rank's rows, so each step's token count needs no collective (and no host sync)
+    targets = np.array([target_tokens(w.store.get(int(i))[1]) if i >= 0 else 0 for i in by_rank.ravel()],
+                       dtype=np.int64).reshape(by_rank.shape).sum(axis=1)
     if w.tracker is not None:
         w.tracker.start_round()
     reporter.start_round()
@@ -180,14 +185,12 @@ def train_round(w: Worker, progress: Progress, plan: dict[str, Any], reporter: L
     window = micro * cfg.gradient_accumulation_steps  # this rank's rows per optimizer step
     for start in range(0, len(mine), window):
         rows = mine[start : start + window]
-        local = sum(target_tokens(w.store.get(int(i))[1]) for i in rows if i >= 0)
-        (step_tokens,) = all_sum([float(local)], w.world)
-        chunks = range(0, len(rows), micro)
-        for c in chunks:  # DDP all-reduces the gradients once, on the step's last micro-batch
-            last = c == chunks[-1]
-            with contextlib.nullcontext() if last or w.world == 1 else w.model.no_sync():
-                totals += train_micro_batch(w, rows[c : c + micro], ids[0], reporter,
-                                            w.world / max(step_tokens, 1.0))
+        step_tokens = float(targets[start : start + window].sum())
+        chunks = [rows[c : c + micro] for c in range(0, len(rows), micro)]
+        batches = [device_batch(w, chunk, ids[0]) for chunk in chunks]  # the step's copies start before its compute
+        for k, (chunk, batch) in enumerate(zip(chunks, batches)):  # DDP all-reduces once, on the last micro-batch
+            with contextlib.nullcontext() if k == len(chunks) - 1 or w.world == 1 else w.model.no_sync():
+                totals += train_micro_batch(w, chunk, batch, reporter, w.world / max(step_tokens, 1.0))
         lrs.append(optimizer_step(w, progress.step))
         progress.step += 1
     reporter.flush()
@@ -207,18 +210,22 @@ def worker_seed(seed: int, rank: int, round_index: int | None = None) -> int:
     return int(np.random.SeedSequence([seed, rank, stream]).generate_state(1, np.uint64)[0])
 
 
-def train_micro_batch(w: Worker, chunk: np.ndarray, filler: int, reporter: LossReporter,
+def device_batch(w: Worker, chunk: np.ndarray, filler: int) -> dict[str, torch.Tensor]:
+    """A micro-batch's rows on the device, with `real`, the positions of its real rows: -1 ids (padding) are
+    filled with row `filler`, and weigh nothing."""
+    batch = collate([w.store.get(int(i if i >= 0 else filler)) for i in chunk], w.pad_id)
+    return to_device({**batch, "real": torch.from_numpy(np.flatnonzero(chunk >= 0))}, w.device)
+
+
+def train_micro_batch(w: Worker, chunk: np.ndarray, t: dict[str, torch.Tensor], reporter: LossReporter,
                       scale: float) -> torch.Tensor:
-    """Forward + backward of one micro-batch (-1 ids pad it: weight 0, not reported); its loss is its summed token
-    NLL times `scale`. Returns (loss x target tokens, target tokens, input tokens) of its real rows, on the device
-    (no host sync per micro-batch)."""
-    real = np.flatnonzero(chunk >= 0)
-    rows = [w.store.get(int(i if i >= 0 else filler)) for i in chunk]
-    t = {k: v.to(w.device) for k, v in collate(rows, w.pad_id).items()}
+    """Forward + backward of one micro-batch (`t`, from `device_batch`); its loss is its summed token NLL times
+    `scale`. Returns (loss x target tokens, target tokens, input tokens) of its real rows, on the device (no host
+    sync per micro-batch)."""
+    real, real_t = np.flatnonzero(chunk >= 0), t["real"]
     with w.autocast():
         logits = w.model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
     nll, counts = response_nll(logits, t["input_ids"], t["assistant_mask"])
-    real_t = torch.from_numpy(real).to(w.device)
     weight = torch.zeros_like(counts).index_copy_(0, real_t, counts.index_select(0, real_t))
     ((nll * weight).sum() * scale).backward()
     if len(real):

@@ -23,7 +23,7 @@ import ray
 import torch
 
 from lead_ray.select.service import is_lost
-from lead_ray.train.collective import broadcast, gather
+from lead_ray.train.collective import broadcast_flag, gather_tokens
 
 REPORT_MIN_BATCH = 64  # losses per report, at least (the round's last ones leave at the flush)
 REPORT_MIN_SECONDS = 1.0  # between one worker's reports, at least
@@ -121,9 +121,9 @@ class LossReporter:
         round's selection stats on rank 0, None elsewhere."""
         while True:
             self.flush()
-            tokens = gather(self.incarnation, world)
+            tokens = gather_tokens(self.incarnation, world)
             answer = self._ask("end_round", grad, step, round_index, tokens) if rank == 0 else None
-            if broadcast(answer is not None if rank == 0 else None, world):
+            if broadcast_flag(answer is not None if rank == 0 else None, world):
                 if rank == 0:
                     self.rounds, self.planned = answer["rounds"], ()
                 return answer["stats"] if rank == 0 else None

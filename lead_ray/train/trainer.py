@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
+from ray.train.torch import TorchConfig, TorchTrainer
 
 from lead_ray.config import LeadConfig
 from lead_ray.data.prepared import PreparedPool
 from lead_ray.runtime.storage import RunStorage
+from lead_ray.train.collective import process_group_backend
 from lead_ray.train.loop import train_loop_per_worker
 
 
@@ -24,6 +25,7 @@ def build_trainer(cfg: LeadConfig, service, prepared: PreparedPool, eval_ids: np
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.to_dict(), "service": service, "sources": prepared.sources,
                            "eval_shards": eval_shards},
+        torch_config=TorchConfig(backend=process_group_backend(cfg.use_gpu)),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": 1, **({"GPU": 1} if cfg.use_gpu else {})}),
         run_config=RunConfig(name="train", storage_path=storage.path("ray"),
