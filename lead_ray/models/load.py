@@ -172,6 +172,14 @@ def load_model(path: str, *, trust_remote_code: bool = False, dtype=None, lora: 
     except ImportError as e:  # flash_attention_2 without the flash-attn package, for one
         raise ModelError(f"attn_implementation={attn_implementation!r} is not available here: "
                          f"{str(e).splitlines()[0]}") from None
+    return for_training(model, lora, gradient_checkpointing)
+
+
+def for_training(model, lora: dict | None = None, gradient_checkpointing: bool = False):
+    """`model` with the LoRA adapter (`lora`: rank, alpha, dropout), gradient checkpointing, and float32 trainable
+    weights: what `load_model` does after loading, and what bench/gpu_check.py does to a model built on the GPU."""
+    import torch
+
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
