@@ -35,6 +35,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"quota": "floor", "arm_allocation": "sample", "arms_per_round": 1, "truncate_top": 0.0,
               "demote_after": 0, "ifd_max": None, "smoothing": 0.1, "sample_rate": 0.015, "utility": "lead"},
 }
+# keys that change how a run is executed, logged or reported, never what it trains: a rerun that changes only these
+# resumes an interrupted run (train/fit.py); every other key is a result key
+OPERATIONAL = frozenset({
+    "run_name", "output_dir", "cache_dir", "ray_address", "num_cpus", "overwrite_output_dir", "verbose", "report_to",
+    "logging_dir", "eval_batch_size", "eval_every_round", "max_failures", "preprocessing_num_workers",
+    "score_concurrency", "embedding_concurrency", "tune_space", "tune_num_samples", "tune_searcher",
+    "tune_grid_points", "tune_max_concurrent_trials", "tune_grace_period"})
 SELECTORS = ("lead", "random", "full", "longest", "static_iu", "static_ifd", "iterative_rescore")  # lead_ray/select
 
 
@@ -47,6 +54,7 @@ class LeadConfig:
     seed: int = 0
     ray_address: str | None = None  # None: connect to a running cluster if any, else start a local instance
     num_cpus: int | None = None  # logical CPUs for a local instance (None: Ray's default)
+    overwrite_output_dir: bool = False  # delete an interrupted run's checkpoints when a result key changed
     # data
     data_files: list[str] = field(default_factory=lambda: [str(DEMO_DATA)])
     max_length: int = 256
@@ -267,6 +275,18 @@ class LeadConfig:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.to_yaml())
+
+
+def result_values(cfg: LeadConfig) -> dict[str, Any]:
+    """The config without its operational keys: what a run's results depend on."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in OPERATIONAL}
+
+
+def result_changes(old: dict[str, Any], cfg: LeadConfig) -> list[str]:
+    """The result keys whose values differ between a saved config (`old`, as read from its YAML; a key it lacks
+    counts at its default) and `cfg`."""
+    defaults = LeadConfig().to_dict()
+    return sorted(k for k, v in result_values(cfg).items() if old.get(k, defaults[k]) != v)
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:

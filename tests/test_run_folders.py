@@ -63,10 +63,32 @@ def test_resume_or_reset_keys(tmp_path: Path) -> None:
     _resume_or_reset(cfg, RunStorage.at(cfg.run_dir))
     assert not ckpt.exists() and (cfg.run_dir / "summary.json").exists()
     assert not (cfg.run_dir / "ray" / FINISHED).exists()
-    # another config: afresh
+    # an interrupted run, rerun with other operational keys (logging, evaluation batch size): it resumes
     ckpt.mkdir(parents=True)
-    other = LeadConfig(output_dir=str(tmp_path), run_name="r", seed=1).validate()
-    assert _resume_or_reset(other, RunStorage.at(cfg.run_dir)) != key and not ckpt.exists()
+    cosmetic = LeadConfig(output_dir=str(tmp_path), run_name="r", verbose=True, report_to=["tensorboard"],
+                          eval_batch_size=3, logging_dir=str(tmp_path / "logs"), max_failures=0).validate()
+    assert _resume_or_reset(cosmetic, RunStorage.at(cfg.run_dir)) == key and ckpt.exists()
+    # ... with other result keys: refused in one line naming them, and nothing deleted
+    other = LeadConfig(output_dir=str(tmp_path), run_name="r", seed=1, learning_rate=1e-4).validate()
+    with pytest.raises(RunError, match=r"other values of learning_rate, seed; .*overwrite_output_dir=true") as e:
+        _resume_or_reset(other, RunStorage.at(cfg.run_dir))
+    assert "\n" not in str(e.value) and ckpt.exists()
+    # ... unless overwrite_output_dir: then afresh
+    forced = LeadConfig(output_dir=str(tmp_path), run_name="r", seed=1, learning_rate=1e-4,
+                        overwrite_output_dir=True).validate()
+    assert _resume_or_reset(forced, RunStorage.at(cfg.run_dir)) != key and not ckpt.exists()
+
+
+def test_result_changes_reads_an_older_config() -> None:
+    """A saved config without a newer key counts it at its default; keys that no longer exist are ignored."""
+    from lead_ray.config import OPERATIONAL, result_changes
+
+    cfg = LeadConfig(learning_rate=1e-4)
+    saved = {k: v for k, v in cfg.to_dict().items() if k != "quota"}
+    assert result_changes({**saved, "a_removed_key": 1}, cfg) == []
+    assert result_changes({**saved, "quota": "proportional"}, cfg) == ["quota"]
+    assert result_changes({**saved, "verbose": True, "eval_batch_size": 1}, cfg) == []
+    assert set(OPERATIONAL) <= set(cfg.to_dict())  # every operational key is a real key
 
 
 def test_publish_outputs_replaces_as_a_whole(tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import yaml
 
-from lead_ray.config import LeadConfig, LeadRayError
+from lead_ray.config import LeadConfig, LeadRayError, result_changes, result_values
 from lead_ray.data.prepared import PreparedPool
 from lead_ray.runtime.console import log
 from lead_ray.runtime.folders import FINISHED, OUTPUTS, claim_folder, publish_outputs
@@ -97,19 +98,30 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
 
 def _resume_or_reset(cfg: LeadConfig, storage: RunStorage) -> str:
     """A rerun of an interrupted run resumes from its last round checkpoint (Ray Train finds it by storage path
-    and name); a rerun of a finished run, or one with a different config, starts training afresh. The outputs of
-    a finished run stay until the new run publishes its own. Returns the config's key."""
-    key = stage_key({k: v for k, v in cfg.to_dict().items() if k not in ("output_dir",)})
-    marker = json.dumps({"key": key})
+    and name) when its result keys are the same: operational keys (`OPERATIONAL`: logging, evaluation batch size,
+    where Ray runs) never reset a run. If a result key changed, the rerun is refused with one line naming the keys,
+    unless `overwrite_output_dir` is set; checkpoints are deleted only then, or once their run has finished and
+    published its outputs (which stay until the new run publishes its own). Returns the result keys' hash."""
+    key = stage_key(result_values(cfg))
     if storage.exists("ray") and not storage.exists("ray", "config_key.json"):
         raise RunError(f"{storage.uri('ray')} was not made by lead-ray (no config_key.json); move it away or "
                        "choose another run_name")
-    finished = storage.exists("ray", FINISHED)  # the checkpoints of a run that published its outputs
-    if storage.exists("ray") and (finished or storage.read_text("ray", "config_key.json") != marker):
-        log("train: previous run " + ("finished" if finished else "had another config") + "; starting afresh")
+    if storage.exists("ray", FINISHED):  # the checkpoints of a run that published its outputs
+        log("train: previous run finished; training afresh")
         storage.delete("ray")
     elif storage.exists("ray"):
-        log("train: resuming the interrupted run from its last round checkpoint")
-    storage.write_text(marker, "ray", "config_key.json")
+        saved = storage.read_text("ray", "config.yaml") if storage.exists("ray", "config.yaml") else ""
+        changed = result_changes(yaml.safe_load(saved) or {}, cfg)
+        if changed and not cfg.overwrite_output_dir:
+            raise RunError(f"{storage.uri()} holds an interrupted run with other values of {', '.join(changed)}; "
+                           "rerun with its values to resume it (its config: ray/config.yaml), choose another "
+                           "run_name, or set overwrite_output_dir=true to delete its checkpoints")
+        if changed:
+            log(f"train: overwrite_output_dir: deleting the interrupted run's checkpoints ({', '.join(changed)} "
+                "changed)")
+            storage.delete("ray")
+        else:
+            log("train: resuming the interrupted run from its last round checkpoint")
+    storage.write_text(json.dumps({"key": key}), "ray", "config_key.json")
     storage.write_text(cfg.to_yaml(), "ray", "config.yaml")  # the run in progress; <run>/config.yaml comes with the outputs
     return key
