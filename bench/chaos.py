@@ -13,13 +13,12 @@ import psutil
 from lead_ray.config import LeadConfig
 
 
-def ray_processes(title: str, root: int | None = None) -> list[psutil.Process]:
-    """Ray worker processes whose title (`ray::ClassName...`) starts with `title`: any on the host, or only those
-    under process `root` (a driver with its own local Ray instance), so another Ray instance's are never touched."""
+def ray_processes(title: str, root: int) -> list[psutil.Process]:
+    """Ray worker processes whose title (`ray::ClassName...`) starts with `title`, among the descendants of process
+    `root` (a driver with the local Ray instance it started), so another Ray instance's are never touched."""
     found = []
     try:
-        procs = psutil.Process(root).children(recursive=True) if root is not None else psutil.process_iter()
-        for p in procs:
+        for p in psutil.Process(root).children(recursive=True):
             try:
                 if " ".join(p.cmdline() or []).startswith(title):
                     found.append(p)
@@ -33,7 +32,8 @@ def ray_processes(title: str, root: int | None = None) -> list[psutil.Process]:
 def run_with_kill(cfg: LeadConfig, title: str | None, after_checkpoints: int = 2,
                   timeout_s: float = 600) -> tuple[dict[str, Any], int | None]:
     """Run LEAD in a thread; once `after_checkpoints` rounds are checkpointed, SIGKILL the first process titled
-    `title` (None: no kill). Returns (the run's summary, the killed pid or None)."""
+    `title` (None: no kill) of the Ray instance this process started (nothing is killed if it joined another one).
+    Returns (the run's summary, the killed pid or None)."""
     from lead_ray.pipeline import run
 
     out: dict[str, Any] = {}
@@ -52,7 +52,7 @@ def run_with_kill(cfg: LeadConfig, title: str | None, after_checkpoints: int = 2
     deadline = time.time() + timeout_s
     while title is not None and time.time() < deadline and thread.is_alive():
         n_ckpt = len(list(ckpt_root.glob("checkpoint_*"))) if ckpt_root.exists() else 0
-        procs = ray_processes(title) if n_ckpt >= after_checkpoints else []
+        procs = ray_processes(title, os.getpid()) if n_ckpt >= after_checkpoints else []
         if procs:
             killed = procs[0].pid
             os.kill(killed, signal.SIGKILL)

@@ -71,8 +71,12 @@ def test_determinism(reference) -> None:
 
 
 def test_worker_kill_resumes_identically(reference, tiny_prepared, tmp_path: Path) -> None:
+    from tests.test_chaos import outside_process
+
     first, ref, _ = reference
-    _, killed = _run_and_kill(_cfg(tmp_path, "k", tiny_prepared), "ray::RayTrainWorker")
+    with outside_process("ray::RayTrainWorker") as other:  # another Ray instance's worker on this host survives
+        _, killed = _run_and_kill(_cfg(tmp_path, "k", tiny_prepared), "ray::RayTrainWorker")
+        assert killed != other and psutil.Process(other).status() != psutil.STATUS_ZOMBIE
     assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
     summary = check_run_outputs(tmp_path / "k", expect_max_uses=SETTINGS["max_uses"])
     assert summary["num_unique"] == first["num_unique"]  # the unique-sample budget is exact
