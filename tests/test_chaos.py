@@ -5,37 +5,19 @@ run's Train worker)."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import psutil
 
 from tests.conftest import REPO
+from tests.helpers import outside_process
 
 sys.path.insert(0, str(REPO / "bench"))
 from chaos import ray_processes  # noqa: E402
 
 TITLE = "ray::RayTrainWorker"
-
-
-@contextmanager
-def outside_process(title: str) -> Iterator[int]:
-    """A process titled `title` that is not a descendant of this one (its parent shell exits at once, so it is
-    re-parented): another Ray instance's worker, as far as a process tree can tell."""
-    out = subprocess.run(["bash", "-c", f"(exec -a '{title} decoy' sleep 300) >/dev/null 2>&1 & echo $!"],
-                         capture_output=True, text=True, check=True)
-    pid = int(out.stdout.strip())
-    try:
-        yield pid
-    finally:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_only_descendants_are_targets() -> None:

@@ -71,7 +71,7 @@ def test_determinism(reference) -> None:
 
 
 def test_worker_kill_resumes_identically(reference, tiny_prepared, tmp_path: Path) -> None:
-    from tests.test_chaos import outside_process
+    from tests.helpers import outside_process
 
     first, ref, _ = reference
     with outside_process("ray::RayTrainWorker") as other:  # another Ray instance's worker on this host survives
