@@ -151,7 +151,7 @@ class LeadConfig:
         need(bool(self.run_name) and "/" not in self.run_name and "\\" not in self.run_name
              and self.run_name not in (".", "..") and not self.run_name.startswith("-"), "run_name",
              "must be one folder name: not empty, no '/', not '.' or '..', no leading '-'")
-        need(self.seed >= 0, "seed", "must be >= 0")
+        need(0 <= self.seed < 2**31, "seed", "must be in [0, 2^31)")  # faiss and torch take 32-bit seeds
         need("://" not in self.output_dir or self.output_dir.split("://")[0] in CLOUD_SCHEMES, "output_dir",
              f"must be a local folder or a {' / '.join(s + '://' for s in CLOUD_SCHEMES)} URI")
         need("://" not in self.cache_dir, "cache_dir", "must be a local folder (each node keeps its own cache)")
@@ -354,7 +354,12 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key=value")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value) if value else ""
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError as e:  # seed=[1, run_name={a, a !!python/ tag (safe_load refuses every tag)
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"override '{key.strip()}': {value!r} is not a valid YAML value ({problem}); quote "
+                              f"it as a string, e.g. {key.strip()}='\"...\"'") from None
     return out
 
 
@@ -366,11 +371,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {p} is not UTF-8 text (byte {e.start}); is it a YAML file?") from None
         except yaml.YAMLError as e:
             where = getattr(e, "problem_mark", None)
             at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-            raise ConfigError(f"config file {p} is not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"config file {p} is not valid YAML{at}: {problem}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must be a mapping of key: value")
         if "data_files" in loaded:

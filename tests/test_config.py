@@ -381,3 +381,25 @@ def test_save_then_load_round_trip_non_defaults(tmp_path: Path) -> None:
     # every field survives with its type
     for f in dataclasses.fields(LeadConfig):
         assert type(getattr(loaded, f.name)) is type(getattr(cfg, f.name)), f.name
+
+
+@pytest.mark.parametrize("item, says", [
+    ("seed=[1", "override 'seed': '[1' is not a valid YAML value"),
+    ("run_name={a", "override 'run_name': '{a' is not a valid YAML value"),
+    ("run_name=!!python/name:os.system", "could not determine a constructor"),  # safe_load refuses every tag
+    ("seed=2147483648", "config key 'seed': must be in [0, 2^31)"),  # faiss takes a 32-bit seed
+])
+def test_bad_override_is_one_line(item: str, says: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [item])
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("content, says", [(b"seed: 1\x00\x01\n", "is not valid YAML: unacceptable character"),
+                                           (b"\xff\xfeseed: 1\n", "is not UTF-8 text")])
+def test_binary_config_file_is_one_line(tmp_path: Path, content: bytes, says: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert says in str(e.value) and "\n" not in str(e.value)
