@@ -309,6 +309,8 @@ def train_one(args: argparse.Namespace, pool: Pool, cfg: LeadConfig, method: str
     train_seconds = time.time() - t
     t = time.time()
     model, tok = load_eval_model(run_cfg.run_dir / "model", run_cfg, torch.device("cpu"))
+    if hasattr(model, "merge_and_unload"):  # the same function, without peft's per-layer detour at every step
+        model = model.merge_and_unload()
     metrics = measure(model, tok, pool)
     eval_seconds = time.time() - t
     sel = pq.read_table(run_cfg.run_dir / "selections.parquet")

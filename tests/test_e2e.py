@@ -163,3 +163,24 @@ def test_two_workers_iterative_rescore(tiny_prepared, tmp_path: Path) -> None:
     assert s["stop_reason"] == "budget" and s["num_unique"] == s["budget"]
     assert len(sel) == 2 * s["budget"] and (sel.groupby("id").size() == 2).all()
     assert s["selection_seconds"] > 0
+
+
+def test_a_diverging_run_stops_in_one_line_and_publishes_nothing(tiny_prepared, tmp_path: Path) -> None:
+    """learning_rate=1e30 makes the loss NaN after the first step: the run stops at the end of that round, is not
+    retried (max_failures stays 3), and publishes no model or summary."""
+    from lead_ray.config import load_config
+    from lead_ray.pipeline import run
+    from lead_ray.train.fit import RunError
+
+    seed_prepared(tiny_prepared, tmp_path / "nan")
+    cfg = load_config(TINY, {"output_dir": str(tmp_path), "run_name": "nan", "learning_rate": 1e30, "max_rounds": 2,
+                             "max_grad_norm": 0.0, "per_device_train_batch_size": 1})
+    with pytest.raises(RunError, match=r"training stopped: the training loss is (nan|inf) in round \d+") as e:
+        run(cfg)
+    assert "\n" not in str(e.value) and "overwrite_output_dir=true" in str(e.value)
+    assert not (tmp_path / "nan" / "summary.json").exists() and not (tmp_path / "nan" / "model").exists()
+    with pytest.raises(RunError, match="training stopped: the training loss"):  # the same rerun stops again
+        run(cfg)
+    # a lower learning rate is another result key: refused unless the checkpoints may go
+    with pytest.raises(RunError, match="other values of learning_rate;"):
+        run(load_config(TINY, {**cfg.to_dict(), "learning_rate": 1e-4}))

@@ -24,7 +24,7 @@ from lead_ray.runtime.storage import RunStorage
 from lead_ray.runtime.tracking import Tracking
 from lead_ray.select.params import SelectionParams
 from lead_ray.select.service import start_service
-from lead_ray.train.checkpoint import read_history
+from lead_ray.train.checkpoint import STOPPED, read_history
 from lead_ray.train.tracking import TrackingCallback
 from lead_ray.train.trainer import build_trainer
 
@@ -66,6 +66,11 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
         raise RunError(f"training failed: {first[:300]} (details: {run_dir / 'error.log'})") from e
     if result.error is not None:
         raise RunError(f"training failed: {result.error}")
+    with result.checkpoint.as_directory() as d:
+        if Path(d, STOPPED).exists():
+            reason = json.loads(Path(d, STOPPED).read_text())["reason"]
+            raise RunError(f"training stopped: {reason} (learning_rate={cfg.learning_rate}); nothing was published. "
+                           "Lower learning_rate and rerun with overwrite_output_dir=true")
     staging = run_dir / ".outputs.partial"  # every output is written here first, then published at once
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()

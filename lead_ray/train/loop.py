@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from lead_ray.models.nll import batch_response_nll, collate, response_nll, targe
 from lead_ray.runtime.console import clock, log
 from lead_ray.runtime.storage import stage
 from lead_ray.train.checkpoint import (
+    STOPPED,
     load_training_state,
     save_final_model,
     save_training_state,
@@ -87,6 +89,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         return  # the group died after the run had finished: nothing left to train
     while (plan := plan_round(w, progress, reporter)) is not None:
         metrics = train_round(w, progress, plan, reporter)
+        if not math.isfinite(metrics["train_loss"]):  # the same on every rank (summed); retrying cannot fix it
+            stop(w, f"the training loss is {metrics['train_loss']} in round {metrics['round']}")
+            return
         t_select = time.time()
         metrics["selection_seconds"] = progress.selection_seconds  # cumulative, up to this round's plan
         grad, step = w.tracker.end_round() if w.tracker is not None else (None, None)
@@ -286,6 +291,17 @@ def finish(w: Worker, progress: Progress, selection_rounds: int | None) -> None:
                           "eval_nll": nll_after, "step": progress.step}, checkpoint=ckpt)
 
 
+def stop(w: Worker, reason: str) -> None:
+    """End the run without a model: a checkpoint holding only `stopped.json` (the driver raises its reason, and a
+    rerun that resumes from it stops again, with no retries in between)."""
+    with tempfile.TemporaryDirectory() as d:
+        if w.rank == 0:
+            _log(w, f"stopping: {reason}")
+            (Path(d) / STOPPED).write_text(json.dumps({"reason": reason}))
+        ckpt = ray.train.Checkpoint.from_directory(d) if w.rank == 0 else None
+        ray.train.report({"stopped": 1}, checkpoint=ckpt)
+
+
 def evaluate(w: Worker) -> float:
     """Token-weighted mean response NLL over the held-out rows, summed over workers."""
     total, tokens = 0.0, 0.0
@@ -316,18 +332,22 @@ def _log(w: Worker, msg: str) -> None:
 
 
 def _report_again_if_final(checkpoint: ray.train.Checkpoint, rank: int) -> bool:
-    """If the restored checkpoint is the final model (the group died after finishing), rank 0 reports it again so
-    fit() returns it (the driver reads the final selection state from it); True if so."""
+    """If the restored checkpoint is the final model (the group died after finishing) or a stop, rank 0 reports it
+    again so fit() returns it (the driver reads the final selection state, or the reason, from it); True if so."""
     import shutil
 
     with checkpoint.as_directory() as d:
         final = Path(d) / "final.json"
-        if not final.exists():
+        if (Path(d) / STOPPED).exists():
+            metrics = {"stopped": 1}
+        elif final.exists():
+            metrics = json.loads(final.read_text())
+            metrics = {"final": 1, **metrics, "eval_nll": metrics["nll_after"]}
+        else:
             return False
-        metrics = json.loads(final.read_text())
         with tempfile.TemporaryDirectory() as copy:
             if rank == 0:
                 shutil.copytree(d, copy, dirs_exist_ok=True)
             ckpt = ray.train.Checkpoint.from_directory(copy) if rank == 0 else None
-            ray.train.report({"final": 1, **metrics, "eval_nll": metrics["nll_after"]}, checkpoint=ckpt)
+            ray.train.report(metrics, checkpoint=ckpt)
     return True
