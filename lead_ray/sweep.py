@@ -179,7 +179,13 @@ def sweep(cfg: LeadConfig, experiment: str | None = None) -> dict[str, Any]:
             raise ConfigError("tune_searcher 'optuna' needs the tune extra: bash scripts/setup.sh tune") from None
         searcher = OptunaSearch(metric=METRIC, mode="min", seed=cfg.seed)
     name = experiment or cfg.run_name
+    try:  # one folder name inside output_dir, checked as run_name is: never a path to someone else's files
+        dataclasses.replace(cfg, run_name=name).validate()
+    except ConfigError:
+        raise ConfigError(f"--experiment {name!r} must be one folder name (no '/', not '.' or '..', no leading "
+                          "'-'); the sweep is written to output_dir/<experiment>") from None
     sweep_dir = cfg.run_dir.parent / name  # on this node (a scratch folder with cloud storage)
+    claim_folder(sweep_dir)  # lead-ray's marker: a folder it did not make is refused, before any work
     store = RunStorage.at(f"{cfg.output_dir.rstrip('/')}/{name}" if "://" in cfg.output_dir else sweep_dir)
     init_ray(cfg)
     concurrency = max_concurrent(cfg)

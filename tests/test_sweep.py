@@ -121,3 +121,24 @@ def check_trial_tracking(logs: Path, trial: Path) -> None:
     for tag in ("train_loss", "eval_nll"):  # trials evaluate every round
         got = {e.step: e.value for e in events.Scalars(tag)}
         assert got == pytest.approx({r["step"]: r[tag] for r in rounds}, rel=1e-5), (trial.name, tag)
+
+
+@pytest.mark.parametrize("experiment", ["/abs/elsewhere", "..", "a/b", "-x"])
+def test_experiment_must_be_one_folder_name(tmp_path: Path, experiment: str) -> None:
+    from lead_ray.sweep import sweep
+
+    with pytest.raises(ConfigError, match="--experiment .* must be one folder name") as e:
+        sweep(load_config(None, {"output_dir": str(tmp_path)}), experiment)
+    assert "\n" not in str(e.value) and not any(tmp_path.iterdir())
+
+
+def test_experiment_folder_with_other_files_is_refused_untouched(tmp_path: Path) -> None:
+    from lead_ray.sweep import sweep
+
+    theirs = tmp_path / "mine" / "trials.csv"
+    theirs.parent.mkdir()
+    theirs.write_text("someone else's results")
+    with pytest.raises(ConfigError, match="already holds files that lead-ray did not make"):
+        sweep(load_config(None, {"output_dir": str(tmp_path)}), "mine")
+    assert theirs.read_text() == "someone else's results" and sorted(p.name for p in theirs.parent.iterdir()) == \
+        ["trials.csv"]
