@@ -128,6 +128,39 @@ def test_max_length_boundary(tok: Any) -> None:
         tokenize_messages(tok, messages, max_length=4)
 
 
+def test_a_huge_row_is_refused_before_tokenizing(tok: Any) -> None:
+    import time
+
+    from lead_ray.data.tokenize import max_token_chars
+
+    longest = max_token_chars(tok)
+    assert longest == max(len(t) for t in tok.get_vocab()) >= 1
+    huge = [_m("user", "Summarise."), _m("assistant", "word " * 4_000_000)]  # 20 MB of answer
+    t0 = time.perf_counter()
+    with pytest.raises(BadRow, match=r"too many tokens \(20000010 characters cannot fit max_length 256\)"):
+        tokenize_messages(tok, huge, max_length=256)
+    assert time.perf_counter() - t0 < 1.0  # counted, not tokenized (tokenizing it takes many seconds)
+
+
+@pytest.mark.parametrize("length", [16, 64, 256])
+def test_the_character_bound_never_refuses_a_row_that_fits(tok: Any, length: int) -> None:
+    """The bound is a lower bound on tokens: every row that fits max_length passes it, whatever its text."""
+    from lead_ray.data.tokenize import max_token_chars
+
+    rng = np.random.default_rng(length)
+    alphabet = list("abc xyz\n\t  ====----") + ["é", "日本", "🙂", "    "]
+    for _ in range(200):
+        answer = "".join(rng.choice(alphabet, size=int(rng.integers(1, 3 * length))))
+        messages = [_m("user", "Q"), _m("assistant", answer)]
+        chars = sum(len(m["content"]) for m in messages)
+        try:
+            ids, _ = tokenize_messages(tok, messages, max_length=10**9)
+        except BadRow:
+            continue  # e.g. no assistant tokens: not about length
+        if len(ids) <= length:
+            assert chars <= length * max_token_chars(tok)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Prefix consistency with the chat template
 # ---------------------------------------------------------------------------------------------------------------
