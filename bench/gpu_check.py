@@ -42,12 +42,16 @@ PEAK_TFLOPS = 989.0  # H100/H200 dense bf16, the figure MFU is usually quoted ag
 
 
 def _collective_worker(rank: int, port: int, backend: str, results) -> None:
+    import numpy as np
+
+    from lead_ray.select.rounds import RoundPlan
     from lead_ray.train.collective import all_sum, broadcast_flag, broadcast_plan, gather_tokens
 
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        plan = broadcast_plan({"round": 1, "ids": torch.arange(5).numpy()} if rank == 0 else None, 2)
-        ok = (plan["ids"].tolist() == list(range(5)) and broadcast_flag(rank == 0, 2)
+        sent = RoundPlan(1, np.zeros(5, np.int64), np.arange(5), np.ones(2) / 2)
+        plan = broadcast_plan(sent if rank == 0 else None, 2)
+        ok = (plan.ids.tolist() == list(range(5)) and broadcast_flag(rank == 0, 2)
               and gather_tokens("ab" * 16, 2) == ["ab" * 16] * 2 and all_sum([1.0], 2) == [2.0])
         results[rank] = "ok" if ok else "wrong values"
     except Exception as e:  # noqa: BLE001 - reported, not raised: the parent prints one line per backend

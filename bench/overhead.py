@@ -152,7 +152,7 @@ def main() -> None:
         reporter.start_round()
         tracker.start_round()
         out = [lead_step(batches[(start + i) % len(batches)]) for i in range(steps)]
-        reporter.end_round(0, 1, *tracker.end_round(), int(plan["round"]))  # flush, ḡ and u, end_round + journal
+        reporter.end_round(0, 1, *tracker.end_round(), int(plan.round))  # flush, ḡ and u, end_round + journal
         return out
 
     plain_block(0, args.warmup)

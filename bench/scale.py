@@ -117,7 +117,7 @@ def actor_under_load(workers: int, t_step: float, min_seconds: float, args, path
     try:
         for _ in range(args.rounds):
             plan = ray.get(service.next_round.remote())
-            ids = np.array_split(np.resize(plan["ids"], workers * steps * args.rows_per_step), workers)
+            ids = np.array_split(np.resize(plan.ids, workers * steps * args.rows_per_step), workers)
             mine = [slice(i * per_group, (i + 1) * per_group) for i in range(len(groups))]
             out = ray.get([grp.run_round.remote(ids[m], phases[m].tolist(), steps)
                            for grp, m in zip(groups, mine)])  # the gather: every worker flushed
@@ -126,9 +126,9 @@ def actor_under_load(workers: int, t_step: float, min_seconds: float, args, path
                 flush += o["flush"]
                 blocked += o["blocked"]
             t0 = time.perf_counter()
-            answer = ray.get(service.end_round.remote(g, -1e-5 * g, plan["round"]))  # writes the round's record
+            answer = ray.get(service.end_round.remote(g, -1e-5 * g, plan.round))  # writes the round's record
             Path(ckpt, "train_state.json").write_text(json.dumps({"selection_rounds": answer["rounds"]}))
-            state_bytes = Path(ckpt, "selection", SelectionJournal.name(plan["round"])).stat().st_size
+            state_bytes = Path(ckpt, "selection", SelectionJournal.name(plan.round)).stat().st_size
             rank0.append(time.perf_counter() - t0)
     finally:
         shutil.rmtree(ckpt)

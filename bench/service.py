@@ -114,7 +114,7 @@ def bench_actor(path: str, n: int, rounds: int, batch: int, g: np.ndarray, worke
             plan = ray.get(service.next_round.remote())
             next_s.append(time.perf_counter() - t0)
             assert plan is not None
-            chunks = report_chunks(plan["ids"], batch, seed=r)
+            chunks = report_chunks(plan.ids, batch, seed=r)
             t0 = time.perf_counter()
             pending: list[ray.ObjectRef | None] = [None] * workers
             for i, (ids, losses) in enumerate(chunks):
@@ -124,9 +124,9 @@ def bench_actor(path: str, n: int, rounds: int, batch: int, g: np.ndarray, worke
                 pending[w] = service.report.remote(ids, losses)
             ray.get([p for p in pending if p is not None])  # the flush
             t1 = time.perf_counter()
-            ray.get(service.end_round.remote(g, -1e-5 * g, plan["round"]))  # + the round's journal write
+            ray.get(service.end_round.remote(g, -1e-5 * g, plan.round))  # + the round's journal write
             end_s.append(time.perf_counter() - t1)
-            update_rate.append(len(plan["ids"]) / (time.perf_counter() - t0))
+            update_rate.append(len(plan.ids) / (time.perf_counter() - t0))
         t0 = time.perf_counter()
         assert ray.get(service.restore.remote(rounds)) == rounds  # what a restarted service does
         resume_s = time.perf_counter() - t0
@@ -135,7 +135,7 @@ def bench_actor(path: str, n: int, rounds: int, batch: int, g: np.ndarray, worke
     finally:
         ray.kill(service)
     return {"next": next_s, "update": update_rate, "end": end_s, "startup": startup, "rss": rss,
-            "resume": resume_s, "record_mb": record_mb, "plan": len(plan["ids"])}
+            "resume": resume_s, "record_mb": record_mb, "plan": len(plan.ids)}
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from lead_ray.select.rounds import Rescore, RoundPlan
 from lead_ray.train.collective import (
     all_sum,
     broadcast_flag,
@@ -42,11 +43,11 @@ def _worker(rank: int, port: int, results) -> None:
     dist.broadcast, dist.all_gather, dist.all_reduce = (_check_cpu(f) for f in (dist.broadcast, dist.all_gather,
                                                                               dist.all_reduce))
     try:
-        plan = {"round": 3, "ids": np.array([5, 1, 9], dtype=np.int64), "arms": np.array([0, 0, 2]),
-                "arm_probs": np.array([0.5, 0.5])}
+        plan = RoundPlan(3, np.array([0, 0, 2]), np.array([5, 1, 9], dtype=np.int64), np.array([0.25, 0.5, 0.25]))
+        empty = RoundPlan(5, np.zeros(0, np.int64), np.zeros(0, np.int64), np.array([1.0]))
         got = [broadcast_plan(plan if rank == 0 else None, WORLD),
-               broadcast_plan({"round": 4, "rescore": np.arange(4)} if rank == 0 else None, WORLD),
-               broadcast_plan({"round": 5, "ids": np.zeros(0, np.int64)} if rank == 0 else None, WORLD),
+               broadcast_plan(Rescore(4, np.arange(4)) if rank == 0 else None, WORLD),
+               broadcast_plan(empty if rank == 0 else None, WORLD),
                broadcast_plan(None, WORLD),
                broadcast_flag(True if rank == 0 else False, WORLD),
                broadcast_flag(False if rank == 0 else True, WORLD),
@@ -64,11 +65,12 @@ def test_collectives_send_tensors_not_pickles() -> None:
     results = mp.Manager().dict()
     mp.spawn(_worker, args=(port, results), nprocs=WORLD, join=True)
     r0, r1 = results[0], results[1]
-    # rank 0 keeps its whole plan; rank 1 gets what training reads
-    assert set(r0[0]) == {"round", "ids", "arms", "arm_probs"}
-    assert r1[0]["round"] == 3 and r1[0]["ids"].tolist() == [5, 1, 9] and set(r1[0]) == {"round", "ids"}
-    assert r1[1]["round"] == 4 and r1[1]["rescore"].tolist() == [0, 1, 2, 3] and "ids" not in r1[1]
-    assert r1[2]["round"] == 5 and r1[2]["ids"].tolist() == []  # an empty round is still a round
+    # every rank gets the whole plan, typed
+    for r in (r0, r1):
+        assert isinstance(r[0], RoundPlan) and r[0].round == 3 and r[0].ids.tolist() == [5, 1, 9]
+        assert r[0].arms.tolist() == [0, 0, 2] and r[0].arm_probs.tolist() == [0.25, 0.5, 0.25]
+        assert isinstance(r[1], Rescore) and r[1].round == 4 and r[1].ids.tolist() == [0, 1, 2, 3]
+        assert isinstance(r[2], RoundPlan) and r[2].round == 5 and r[2].ids.tolist() == []  # still a round
     assert r0[3] is None and r1[3] is None
     assert [r0[4], r1[4], r0[5], r1[5]] == [True, True, False, False]  # rank 0's answer wins
     assert r0[6] == r1[6] == TOKENS
@@ -77,7 +79,7 @@ def test_collectives_send_tensors_not_pickles() -> None:
 
 def test_single_worker_needs_no_process_group() -> None:
     assert not dist.is_initialized()
-    plan = {"round": 0, "ids": np.arange(3)}
+    plan = RoundPlan(0, np.zeros(3, np.int64), np.arange(3), np.array([1.0]))
     assert broadcast_plan(plan, 1) is plan and broadcast_plan(None, 1) is None
     assert broadcast_flag(True, 1) is True and gather_tokens("ab" * 16, 1) == ["ab" * 16]
     assert all_sum([1.0, 2.0], 1) == [1.0, 2.0]

@@ -7,6 +7,7 @@ docs/method.md); none is obtained by calling the code under test. No Ray, no tor
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -412,7 +413,7 @@ def test_replay_redoes_the_plan_from_the_state_before_it() -> None:
     a.end_round(np.ones(4), -0.1 * np.ones(4))
     after_round = [a.round_record()]
     plan = a.next_round()
-    answer = {"round": plan.round, "ids": plan.ids, "arms": plan.arms, "arm_probs": plan.arm_probs}
+    answer = dataclasses.replace(plan)  # what the service sent: a copy
     b = LeadSelector(idu, arm, group, **kw)
     b.load_rounds(after_round)
     b.replay(answer)
@@ -421,7 +422,7 @@ def test_replay_redoes_the_plan_from_the_state_before_it() -> None:
     c = LeadSelector(idu, arm, group, **kw)
     c.load_rounds(after_round)
     with pytest.raises(RuntimeError, match="replayed plan differs"):
-        c.replay({**answer, "ids": answer["ids"][::-1]})
+        c.replay(dataclasses.replace(answer, ids=answer.ids[::-1]))
 
 
 # ---------------------------------------------------------------------------------------------------------------

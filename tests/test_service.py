@@ -29,7 +29,7 @@ def _drive(next_round, report, end_round, rounds: int, rng: np.random.Generator)
         plan = next_round()
         if plan is None:
             break
-        ids = plan["ids"] if isinstance(plan, dict) else plan.ids
+        ids = plan.ids
         picked.append(ids)
         half = len(ids) // 2  # two "workers" report their shares separately
         report(ids[:half], rng.uniform(0, 3, half))
@@ -46,7 +46,7 @@ def test_service_matches_pure_selector_and_restores(ray_local, tmp_path: Path) -
 
     got = _drive(lambda: ray.get(actor.next_round.remote()), lambda i, v: actor.report.remote(i, v),
                  lambda g, u: ray.get(actor.end_round.remote(g, u, -1)), 3, np.random.default_rng(1))
-    want = _drive(lambda: (lambda p: None if p is None else {"ids": p.ids})(pure.next_round()), pure.report,
+    want = _drive(pure.next_round, pure.report,
                   pure.end_round, 3, np.random.default_rng(1))
     assert len(got) == 3 and all(np.array_equal(a, b) for a, b in zip(got, want))
 
@@ -84,9 +84,9 @@ def test_restart_after_the_last_report_makes_workers_resend(ray_local, tmp_path:
     reporter.restore(None)
     plan = reporter.next_round()
     reporter.start_round()
-    losses = torch.linspace(0.5, 2.5, len(plan["ids"]))
-    for s in range(0, len(plan["ids"]), 3):
-        reporter.add(plan["ids"][s : s + 3], losses[s : s + 3])
+    losses = torch.linspace(0.5, 2.5, len(plan.ids))
+    for s in range(0, len(plan.ids), 3):
+        reporter.add(plan.ids[s : s + 3], losses[s : s + 3])
     reporter.flush()
     old = reporter.incarnation
     ray.kill(actor, no_restart=False)  # Ray restarts it, empty
@@ -96,15 +96,15 @@ def test_restart_after_the_last_report_makes_workers_resend(ray_local, tmp_path:
         assert time.time() < deadline, "the service was not restarted"
         time.sleep(0.05)
 
-    args = (np.zeros(16), np.zeros(16), plan["round"])
+    args = (np.zeros(16), np.zeros(16), plan.round)
     for answer in (actor.next_round.remote(), actor.end_round.remote(*args, [old]), actor.summary.remote()):
         assert ray.get(answer) == LOST  # nothing answered, nothing ended, until the state is back
     stats = reporter.end_round(0, 1, *args)  # restores the state and the plan, then the workers resend
-    assert stats is not None and stats["round"] == plan["round"] and reporter.incarnation != old
+    assert stats is not None and stats["round"] == plan.round and reporter.incarnation != old
     sel = ray.get(actor.selections.remote())
-    assert len(sel["id"]) == len(plan["ids"]) and not np.isnan(sel["loss"]).any()
+    assert len(sel["id"]) == len(plan.ids) and not np.isnan(sel["loss"]).any()
     np.testing.assert_allclose(sel["loss"][np.argsort(sel["id"])],
-                               losses.numpy()[np.argsort(plan["ids"])], rtol=1e-6)
+                               losses.numpy()[np.argsort(plan.ids)], rtol=1e-6)
     assert ray.get(actor.end_round.remote(*args, [old]))["stats"] == stats  # a retried call of a finished round
     assert reporter.rounds == 1 and reporter.planned == ()  # rank 0 holds the round count after the round
 

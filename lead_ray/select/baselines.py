@@ -100,12 +100,12 @@ class IterativeRescoreSelector(RoundBook):
         ids = ids[self.within_budget(ids, self.scores)]
         return self.start_round(ids, self.arm[ids], self.arm_probs())
 
-    def replay(self, plan: dict[str, Any] | None) -> None:
+    def replay(self, plan: RoundPlan | None) -> None:
         """The plan came from scores of a model that has moved since: take it as it was."""
         if plan is None:
             self.next_round()
         else:
-            self.start_round(np.asarray(plan["ids"]), np.asarray(plan["arms"]), np.asarray(plan["arm_probs"]))
+            self.start_round(np.asarray(plan.ids), np.asarray(plan.arms), np.asarray(plan.arm_probs))
 
     def end_round(self, grad: np.ndarray, step: np.ndarray) -> dict[str, Any]:
         stats = super().end_round(grad, step)

@@ -25,12 +25,32 @@ from lead_ray.select.params import SelectionParams
 LOG_COLUMNS = ["round", "id", "arm", "group", "idu_before", "idu_after", "loss"]  # one row per (round, id)
 
 
+# What the SelectionService answers `next_round` (lead_ray/select/service.py): a RoundPlan, a Rescore, None (the
+# run is over) or LOST. Types, not dicts, so that a renamed field fails where it is read, in a unit test.
 @dataclass
 class RoundPlan:
+    """Train `ids` as round `round`."""
+
     round: int
     arms: np.ndarray  # arm chosen for each selected id
     ids: np.ndarray
     arm_probs: np.ndarray  # the distribution the arms were drawn from (uniform for strategies without a bandit)
+
+
+@dataclass(frozen=True)
+class Rescore:
+    """Before round `round`, the workers score `ids` with the current model (`report_scores`), then ask again."""
+
+    round: int
+    ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class Lost:
+    """The answer of a service without state (new, or restarted by Ray after a crash) until `restore`."""
+
+
+LOST = Lost()
 
 
 class RoundBook:
@@ -120,11 +140,11 @@ class RoundBook:
     def next_round(self) -> RoundPlan | None:
         raise NotImplementedError
 
-    def replay(self, plan: dict[str, Any] | None) -> None:
+    def replay(self, plan: RoundPlan | None) -> None:
         """Redo the `next_round` that answered `plan` (None: the run was over), from the state it was asked in:
         planning is deterministic given the state, so the answer must be the same."""
         got = self.next_round()
-        if (got is None) != (plan is None) or (got is not None and not np.array_equal(got.ids, plan["ids"])):
+        if (got is None) != (plan is None) or (got is not None and not np.array_equal(got.ids, plan.ids)):
             raise RuntimeError(f"round {self.round}: the replayed plan differs from the one the workers train on")
 
     def start_round(self, ids: np.ndarray, arms: np.ndarray, probs: np.ndarray) -> RoundPlan:

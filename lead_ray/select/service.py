@@ -24,14 +24,12 @@ from lead_ray.runtime.ray_init import on_driver_node
 from lead_ray.select.journal import SelectionJournal
 from lead_ray.select.metrics import ServiceMetrics
 from lead_ray.select.params import SelectionParams
-from lead_ray.select.rounds import RoundBook
+from lead_ray.select.rounds import LOST, Lost, Rescore, RoundBook, RoundPlan
 from lead_ray.select.strategies import build_selector, columns_needed
-
-LOST = {"lost": True}  # the answer of an actor without state (new or restarted) until `restore`
 
 
 def is_lost(answer: Any) -> bool:
-    return isinstance(answer, dict) and answer.get("lost") is True
+    return isinstance(answer, Lost)
 
 
 class SelectionService:
@@ -49,18 +47,16 @@ class SelectionService:
             raise ValueError(f"{self.enriched_path}: ids must be dense 0..N-1 in order")
         return build_selector({name: table.column(name).to_numpy() for name in table.column_names}, self.params)
 
-    def next_round(self) -> dict[str, Any] | None:
-        """The next round's plan (None: the run is over); or `{"rescore": ids}` when the selector first needs the
-        current model's NLL of those ids (iterative_rescore), which the workers send with `report_scores` before
-        asking again."""
+    def next_round(self) -> RoundPlan | Rescore | Lost | None:
+        """The next round's plan (None: the run is over); or a Rescore when the selector first needs the current
+        model's NLL of some ids (iterative_rescore), which the workers send with `report_scores` before asking
+        again."""
         if self.lost:
             return LOST
         need = self.selector.rescore_request()
         if need is not None:
-            return {"round": self.selector.round, "rescore": need}
-        plan = self.selector.next_round()
-        return None if plan is None else {"round": plan.round, "ids": plan.ids, "arms": plan.arms,
-                                          "arm_probs": plan.arm_probs}
+            return Rescore(self.selector.round, need)
+        return self.selector.next_round()
 
     def report(self, ids: np.ndarray, losses: np.ndarray) -> str:
         t0 = time.perf_counter()

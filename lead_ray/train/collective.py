@@ -4,11 +4,11 @@ these small control messages). Each is a no-op for a single worker."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from lead_ray.select.rounds import Rescore, RoundPlan
 
 
 def process_group_backend(use_gpu: bool) -> str:
@@ -29,26 +29,36 @@ def all_sum(values: list[float], world: int) -> list[float]:
 PLAN_NONE, PLAN_TRAIN, PLAN_RESCORE = 0, 1, 2
 
 
-def broadcast_plan(plan: dict[str, Any] | None, world: int) -> dict[str, Any] | None:
-    """Rank 0's round plan on every rank: None (the run is over), `{"round", "ids"}` or `{"round", "rescore"}`. Rank
-    0 keeps its own plan; the others get what training reads, sent as a header and an id tensor."""
+def broadcast_plan(plan: RoundPlan | Rescore | None, world: int) -> RoundPlan | Rescore | None:
+    """Rank 0's answer from the service on every rank: a RoundPlan, a Rescore or None (the run is over), sent as an
+    int64 header (kind, round, ids, arms) and its arrays."""
     if world == 1:
         return plan
     rank0 = dist.get_rank() == 0
-    header = torch.zeros(3, dtype=torch.int64)  # kind, round, number of ids
-    ids = np.zeros(0, dtype=np.int64)
+    header = torch.zeros(4, dtype=torch.int64)
     if rank0 and plan is not None:
-        kind = PLAN_RESCORE if "rescore" in plan else PLAN_TRAIN
-        ids = np.ascontiguousarray(plan["rescore" if kind == PLAN_RESCORE else "ids"], dtype=np.int64)
-        header = torch.tensor([kind, int(plan["round"]), len(ids)], dtype=torch.int64)
+        kind = PLAN_RESCORE if isinstance(plan, Rescore) else PLAN_TRAIN
+        probs = 0 if kind == PLAN_RESCORE else len(plan.arm_probs)
+        header = torch.tensor([kind, plan.round, len(plan.ids), probs], dtype=torch.int64)
     dist.broadcast(header, src=0)
-    kind, round_index, n = header.tolist()
-    body = torch.from_numpy(ids) if rank0 else torch.empty(n, dtype=torch.int64)
-    if n:
-        dist.broadcast(body, src=0)
-    if rank0 or kind == PLAN_NONE:
+    kind, round_index, n, k = header.tolist()
+    if kind == PLAN_NONE:
         return plan if rank0 else None
-    return {"round": round_index, "rescore" if kind == PLAN_RESCORE else "ids": body.numpy()}
+    if rank0:
+        ids = torch.from_numpy(np.ascontiguousarray(plan.ids, dtype=np.int64))
+        arms = torch.from_numpy(np.ascontiguousarray(plan.arms, dtype=np.int64)) if k else torch.zeros(0)
+        probs = torch.from_numpy(np.ascontiguousarray(plan.arm_probs, dtype=np.float64)) if k else torch.zeros(0)
+    else:
+        ids = torch.empty(n, dtype=torch.int64)
+        arms, probs = torch.empty(n if k else 0, dtype=torch.int64), torch.empty(k, dtype=torch.float64)
+    for t in (ids, arms, probs):
+        if t.numel():
+            dist.broadcast(t, src=0)
+    if rank0:
+        return plan
+    if kind == PLAN_RESCORE:
+        return Rescore(round_index, ids.numpy())
+    return RoundPlan(round_index, arms.numpy(), ids.numpy(), probs.numpy())
 
 
 def broadcast_flag(flag: bool | None, world: int) -> bool:

@@ -31,6 +31,7 @@ from lead_ray.models.load import cpu_threads, load_model, load_tokenizer
 from lead_ray.models.nll import batch_response_nll, collate, response_nll, target_tokens, to_device
 from lead_ray.runtime.console import clock, log
 from lead_ray.runtime.storage import stage
+from lead_ray.select.rounds import Rescore, RoundPlan
 from lead_ray.train.checkpoint import (
     STOPPED,
     load_training_state,
@@ -95,7 +96,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         t_select = time.time()
         metrics["selection_seconds"] = progress.selection_seconds  # cumulative, up to this round's plan
         grad, step = w.tracker.end_round() if w.tracker is not None else (None, None)
-        stats = reporter.end_round(w.rank, w.world, grad, step, int(plan["round"]))
+        stats = reporter.end_round(w.rank, w.world, grad, step, plan.round)
         progress.selection_seconds += time.time() - t_select
         save_round(w, progress, metrics, stats, reporter.rounds)
     finish(w, progress, reporter.rounds)
@@ -152,30 +153,30 @@ def resume(w: Worker, reporter: LossReporter) -> Progress | None:
     return progress
 
 
-def plan_round(w: Worker, progress: Progress, reporter: LossReporter) -> dict[str, Any] | None:
+def plan_round(w: Worker, progress: Progress, reporter: LossReporter) -> RoundPlan | None:
     """The next round's plan on every rank (None: the run is over), after any re-scoring the selector asks for."""
     while True:
         t_select = time.time()
         plan = broadcast_plan(reporter.next_round() if w.rank == 0 else None, w.world)
-        if plan is not None and "rescore" in plan:
-            rescore(w, plan["rescore"][w.rank :: w.world])
+        if isinstance(plan, Rescore):
+            rescore(w, plan.ids[w.rank :: w.world])
             all_sum([0.0], w.world)  # a barrier: every worker's scores are in before rank 0 asks again
         progress.selection_seconds += time.time() - t_select
-        if plan is None or "rescore" not in plan:
+        if not isinstance(plan, Rescore):
             return plan
 
 
-def train_round(w: Worker, progress: Progress, plan: dict[str, Any], reporter: LossReporter) -> dict[str, Any]:
+def train_round(w: Worker, progress: Progress, plan: RoundPlan, reporter: LossReporter) -> dict[str, Any]:
     """One pass over the round's rows; each micro-batch's per-row losses go to the service as they come.
 
     An optimizer step's loss is the sum of its token NLLs over the target tokens of every rank (counted from the
     plan, which every rank has): padding rows and short rows on one rank do not dilute it, so N workers take the step one worker
     with N times the batch would.
     """
-    cfg, t0, round_index = w.cfg, time.time(), int(plan["round"])
+    cfg, t0, round_index = w.cfg, time.time(), plan.round
     torch.manual_seed(worker_seed(cfg.seed, w.rank, round_index))  # dropout etc.: the same after a restart
     # the round's rows in a seeded order, as a data loader shuffles (the same order again after a restart)
-    ids = plan["ids"][np.random.default_rng([cfg.seed, round_index]).permutation(len(plan["ids"]))]
+    ids = plan.ids[np.random.default_rng([cfg.seed, round_index]).permutation(len(plan.ids))]
     micro = cfg.per_device_train_batch_size
     by_rank = np.concatenate([ids, np.full(-len(ids) % (micro * w.world), -1, dtype=np.int64)]).reshape(-1, w.world)
     mine = by_rank[:, w.rank]  # rank r trains column r: rows r, r + world, ...

@@ -22,6 +22,7 @@ import numpy as np
 import ray
 import torch
 
+from lead_ray.select.rounds import Rescore, RoundPlan
 from lead_ray.select.service import is_lost
 from lead_ray.train.collective import broadcast_flag, gather_tokens
 
@@ -62,10 +63,10 @@ class LossReporter:
         ray.get(self.service.restore.remote(rounds))
         self.rounds, self.planned = rounds, ()
 
-    def next_round(self) -> dict | None:
+    def next_round(self) -> RoundPlan | Rescore | None:
         """Rank 0: the service's next plan (None: the run is over), or its request to re-score."""
         answer = self._ask("next_round")
-        if answer is None or "rescore" not in answer:
+        if not isinstance(answer, Rescore):
             self.planned = (answer,)
         return answer
 
