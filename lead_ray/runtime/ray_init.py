@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from lead_ray.config import ConfigError, LeadConfig
+from lead_ray.runtime.ray_private import single_node_mode
 from lead_ray.runtime.reaper import start_reaper
 
 
@@ -24,13 +25,9 @@ def init_ray(cfg: LeadConfig) -> None:
         return
     for k, v in env.items():
         os.environ.setdefault(k, v)
-    # A local instance is one node: Ray's single-node mode (as on macOS) binds every Ray service to loopback, and
-    # Ray's token auth (on by default for local instances) stays on. Child processes read the variable; this one
-    # read it when ray was imported, hence the constant too.
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    import ray._private.ray_constants as ray_constants
-
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    # A local instance is one node: Ray's single-node mode binds every Ray service to loopback, and Ray's token
+    # auth (on by default for local instances) stays on.
+    single_node_mode()
     # The dashboard (bound to 127.0.0.1) serves the State API, which Ray Train needs to clean up the placement
     # groups of a stopped run (e.g. a Tune trial that ASHA ends early).
     # address="local": always a new instance of our own, never one that `ray start` left running on this machine.

@@ -30,6 +30,7 @@ from lead_ray.data.store import RowStore
 from lead_ray.models.load import cpu_threads, load_model, load_tokenizer
 from lead_ray.models.nll import batch_response_nll, collate, response_nll, target_tokens, to_device
 from lead_ray.runtime.console import clock, log
+from lead_ray.runtime.ray_private import train_report_logger
 from lead_ray.runtime.storage import stage
 from lead_ray.select.rounds import Rescore, RoundPlan
 from lead_ray.train.checkpoint import (
@@ -104,10 +105,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def setup(config: dict[str, Any]) -> Worker:
     cfg = LeadConfig(**config["cfg"])
-    if not cfg.verbose:  # Ray Train logs each report under its file's path, which its LoggingConfig does not reach
-        from ray.train.v2._internal.execution import context as train_context
-
-        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    if not cfg.verbose:
+        train_report_logger().setLevel(logging.WARNING)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(worker_seed(cfg.seed, rank))
