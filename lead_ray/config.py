@@ -113,6 +113,7 @@ class LeadConfig:
     # training
     num_workers: int = 1
     use_gpu: bool = False
+    parallel_strategy: str = "ddp"  # ddp: a full replica per worker | fsdp: weights, gradients, optimizer sharded
     learning_rate: float = 2e-5
     weight_decay: float = 0.0
     lr_decay: float = 0.995  # lr * lr_decay ** (step // lr_decay_every)
@@ -206,6 +207,7 @@ class LeadConfig:
         need(self.ifd_max is None or self.ifd_max > 0, "ifd_max", "must be > 0 or null")
         need(self.ifd_max is None or self.ifd_model != "none", "ifd_max", "needs IFD scores (ifd_model warmup or base)")
         need(self.num_workers >= 1, "num_workers", "must be >= 1")
+        need(self.parallel_strategy in ("ddp", "fsdp"), "parallel_strategy", "must be ddp or fsdp")
         need(bool(self.report_to) and set(self.report_to) <= {"none", *TRACKERS}
              and ("none" not in self.report_to or len(self.report_to) == 1), "report_to",
              f"must be none, or a list of {', '.join(TRACKERS)}")

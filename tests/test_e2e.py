@@ -101,9 +101,10 @@ def test_job_tiny_direct(tiny_job) -> None:
 
 
 def test_two_workers_train_what_one_worker_would(tiny_prepared, tmp_path: Path) -> None:
-    """The same LoRA run on 2 workers (2 rows each per optimizer step) and on 1 worker (2 micro-batches of 2 rows
-    per step): the same selections, per-sample losses, gradient ḡ per round and adapter weights, to 1e-5. A round's
-    rows do not fill the last step, so padding rows must not dilute the 2-worker gradient."""
+    """The same LoRA run on 2 workers (2 rows each per optimizer step; DDP, then FSDP) and on 1 worker (2
+    micro-batches of 2 rows per step): the same selections, per-sample losses, gradient ḡ per round and adapter
+    weights, to 1e-5. A round's rows do not fill the last step, so padding rows must not dilute the 2-worker
+    gradient."""
     from safetensors.numpy import load_file
 
     from lead_ray.config import load_config
@@ -113,29 +114,33 @@ def test_two_workers_train_what_one_worker_would(tiny_prepared, tmp_path: Path) 
               "merge_adapter": True, "max_uses": 2, "max_rounds": 3, "per_device_train_batch_size": 2}
     runs = {}
     for name, overrides in (("one", {"num_workers": 1, "gradient_accumulation_steps": 2}),
-                            ("ddp", {"num_workers": 2, "gradient_accumulation_steps": 1})):
+                            ("ddp", {"num_workers": 2, "gradient_accumulation_steps": 1}),
+                            ("fsdp", {"num_workers": 2, "gradient_accumulation_steps": 1,
+                                      "parallel_strategy": "fsdp"})):
         seed_prepared(tiny_prepared, tmp_path / name)
         run(load_config(TINY, {**common, **overrides, "run_name": name}))
         check_run_outputs(tmp_path / name, expect_max_uses=2)
         sel = pq.read_table(tmp_path / name / "selections.parquet").to_pandas()
         metrics = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         runs[name] = (sel, metrics[:-1], load_file(tmp_path / name / "model" / "adapter_model.safetensors"))
-    (sel1, m1, w1), (sel2, m2, w2) = runs["one"], runs["ddp"]
+    sel1, m1, w1 = runs["one"]
     assert len(m1) == 3 and any(m["num_samples"] % 4 for m in m1)  # a round ends on a part-filled step
-    assert sel1[["round", "id", "arm"]].equals(sel2[["round", "id", "arm"]])
-    np.testing.assert_allclose(sel1["loss"], sel2["loss"], rtol=1e-5)
-    for a, b in zip(m1, m2):
-        assert a["step"] == b["step"]
-        np.testing.assert_allclose([a["grad_sq_norm"], a["train_loss"]], [b["grad_sq_norm"], b["train_loss"]],
-                                   rtol=1e-5)
-    assert w1.keys() == w2.keys() and len(w1) > 0
-    for k in w1:
-        np.testing.assert_allclose(w1[k], w2[k], atol=1e-5, err_msg=k)
+    for other in ("ddp", "fsdp"):  # FSDP (sharded weights, gradients, AdamW state) trains what DDP does
+        sel2, m2, w2 = runs[other]
+        assert sel1[["round", "id", "arm"]].equals(sel2[["round", "id", "arm"]])
+        np.testing.assert_allclose(sel1["loss"], sel2["loss"], rtol=1e-5)
+        for a, b in zip(m1, m2, strict=True):
+            assert a["step"] == b["step"]
+            np.testing.assert_allclose([a["grad_sq_norm"], a["train_loss"]], [b["grad_sq_norm"], b["train_loss"]],
+                                       rtol=1e-5)
+        assert w1.keys() == w2.keys() and len(w1) > 0
+        for k in w1:
+            np.testing.assert_allclose(w1[k], w2[k], atol=1e-5, err_msg=f"{other}: {k}")
 
     from transformers import AutoModelForCausalLM
 
-    adapter = tmp_path / "ddp" / "model"
-    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "ddp" / "merged")
+    adapter = tmp_path / "fsdp" / "model"  # the sharded run's adapter and merged model (rebuilt on the host)
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp" / "merged")
     with_adapter = AutoModelForCausalLM.from_pretrained(adapter)  # transformers loads the peft adapter
     ids = np.arange(1, 20)[None]
     import torch
@@ -184,3 +189,27 @@ def test_a_diverging_run_stops_in_one_line_and_publishes_nothing(tiny_prepared, 
     # a lower learning rate is another result key: refused unless the checkpoints may go
     with pytest.raises(RunError, match="other values of learning_rate;"):
         run(load_config(TINY, {**cfg.to_dict(), "learning_rate": 1e-4}))
+
+
+def test_fsdp_full_fine_tuning_matches_ddp(tiny_prepared, tmp_path: Path) -> None:
+    """Full fine-tuning (every weight trained, ΔL′ over the last block) on 2 workers: FSDP's sharded run selects,
+    trains and saves what DDP's does."""
+    from safetensors.numpy import load_file
+
+    from lead_ray.config import load_config
+    from lead_ray.pipeline import run
+
+    common = {"output_dir": str(tmp_path), "use_lora": False, "learning_rate": 1e-4, "max_rounds": 2,
+              "per_device_train_batch_size": 2, "num_workers": 2}
+    runs = {}
+    for name in ("ddp", "fsdp"):
+        seed_prepared(tiny_prepared, tmp_path / name)
+        run(load_config(TINY, {**common, "run_name": name, "parallel_strategy": name}))
+        sel = pq.read_table(tmp_path / name / "selections.parquet").to_pandas()
+        runs[name] = (sel, load_file(tmp_path / name / "model" / "model.safetensors"))
+    (s1, w1), (s2, w2) = runs["ddp"], runs["fsdp"]
+    assert s1[["round", "id", "arm"]].equals(s2[["round", "id", "arm"]]) and len(s1) > 0
+    np.testing.assert_allclose(s1["loss"], s2["loss"], rtol=1e-5)
+    assert w1.keys() == w2.keys() and len(w1) > 10
+    for k in w1:
+        np.testing.assert_allclose(w1[k], w2[k], atol=1e-5, err_msg=k)

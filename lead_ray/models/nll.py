@@ -83,7 +83,7 @@ def batch_response_nll(model, store, ids: np.ndarray, batch_size: int, pad_id: i
     The one forward-pass core both the training loop's evaluation and `heldout_nll` use, so they cannot drift.
     The caller sets eval/train mode.
     """
-    with torch.inference_mode(), autocast():
+    with torch.no_grad(), autocast():  # not inference_mode: FSDP's gathered weights must outlive the pass
         for s in range(0, len(ids), batch_size):
             t = to_device(collate([store.get(int(i)) for i in ids[s : s + batch_size]], pad_id), device)
             logits = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits

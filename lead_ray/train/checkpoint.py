@@ -13,15 +13,12 @@ from safetensors.torch import load_file, save_file
 STOPPED = "stopped.json"  # a checkpoint that ends a run without a model: {"reason": ...}
 
 
-def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def save_training_state(folder: Path, model, optimizer, selection_rounds: int, step: int,
-                        nll_before: float, selection_seconds: float = 0.0,
+def save_training_state(folder: Path, weights: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
+                        selection_rounds: int, step: int, nll_before: float, selection_seconds: float = 0.0,
                         history: list[dict[str, Any]] | None = None) -> None:
-    save_file(_trainable_state(model), str(folder / "trainable.safetensors"))
-    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    """`weights` and `optimizer_state`: full tensors, from `parallel.training_state`."""
+    save_file(weights, str(folder / "trainable.safetensors"))
+    torch.save(optimizer_state, folder / "optimizer.pt")
     (folder / "train_state.json").write_text(json.dumps({"step": step, "nll_before": nll_before,
                                                           "selection_seconds": selection_seconds,
                                                           "selection_rounds": selection_rounds}))
@@ -38,26 +35,34 @@ def read_history(folder: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def load_training_state(folder: Path, model, optimizer) -> dict[str, Any]:
-    """Restore weights and optimizer. Returns the optimizer step, the held-out NLL before training, the selection
-    seconds, the metrics so far and the selection journal's round count (for the SelectionService)."""
-    weights = load_file(str(folder / "trainable.safetensors"))
-    missing = set(_trainable_state(model)) - set(weights)
-    if missing:
-        raise RuntimeError(f"checkpoint {folder} lacks {len(missing)} trainable tensors, e.g. {sorted(missing)[0]}")
-    model.load_state_dict(weights, strict=False)
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+def load_training_state(folder: Path) -> dict[str, Any]:
+    """A round checkpoint: the trainable weights and optimizer state (for `parallel.load_training_state`), the
+    optimizer step, the held-out NLL before training, the selection seconds, the metrics so far and the selection
+    journal's round count (for the SelectionService)."""
     state = json.loads((folder / "train_state.json").read_text())
-    return {"step": int(state["step"]), "nll_before": float(state["nll_before"]),
+    return {"weights": load_file(str(folder / "trainable.safetensors")),
+            "optimizer": torch.load(folder / "optimizer.pt", weights_only=True), "step": int(state["step"]), "nll_before": float(state["nll_before"]),
             "selection_seconds": float(state.get("selection_seconds", 0.0)), "history": read_history(folder),
             "selection_rounds": int(state["selection_rounds"])}
 
 
-def save_final_model(folder: Path, model, tokenizer, merge: bool) -> None:
-    """Hugging Face folders: `model/` (the adapter for LoRA, else the full model) and `merged/` when asked."""
-    model.save_pretrained(folder / "model", safe_serialization=True)
+def save_final_model(folder: Path, model, tokenizer, merge: bool, weights: dict[str, torch.Tensor] | None = None,
+                     base_path: str | None = None) -> None:
+    """Hugging Face folders: `model/` (the adapter for LoRA, else the full model) and `merged/` when asked.
+
+    `weights`: a sharded (FSDP) model's trainable weights, gathered whole (`parallel.training_state`), saved in
+    place of its own shards; its merged model is then rebuilt on the host from `base_path` and the saved adapter."""
+    model.save_pretrained(folder / "model", safe_serialization=True,
+                          **({"state_dict": weights} if weights is not None else {}))
     tokenizer.save_pretrained(folder / "model")
     if merge and hasattr(model, "merge_and_unload"):
-        merged = model.merge_and_unload()
+        if weights is None:
+            merged = model.merge_and_unload()
+        else:
+            from peft import PeftModel
+
+            from lead_ray.models.load import load_model
+
+            merged = PeftModel.from_pretrained(load_model(base_path), str(folder / "model")).merge_and_unload()
         merged.save_pretrained(folder / "merged", safe_serialization=True)
         tokenizer.save_pretrained(folder / "merged")

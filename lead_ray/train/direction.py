@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lead_ray.train.parallel import full_tensor
+
 
 def direction_parameters(model: torch.nn.Module, which: str, num_layers: int) -> list[torch.Tensor]:
     """The parameters ΔL′ is measured over: `all` trainable ones, or the `last_block`'s (cheap for full
@@ -63,8 +65,9 @@ class RoundDirectionTracker:
     @torch.no_grad()
     def end_round(self) -> tuple[np.ndarray, np.ndarray]:
         """(ḡ, u) as flat float32 host arrays: exact, or sketched when they are longer than `sketch_dim`."""
-        grads = [g / max(self.steps, 1) for g in self.grad_sum]
-        steps = [p.detach().float() - s.float() for p, s in zip(self.params, self.start_values)]
+        # under FSDP each rank holds shards: gathered whole here, on every rank (a collective)
+        grads = [full_tensor(g) / max(self.steps, 1) for g in self.grad_sum]
+        steps = [full_tensor(p.detach().float() - s.float()) for p, s in zip(self.params, self.start_values)]
         self.start_values, self.grad_sum = [], []
         if self.sketch_dim and sum(g.numel() for g in grads) > self.sketch_dim:
             grad, step = (count_sketch(x, self.sketch_dim, self.seed) for x in (grads, steps))

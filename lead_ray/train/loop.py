@@ -42,6 +42,8 @@ from lead_ray.train.checkpoint import (
 )
 from lead_ray.train.collective import all_sum, broadcast_plan
 from lead_ray.train.direction import RoundDirectionTracker, direction_parameters
+from lead_ray.train.parallel import gradient_sync, training_state, wrap_model
+from lead_ray.train.parallel import load_training_state as restore_training_state
 from lead_ray.train.reporter import LossReporter, report_interval
 from lead_ray.train.tracking import selection_scalars
 
@@ -61,9 +63,10 @@ class Worker:
     tokenizer: Any
     optimizer: torch.optim.Optimizer
     trainable: list[torch.nn.Parameter]
-    tracker: RoundDirectionTracker | None  # rank 0 only: ḡ and u for ΔL′
+    tracker: RoundDirectionTracker | None  # rank 0 (every rank under FSDP, whose shards it gathers): ḡ and u
     store: RowStore
     eval_ids: np.ndarray
+    model_path: str
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bool(self.use_bf16))
@@ -71,6 +74,10 @@ class Worker:
     @property
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id
+
+    @property
+    def strategy(self) -> str:
+        return self.cfg.parallel_strategy if self.world > 1 else "ddp"
 
 
 @dataclass
@@ -119,16 +126,17 @@ def setup(config: dict[str, Any]) -> Worker:
     base = load_model(model_path, trust_remote_code=cfg.trust_remote_code, lora=lora,
                       dtype=torch.bfloat16 if use_bf16 else torch.float32,
                       attn_implementation=cfg.attn_implementation, gradient_checkpointing=cfg.gradient_checkpointing)
-    model = ray.train.torch.prepare_model(base)
+    device = ray.train.torch.get_device()
+    strategy = cfg.parallel_strategy if world > 1 else "ddp"
+    model = wrap_model(base, strategy, device, use_bf16)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     which = cfg.loss_change_params if cfg.loss_change_params != "auto" else "all" if cfg.use_lora else "last_block"
     tracker = RoundDirectionTracker(direction_parameters(base, which, base.config.num_hidden_layers),
-                                    cfg.loss_change_sketch_dim, cfg.seed) if rank == 0 else None
+                                    cfg.loss_change_sketch_dim, cfg.seed) if rank == 0 or strategy == "fsdp" else None
     eval_ids = np.asarray(ray.get(config["eval_shards"][rank]), dtype=np.int64)
-    return Worker(cfg, config["service"], rank, world, ray.train.torch.get_device(), use_bf16, base, model,
-                  tokenizer, optimizer, trainable, tracker, RowStore(stage(sources.pool, sources.cache_dir) / "pool.arrow"),
-                  eval_ids)
+    return Worker(cfg, config["service"], rank, world, device, use_bf16, base, model, tokenizer, optimizer, trainable,
+                  tracker, RowStore(stage(sources.pool, sources.cache_dir) / "pool.arrow"), eval_ids, model_path)
 
 
 def resume(w: Worker, reporter: LossReporter) -> Progress | None:
@@ -140,7 +148,8 @@ def resume(w: Worker, reporter: LossReporter) -> Progress | None:
     progress, selection = Progress(), None  # no checkpoint: the model starts from the base, so does selection
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            state = load_training_state(Path(d), w.base, w.optimizer)
+            state = load_training_state(Path(d))
+        restore_training_state(w.model, w.optimizer, w.strategy, state["weights"], state["optimizer"])
         progress = Progress(state["step"], state["nll_before"], state["selection_seconds"], state["history"])
         selection = state["selection_rounds"]
         _log(w, f"resumed from checkpoint at optimizer step {progress.step}")
@@ -194,7 +203,7 @@ def train_round(w: Worker, progress: Progress, plan: RoundPlan, reporter: LossRe
         chunks = [rows[c : c + micro] for c in range(0, len(rows), micro)]
         batches = [device_batch(w, chunk, ids[0]) for chunk in chunks]  # the step's copies start before its compute
         for k, (chunk, batch) in enumerate(zip(chunks, batches)):  # DDP all-reduces once, on the last micro-batch
-            with contextlib.nullcontext() if k == len(chunks) - 1 or w.world == 1 else w.model.no_sync():
+            with gradient_sync(w.model, w.strategy, w.world, enabled=k == len(chunks) - 1):
                 totals += train_micro_batch(w, chunk, batch, reporter, w.world / max(step_tokens, 1.0))
         lrs.append(optimizer_step(w, progress.step))
         progress.step += 1
@@ -257,6 +266,7 @@ def save_round(w: Worker, progress: Progress, metrics: dict[str, Any], stats: di
                selection_rounds: int | None) -> None:
     """Round checkpoint (rank 0 writes it: weights, optimizer, the selection journal's round count, metrics
     history) + report."""
+    state = training_state(w.model, w.optimizer, w.strategy, w.rank)  # gathered on rank 0 (a collective for FSDP)
     with tempfile.TemporaryDirectory() as d:
         if w.rank == 0:
             progress.history.append(metrics)
@@ -266,7 +276,7 @@ def save_round(w: Worker, progress: Progress, metrics: dict[str, Any], stats: di
             _log(w, f"round {metrics['round']}: arm {arms} {metrics['num_samples']} samples, "
                     f"loss {metrics['train_loss']:.4f}, unique {stats['num_unique']}/{stats['budget']}, "
                     f"{metrics['round_seconds']:.1f}s, ≤{clock(left)} left")
-            save_training_state(Path(d), w.base, w.optimizer, selection_rounds, progress.step,
+            save_training_state(Path(d), *state, selection_rounds, progress.step,
                                 progress.nll_before, progress.selection_seconds, progress.history)
         ckpt = ray.train.Checkpoint.from_directory(d) if w.rank == 0 else None
         scalars = selection_scalars(stats) if w.rank == 0 else {}  # for report_to and Tune's loggers
@@ -277,10 +287,12 @@ def finish(w: Worker, progress: Progress, selection_rounds: int | None) -> None:
     """Held-out NLL after training, then the final checkpoint: the model, the selection journal's round count and
     metrics history."""
     nll_after = evaluate(w)
+    sharded = training_state(w.model, w.optimizer, w.strategy, w.rank) if w.strategy == "fsdp" else None
     with tempfile.TemporaryDirectory() as d:
         if w.rank == 0:
             _log(w, f"held-out NLL after training: {nll_after:.4f} (before {progress.nll_before:.4f})")
-            save_final_model(Path(d), w.base, w.tokenizer, merge=w.cfg.merge_adapter)
+            save_final_model(Path(d), w.base, w.tokenizer, merge=w.cfg.merge_adapter,
+                             weights=sharded[0] if sharded else None, base_path=w.model_path)
             (Path(d) / "final.json").write_text(json.dumps({"nll_before": progress.nll_before,
                                                             "nll_after": nll_after,
                                                             "selection_seconds": progress.selection_seconds,
@@ -308,10 +320,13 @@ def evaluate(w: Worker) -> float:
     if len(w.eval_ids) == 0 and w.world == 1:
         return float("nan")
     w.base.eval()
-    for nll, counts in batch_response_nll(w.base, w.store, w.eval_ids, w.cfg.eval_batch_size, w.pad_id, w.device,
-                                          w.autocast):
-        total += float((nll * counts).sum())
-        tokens += float(counts.sum())
+    seen = 0
+    for nll, counts in batch_response_nll(w.base, w.store, same_length(w, w.eval_ids), w.cfg.eval_batch_size,
+                                          w.pad_id, w.device, w.autocast):
+        keep = max(0, min(len(nll), len(w.eval_ids) - seen))  # padding rows (FSDP) count nothing
+        seen += len(nll)
+        total += float((nll[:keep] * counts[:keep]).sum())
+        tokens += float(counts[:keep].sum())
     w.base.train()
     total, tokens = all_sum([total, tokens], w.world)
     return total / tokens if tokens else float("nan")
@@ -321,9 +336,20 @@ def rescore(w: Worker, ids: np.ndarray) -> None:
     """iterative_rescore's extra pass: this worker's share of the eligible pool, scored with the current model."""
     w.base.eval()
     parts = [nll.float().cpu().numpy() for nll, _ in
-             batch_response_nll(w.base, w.store, ids, w.cfg.eval_batch_size, w.pad_id, w.device, w.autocast)]
+             batch_response_nll(w.base, w.store, same_length(w, ids), w.cfg.eval_batch_size, w.pad_id, w.device,
+                                w.autocast)]
     w.base.train()
-    ray.get(w.service.report_scores.remote(ids, np.concatenate(parts) if parts else np.zeros(0, np.float32)))
+    scores = np.concatenate(parts)[: len(ids)] if parts else np.zeros(0, np.float32)
+    ray.get(w.service.report_scores.remote(ids, scores))
+
+
+def same_length(w: Worker, ids: np.ndarray) -> np.ndarray:
+    """Under FSDP every forward pass is a collective, so every rank runs as many: this rank's ids padded with row
+    0 (whose results the caller drops) to the longest rank's."""
+    if w.strategy != "fsdp":
+        return ids
+    lengths = all_sum([float(len(ids)) if r == w.rank else 0.0 for r in range(w.world)], w.world)
+    return np.concatenate([ids, np.zeros(int(max(lengths)) - len(ids), dtype=np.int64)])
 
 
 def _log(w: Worker, msg: str) -> None:
