@@ -7,10 +7,13 @@ the sizes users bring. Needs torch, transformers and peft only (no Ray), so it r
 2. `step`: one Llama-shaped model built on the GPU from a config (random weights: nothing is downloaded), frozen
    weights in bf16, the step the loop takes (`response_nll` on a bf16 forward, backward, AdamW), at 4 × 2,048 tokens
    and a 128k vocabulary. Per setting: peak memory, tokens/s and MFU, the ratio against the first setting of the
-   same model measured in this run. Settings: LoRA r 64 with and without gradient checkpointing, the whole-batch fp32
-   NLL the loop used before (to show what chunking saves), and full fine-tuning where it fits one GPU.
+   same model measured in this run, and the host syncs of one step (`torch.cuda.set_sync_debug_mode("warn")`).
+   Settings: LoRA r 64 with and without gradient checkpointing, the whole-batch fp32 NLL the loop used before (to
+   show what chunking saves), LoRA sharded by the loop's FSDP wrapper (a one-rank group: the code path, not the
+   sharding, which needs two GPUs), and full fine-tuning where it fits one GPU.
 
-Usage: python bench/gpu_check.py [--models 1b,8b] [--steps 3]. Prints one line per check; exits 1 if one fails.
+Usage: python bench/gpu_check.py [--models 1b,8b] [--steps 3]. Prints one line per check, then PASS or FAIL (exit 1),
+then the figures as key=value.
 """
 
 from __future__ import annotations
@@ -92,9 +95,14 @@ def build(shape: str, lora: dict | None, checkpointing: bool, device: str = "cud
 
 
 def step_check(shape: str, name: str, lora: dict | None, checkpointing: bool, chunked: bool, steps: int,
-               device: str = "cuda", vocab: int = VOCAB, batch: int = BATCH, length: int = LENGTH) -> dict:
-    """The loop's training step, `steps` times after one warm-up step: peak memory, tokens/s, MFU."""
+               device: str = "cuda", vocab: int = VOCAB, batch: int = BATCH, length: int = LENGTH,
+               fsdp: bool = False) -> dict:
+    """The loop's training step, `steps` times after one warm-up step: peak memory, tokens/s, MFU, and (on CUDA)
+    the host syncs of the last step. `fsdp`: sharded by the loop's own `wrap_model` (needs a process group)."""
+    import warnings
+
     from lead_ray.models.nll import response_nll
+    from lead_ray.train.parallel import wrap_model
 
     cuda = device == "cuda"
     gc.collect()
@@ -111,21 +119,31 @@ def step_check(shape: str, name: str, lora: dict | None, checkpointing: bool, ch
     try:
         model = build(shape, lora, checkpointing, device, vocab, length)
         n_params = sum(p.numel() for p in model.parameters())
+        if fsdp:
+            model = wrap_model(model, "fsdp", torch.device(device), use_bf16=True)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-        for _ in range(steps + 1):  # the first step warms up
+        syncs: list[str] = []
+        for k in range(steps + 1):  # the first step warms up; the last one lists its host syncs
             if cuda:
                 torch.cuda.synchronize()
+                torch.cuda.set_sync_debug_mode("warn" if k == steps else "default")
             t0 = time.perf_counter()
-            with torch.autocast(device, dtype=torch.bfloat16):
-                logits = model(input_ids=input_ids).logits
-            nll, counts = response_nll(logits, input_ids, mask, chunk_tokens=chunk)
-            loss = (nll * counts).sum() / counts.sum()
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                with torch.autocast(device, dtype=torch.bfloat16):
+                    logits = model(input_ids=input_ids).logits
+                nll, counts = response_nll(logits, input_ids, mask, chunk_tokens=chunk)
+                loss = (nll * counts).sum() / counts.sum()
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            if k == steps:
+                syncs = sorted({str(w.message).splitlines()[0][:100] for w in caught if "synchroniz" in str(w.message)})
             losses.append(float(loss.detach()))  # a host sync, as the step's end
             del logits, nll, loss
             times.append(time.perf_counter() - t0)
+        if cuda:
+            torch.cuda.set_sync_debug_mode("default")
     except torch.cuda.OutOfMemoryError:
         return {"name": name, "oom": True, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
     finally:
@@ -135,26 +153,32 @@ def step_check(shape: str, name: str, lora: dict | None, checkpointing: bool, ch
     flops = 6 * n_params * tokens  # the usual model-FLOPs count (recomputation not credited)
     return {"name": name, "oom": False, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
             "tokens_per_s": tokens / seconds, "mfu": flops / seconds / 1e12 / PEAK_TFLOPS, "params_b": n_params / 1e9,
-            "losses": losses}
+            "losses": losses, "syncs": syncs}
 
 
-def check_steps(models: list[str], steps: int) -> bool:
+def check_steps(models: list[str], steps: int, figures: dict[str, str]) -> bool:
     lora = {"rank": 64, "alpha": 16, "dropout": 0.0}
-    settings = [("lora+ckpt", lora, True, True), ("lora", lora, False, True),
-                ("lora+ckpt, whole-batch fp32 NLL", lora, True, False), ("full+ckpt", None, True, True)]
+    settings = [("lora+ckpt", lora, True, True, False), ("lora", lora, False, True, False),
+                ("lora+ckpt, whole-batch fp32 NLL", lora, True, False, False),
+                ("lora+ckpt, fsdp", lora, True, True, True), ("full+ckpt", None, True, True, False)]
     good = True
     for shape in models:
         first = None
-        for name, adapter, ckpt, chunked in settings:
-            r = step_check(shape, name, adapter, ckpt, chunked, steps)
+        for name, adapter, ckpt, chunked, fsdp in settings:
+            r = step_check(shape, name, adapter, ckpt, chunked, steps, fsdp=fsdp)
+            key = f"{shape}_{name.replace(', ', '_').replace('+', '_').replace(' ', '_')}"
             if r["oom"]:
                 print(f"step {shape} {name}: out of memory (peak {r['peak_gib']:.1f} GiB)", flush=True)
                 good &= name.startswith("full") or not chunked  # LoRA with chunking must fit one GPU
+                figures[f"{key}_oom"] = "1"
                 continue
             first = first or r
             print(f"step {shape} {name}: peak {r['peak_gib']:.1f} GiB ({r['peak_gib'] / first['peak_gib']:.2f}x), "
                   f"{r['tokens_per_s']:.0f} tokens/s ({r['tokens_per_s'] / first['tokens_per_s']:.2f}x), "
-                  f"MFU {100 * r['mfu']:.1f}% ({r['params_b']:.2f}B params, {BATCH}x{LENGTH} tokens)", flush=True)
+                  f"MFU {100 * r['mfu']:.1f}% ({r['params_b']:.2f}B params, {BATCH}x{LENGTH} tokens); host syncs "
+                  f"in a step: {len(r['syncs'])} {r['syncs'][:3]}", flush=True)
+            figures.update({f"{key}_peak_gib": f"{r['peak_gib']:.1f}", f"{key}_mfu": f"{r['mfu']:.3f}",
+                            f"{key}_host_syncs": str(len(r["syncs"]))})
     return good
 
 
@@ -170,8 +194,14 @@ def main() -> int:
     print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, {torch.cuda.device_count()} device(s)",
           flush=True)
     good = check_collectives()
-    good &= check_steps(args.models.split(","), args.steps)
+    with socket.socket() as s:  # a one-rank group for the FSDP step (the loop's wrap_model)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("cpu:gloo,cuda:nccl", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    figures: dict[str, str] = {}
+    good &= check_steps(args.models.split(","), args.steps, figures)
     print("gpu_check: " + ("PASS" if good else "FAIL"), flush=True)
+    print(" ".join(f"{k}={v}" for k, v in figures.items()), flush=True)  # the figures, as key=value
     return 0 if good else 1
 
 

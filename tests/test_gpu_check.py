@@ -17,15 +17,30 @@ def _gpu_check():
 
 
 def test_the_gpu_step_runs_on_cpu_and_learns() -> None:
+    import socket
+
+    import torch.distributed as dist
+
     gpu_check = _gpu_check()
     lora = {"rank": 4, "alpha": 8, "dropout": 0.0}
     results = {}
-    for name, adapter, ckpt, chunked in (("lora+ckpt", lora, True, True), ("lora, whole batch", lora, False, False),
-                                         ("full", None, False, True)):
-        r = gpu_check.step_check("tiny", name, adapter, ckpt, chunked, steps=3, device="cpu", vocab=512, batch=2,
-                                 length=64)
-        assert not r["oom"] and r["tokens_per_s"] > 0 and math.isfinite(r["mfu"]) and len(r["losses"]) == 4
-        results[name] = r["losses"]
+    with socket.socket() as s:  # the FSDP setting shards over a one-rank group, as on the one GPU
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("cpu:gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        for name, adapter, ckpt, chunked, fsdp in (("lora+ckpt", lora, True, True, False),
+                                                   ("lora, whole batch", lora, False, False, False),
+                                                   ("lora, fsdp", lora, True, True, True),
+                                                   ("full", None, False, True, False)):
+            r = gpu_check.step_check("tiny", name, adapter, ckpt, chunked, steps=3, device="cpu", vocab=512,
+                                     batch=2, length=64, fsdp=fsdp)
+            assert not r["oom"] and r["tokens_per_s"] > 0 and math.isfinite(r["mfu"]) and len(r["losses"]) == 4
+            results[name] = r["losses"]
+    finally:
+        dist.destroy_process_group()
+    # sharded by the loop's FSDP wrapper (bf16 weights in compute, as autocast computes anyway): the same steps
+    assert all(abs(a - b) < 2e-2 for a, b in zip(results["lora+ckpt"], results["lora, fsdp"], strict=True))
     # the same model and data: chunked and checkpointed LoRA takes the same steps as the plain one
     assert all(abs(a - b) < 1e-4 for a, b in zip(results["lora+ckpt"], results["lora, whole batch"], strict=True))
     assert abs(results["lora+ckpt"][0] - results["full"][0]) < 1e-4  # the same seeded weights; LoRA B starts at 0

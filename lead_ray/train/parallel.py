@@ -21,9 +21,9 @@ def wrap_model(base: torch.nn.Module, strategy: str, device: torch.device, use_b
     """The model the loop trains: `base` in DDP (Ray Train's prepare_model), or `base` itself, sharded in place by
     decoder layer, then as a whole (bf16 weights in the forward and backward passes, fp32 gradient reduction, when
     `use_bf16`)."""
-    import ray.train.torch
-
     if strategy == "ddp":
+        import ray.train.torch
+
         return ray.train.torch.prepare_model(base)
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
