@@ -30,9 +30,10 @@ def ray_processes(title: str, root: int) -> list[psutil.Process]:
 
 
 def run_with_kill(cfg: LeadConfig, title: str | None, after_checkpoints: int = 2,
-                  timeout_s: float = 600) -> tuple[dict[str, Any], int | None]:
+                  timeout_s: float = 600, after_rounds: int = 0) -> tuple[dict[str, Any], int | None]:
     """Run LEAD in a thread; once `after_checkpoints` rounds are checkpointed, SIGKILL the first process titled
-    `title` (None: no kill) of the Ray instance this process started (nothing is killed if it joined another one).
+    `title` (None: no kill) of the Ray instance this process started (nothing is killed if it joined another one),
+    and once `after_rounds` rounds are in the selection journal.
     Returns (the run's summary, the killed pid or None)."""
     from lead_ray.pipeline import run
 
@@ -47,12 +48,14 @@ def run_with_kill(cfg: LeadConfig, title: str | None, after_checkpoints: int = 2
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
-    ckpt_root = cfg.run_dir / "ray" / "train"
+    ckpt_root, journal = cfg.run_dir / "ray" / "train", cfg.run_dir / "ray" / "selection"
     killed = None
     deadline = time.time() + timeout_s
     while title is not None and time.time() < deadline and thread.is_alive():
         n_ckpt = len(list(ckpt_root.glob("checkpoint_*"))) if ckpt_root.exists() else 0
-        procs = ray_processes(title, os.getpid()) if n_ckpt >= after_checkpoints else []
+        n_rounds = len(list(journal.glob("round_*.npz"))) if journal.exists() else 0
+        ready = n_ckpt >= after_checkpoints and n_rounds >= after_rounds
+        procs = ray_processes(title, os.getpid()) if ready else []
         if procs:
             killed = procs[0].pid
             os.kill(killed, signal.SIGKILL)

@@ -39,7 +39,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 # resumes an interrupted run (train/fit.py); every other key is a result key
 OPERATIONAL = frozenset({
     "run_name", "output_dir", "cache_dir", "ray_address", "num_cpus", "overwrite_output_dir", "verbose", "report_to",
-    "logging_dir", "eval_batch_size", "eval_every_round", "max_failures", "preprocessing_num_workers",
+    "logging_dir", "eval_batch_size", "eval_every_round", "max_failures", "save_every_rounds",
+    "preprocessing_num_workers",
     "score_concurrency", "embedding_concurrency", "tune_space", "tune_num_samples", "tune_searcher",
     "tune_grid_points", "tune_max_concurrent_trials", "tune_grace_period"})
 SELECTORS = ("lead", "random", "full", "longest", "static_iu", "static_ifd", "iterative_rescore")  # lead_ray/select
@@ -126,6 +127,7 @@ class LeadConfig:
     attn_implementation: str | None = None  # sdpa | flash_attention_2 | eager; None: transformers' default
     eval_batch_size: int = 8
     max_failures: int = 3  # worker-group restarts (from the last round checkpoint) before the run fails
+    save_every_rounds: int = 1  # a round checkpoint every this many rounds (a restart redoes the rounds since)
     report_to: list[str] = field(default_factory=lambda: ["none"])  # none | tensorboard, mlflow, wandb (a list)
     logging_dir: str | None = None  # where the report_to backends write; None: <run_dir>/logs
     verbose: bool = False  # Ray Train's own INFO lines on the console (each report and checkpoint); always in its logs
@@ -214,6 +216,7 @@ class LeadConfig:
         need(self.logging_dir is None or "://" not in self.logging_dir, "logging_dir",
              "must be a local folder (the driver's node)")
         need(self.max_failures >= -1, "max_failures", "must be >= 0, or -1 for unlimited")
+        need(self.save_every_rounds >= 1, "save_every_rounds", "must be >= 1")
         need(self.eval_max_samples is None or self.eval_max_samples >= 1, "eval_max_samples", "must be >= 1 or null")
         need(self.learning_rate > 0, "learning_rate", "must be > 0")
         need(0.0 < self.lr_decay <= 1.0, "lr_decay", "must be in (0, 1]")

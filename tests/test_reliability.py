@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -43,10 +44,10 @@ def _selections(run_dir: Path) -> pd.DataFrame:
     return pq.read_table(run_dir / "selections.parquet").to_pandas()[["round", "id", "arm", "group", "idu_before"]]
 
 
-def _run_and_kill(cfg: LeadConfig, title: str) -> tuple[dict[str, Any], int | None]:
+def _run_and_kill(cfg: LeadConfig, title: str, **when: int) -> tuple[dict[str, Any], int | None]:
     from chaos import run_with_kill
 
-    out, killed = run_with_kill(cfg, title)
+    out, killed = run_with_kill(cfg, title, **when)
     assert killed is not None, f"the run finished before {title} could be killed"
     return out, killed
 
@@ -81,6 +82,18 @@ def test_worker_kill_resumes_identically(reference, tiny_prepared, tmp_path: Pat
     summary = check_run_outputs(tmp_path / "k", expect_max_uses=SETTINGS["max_uses"])
     assert summary["num_unique"] == first["num_unique"]  # the unique-sample budget is exact
     assert _selections(tmp_path / "k").equals(ref)  # rounds after the restart match the uninterrupted run
+
+
+def test_sparse_checkpoints_redo_the_rounds_since_identically(reference, tiny_prepared, tmp_path: Path) -> None:
+    """save_every_rounds=2: checkpoints after rounds 1, 3, ...; the worker dies once round 2 is in the journal but
+    not in a checkpoint, so the restart from round 1's checkpoint redoes round 2 (the journal's file for it is
+    rewritten), and the run ends as the uninterrupted one did."""
+    first, ref, _ = reference
+    cfg = dataclasses.replace(_cfg(tmp_path, "sparse", tiny_prepared), save_every_rounds=2)
+    _, killed = _run_and_kill(cfg, "ray::RayTrainWorker", after_checkpoints=1, after_rounds=3)
+    summary = check_run_outputs(tmp_path / "sparse", expect_max_uses=SETTINGS["max_uses"])
+    assert summary["num_unique"] == first["num_unique"]
+    assert _selections(tmp_path / "sparse").equals(ref)
 
 
 def test_selection_actor_kill_restarts_and_restores(reference, tiny_prepared, tmp_path: Path) -> None:

@@ -264,9 +264,12 @@ def optimizer_step(w: Worker, step: int) -> float:
 
 def save_round(w: Worker, progress: Progress, metrics: dict[str, Any], stats: dict[str, Any] | None,
                selection_rounds: int | None) -> None:
-    """Round checkpoint (rank 0 writes it: weights, optimizer, the selection journal's round count, metrics
-    history) + report."""
-    state = training_state(w.model, w.optimizer, w.strategy, w.rank)  # gathered on rank 0 (a collective for FSDP)
+    """Round checkpoint every `save_every_rounds` rounds (rank 0 writes it: weights, optimizer, the selection
+    journal's round count, metrics history) + report. A restart from an earlier round redoes the rounds since, and
+    they come out the same: planning is deterministic given the journal, training seeded per round."""
+    keep = (metrics["round"] + 1) % w.cfg.save_every_rounds == 0
+    # gathered on rank 0 (a collective for FSDP)
+    state = training_state(w.model, w.optimizer, w.strategy, w.rank) if keep else None
     with tempfile.TemporaryDirectory() as d:
         if w.rank == 0:
             progress.history.append(metrics)
@@ -276,9 +279,10 @@ def save_round(w: Worker, progress: Progress, metrics: dict[str, Any], stats: di
             _log(w, f"round {metrics['round']}: arm {arms} {metrics['num_samples']} samples, "
                     f"loss {metrics['train_loss']:.4f}, unique {stats['num_unique']}/{stats['budget']}, "
                     f"{metrics['round_seconds']:.1f}s, ≤{clock(left)} left")
-            save_training_state(Path(d), *state, selection_rounds, progress.step,
-                                progress.nll_before, progress.selection_seconds, progress.history)
-        ckpt = ray.train.Checkpoint.from_directory(d) if w.rank == 0 else None
+            if keep:
+                save_training_state(Path(d), *state, selection_rounds, progress.step,
+                                    progress.nll_before, progress.selection_seconds, progress.history)
+        ckpt = ray.train.Checkpoint.from_directory(d) if w.rank == 0 and keep else None
         scalars = selection_scalars(stats) if w.rank == 0 else {}  # for report_to and Tune's loggers
         ray.train.report({**metrics, "nll_before": progress.nll_before, **scalars}, checkpoint=ckpt)
 
