@@ -25,9 +25,14 @@ def wrap_model(base: torch.nn.Module, strategy: str, device: torch.device, use_b
         import ray.train.torch
 
         return ray.train.torch.prepare_model(base)
+    import torch.distributed as dist
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     base.to(device)
+    if dist.is_initialized():  # as DDP does at construction: rank 0's values everywhere (LoRA's init is random)
+        for p in base.parameters():
+            if p.requires_grad:
+                dist.broadcast(p.data, src=0)
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if use_bf16 else \
         MixedPrecisionPolicy()
     inner = base.get_base_model() if hasattr(base, "get_base_model") else base  # a peft model's transformer
@@ -66,7 +71,8 @@ def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, str
 
         weights = get_model_state_dict(model, options=_options(cpu_offload=True, ignore_frozen_params=True))
         optim = get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=True))
-        return ({k: v.contiguous() for k, v in weights.items()}, optim) if rank == 0 else None
+        names = {n for n, p in model.named_parameters() if p.requires_grad}  # a tied weight once, as under DDP
+        return ({k: v.contiguous() for k, v in weights.items() if k in names}, optim) if rank == 0 else None
     if rank != 0:
         return None
     module = getattr(model, "module", model)  # DDP's replica
