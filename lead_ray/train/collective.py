@@ -45,9 +45,9 @@ def broadcast_plan(plan: RoundPlan | Rescore | None, world: int) -> RoundPlan | 
     if kind == PLAN_NONE:
         return plan if rank0 else None
     if rank0:
-        ids = torch.from_numpy(np.ascontiguousarray(plan.ids, dtype=np.int64))
-        arms = torch.from_numpy(np.ascontiguousarray(plan.arms, dtype=np.int64)) if k else torch.zeros(0)
-        probs = torch.from_numpy(np.ascontiguousarray(plan.arm_probs, dtype=np.float64)) if k else torch.zeros(0)
+        ids = torch.tensor(plan.ids, dtype=torch.int64)  # copies: the plan's arrays may be read-only (object store)
+        arms = torch.tensor(plan.arms, dtype=torch.int64) if k else torch.zeros(0)
+        probs = torch.tensor(plan.arm_probs, dtype=torch.float64) if k else torch.zeros(0)
     else:
         ids = torch.empty(n, dtype=torch.int64)
         arms, probs = torch.empty(n if k else 0, dtype=torch.int64), torch.empty(k, dtype=torch.float64)
