@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -181,7 +182,7 @@ def test_iterative_rescore_asks_for_scores_then_takes_the_highest_by_hand() -> N
     again = build_selector(cols, {"selector": "iterative_rescore", "num_arms": 2, "budget": 5, "max_uses": 2,
                                   "round_size": 3})
     again.load_rounds(records)
-    again.replay({"round": plan.round, "ids": plan.ids, "arms": plan.arms, "arm_probs": plan.arm_probs})
+    again.replay(dataclasses.replace(plan))  # what the service sent: a copy of the plan
     assert again.plan.ids.tolist() == [8, 9] and again.uses.tolist() == sel.uses.tolist()
     sel.report(plan.ids, np.ones(2))
     sel.end_round(np.zeros(2), np.zeros(2))

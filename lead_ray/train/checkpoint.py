@@ -47,7 +47,7 @@ def load_training_state(folder: Path) -> dict[str, Any]:
 
 
 def save_final_model(folder: Path, model, tokenizer, merge: bool, weights: dict[str, torch.Tensor] | None = None,
-                     base_path: str | None = None) -> None:
+                     base_path: str | None = None, trust_remote_code: bool = False) -> None:
     """Hugging Face folders: `model/` (the adapter for LoRA, else the full model) and `merged/` when asked.
 
     `weights`: a sharded (FSDP) model's trainable weights, gathered whole (`parallel.training_state`), saved in
@@ -63,6 +63,8 @@ def save_final_model(folder: Path, model, tokenizer, merge: bool, weights: dict[
 
             from lead_ray.models.load import load_model
 
-            merged = PeftModel.from_pretrained(load_model(base_path), str(folder / "model")).merge_and_unload()
+            base = load_model(base_path, trust_remote_code=trust_remote_code)
+            merged = PeftModel.from_pretrained(base, str(folder / "model"),
+                                               trust_remote_code=trust_remote_code).merge_and_unload()
         merged.save_pretrained(folder / "merged", safe_serialization=True)
         tokenizer.save_pretrained(folder / "merged")

@@ -296,7 +296,8 @@ def finish(w: Worker, progress: Progress, selection_rounds: int | None) -> None:
         if w.rank == 0:
             _log(w, f"held-out NLL after training: {nll_after:.4f} (before {progress.nll_before:.4f})")
             save_final_model(Path(d), w.base, w.tokenizer, merge=w.cfg.merge_adapter,
-                             weights=sharded[0] if sharded else None, base_path=w.model_path)
+                             weights=sharded[0] if sharded else None, base_path=w.model_path,
+                             trust_remote_code=w.cfg.trust_remote_code)
             (Path(d) / "final.json").write_text(json.dumps({"nll_before": progress.nll_before,
                                                             "nll_after": nll_after,
                                                             "selection_seconds": progress.selection_seconds,
