@@ -42,7 +42,7 @@ from lead_ray.train.checkpoint import (
 )
 from lead_ray.train.collective import all_sum, broadcast_plan
 from lead_ray.train.direction import RoundDirectionTracker, direction_parameters
-from lead_ray.train.parallel import gradient_sync, training_state, wrap_model
+from lead_ray.train.parallel import effective_strategy, gradient_sync, training_state, wrap_model
 from lead_ray.train.parallel import load_training_state as restore_training_state
 from lead_ray.train.reporter import LossReporter, report_interval
 from lead_ray.train.tracking import selection_scalars
@@ -77,7 +77,7 @@ class Worker:
 
     @property
     def strategy(self) -> str:
-        return self.cfg.parallel_strategy if self.world > 1 else "ddp"
+        return effective_strategy(self.cfg.parallel_strategy, self.world)
 
 
 @dataclass
@@ -127,7 +127,7 @@ def setup(config: dict[str, Any]) -> Worker:
                       dtype=torch.bfloat16 if use_bf16 else torch.float32,
                       attn_implementation=cfg.attn_implementation, gradient_checkpointing=cfg.gradient_checkpointing)
     device = ray.train.torch.get_device()
-    strategy = cfg.parallel_strategy if world > 1 else "ddp"
+    strategy = effective_strategy(cfg.parallel_strategy, world)
     model = wrap_model(base, strategy, device, use_bf16)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)

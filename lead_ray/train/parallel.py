@@ -17,6 +17,11 @@ import torch
 STRATEGIES = ("ddp", "fsdp")
 
 
+def effective_strategy(strategy: str, world: int) -> str:
+    """One worker has nothing to shard over: it trains as DDP's single replica."""
+    return strategy if world > 1 else "ddp"
+
+
 def wrap_model(base: torch.nn.Module, strategy: str, device: torch.device, use_bf16: bool) -> torch.nn.Module:
     """The model the loop trains: `base` in DDP (Ray Train's prepare_model), or `base` itself, sharded in place by
     decoder layer, then as a whole (bf16 weights in the forward and backward passes, fp32 gradient reduction, when
