@@ -28,16 +28,33 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile("explore" if os.environ.get("LEAD_RAY_FUZZ_RANDOM") == "1" else "reproducible")
 
 
-@pytest.fixture(scope="session")
-def ray_local():
+def _start_local_ray():
     import ray
 
     from lead_ray.config import LeadConfig
     from lead_ray.runtime.ray_init import init_ray
 
     init_ray(LeadConfig(num_cpus=4))
-    yield ray
-    ray.shutdown()
+    return ray
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A real local Ray instance, shared by the tests of one module (see `_one_ray_instance_per_module`)."""
+    return _start_local_ray()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_ray_instance_per_module():
+    """Whatever Ray instance a module's tests started in this process (`ray_local`, or a pipeline run in process)
+    stops with the module. One instance for the whole session lost actor notifications after ~25 minutes of
+    in-process runs (a new actor stayed PENDING in the driver although the GCS had it ALIVE), and every later
+    Ray Data actor pool then hung until the test timeout."""
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -48,10 +65,11 @@ def tiny_model_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_job(ray_local, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def tiny_job(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """`python jobs/lead.py --config configs/tiny.yaml report_to=…`, from scratch, once per session: its run folder and the
-    finished process. `ray_local`: another Ray instance runs on the host meanwhile, which once made Ray Train's
+    finished process. Another Ray instance (this process's) runs on the host meanwhile, which once made Ray Train's
     placement-group cleaner print a traceback at every training start."""
+    _start_local_ray()
     out = tmp_path_factory.mktemp("tiny_job")
     # with every report_to backend, offline (tests/test_tracking.py reads them back)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"WANDB_MODE": "offline",
