@@ -17,6 +17,11 @@ from hypothesis import settings
 
 from lead_ray.runtime.folders import RUN_MARKER
 
+# A test that uses Ray in this process asks for `ray_local` (or starts a run, which starts its own instance). Ray's
+# auto-connect would otherwise join whatever /tmp/ray/ray_current_cluster names: an instance an earlier module
+# stopped, where it waits minutes for a GCS that is gone.
+os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
+
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.path.expanduser("~/.cache/lead-ray"))
 TINY = REPO / "configs" / "tiny.yaml"

@@ -17,7 +17,7 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow  # it needs the session's finished tiny run
 
 
-def test_export_matches_the_selections_and_round_trips_through_ingest(tiny_job, tiny_model_path: str,
+def test_export_matches_the_selections_and_round_trips_through_ingest(ray_local, tiny_job, tiny_model_path: str,
                                                                      tmp_path: Path) -> None:
     from lead_ray.data.pool import ingest
 
