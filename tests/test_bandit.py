@@ -119,3 +119,17 @@ def test_exp3_long_run_does_not_overflow() -> None:
     np.testing.assert_allclose(b.probabilities(), [0.02, 0.245, 0.245, 0.245, 0.245], rtol=1e-12)
 
 
+
+
+def test_a_huge_learning_rate_saturates_instead_of_making_nan() -> None:
+    """bandit_lr=1e308 once ended a run in "Probabilities contain NaN" (inf - inf in the log-weights). The step now
+    saturates: a rewarded arm takes (1-γ) + γ/K, a punished one γ/K, as the unbounded update gives in float64."""
+    gamma, k = 0.1, 4
+    b = Exp3(k, gamma, learning_rate=1e308)
+    b.update(2, 1.0, 0.25)
+    assert b.probabilities() == pytest.approx([gamma / k] * 2 + [1 - gamma + gamma / k, gamma / k], abs=1e-15)
+    b.update(2, -1.0, 0.925)  # now punished: back level with the others, none of them NaN
+    p = b.probabilities()
+    assert np.all(np.isfinite(b.log_weights)) and p == pytest.approx([1 / k] * k, abs=1e-15)
+    b.update(0, 0.3, 0.25)
+    assert b.probabilities()[0] == pytest.approx(1 - gamma + gamma / k, abs=1e-15)

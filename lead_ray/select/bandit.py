@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+MAX_LOG_RATIO = 1000.0  # nats; exp(-1000) underflows to 0 in float64
+
 
 class Exp3:
     def __init__(self, num_arms: int, gamma: float, seed: int = 0, learning_rate: float | None = None):
@@ -55,9 +57,13 @@ class Exp3:
         return float(2.0 * (reward - lo) / (hi - lo) - 1.0)
 
     def update(self, arm: int, scaled_reward: float, prob: float) -> None:
-        """w_k ← w_k · exp(η · R̂ / p_k), η = `learning_rate` (the paper: γ/K), for the chosen arm only."""
-        self.log_weights[arm] += self.learning_rate * scaled_reward / prob
-        self.log_weights -= self.log_weights.max()
+        """w_k ← w_k · exp(η · R̂ / p_k), η = `learning_rate` (the paper: γ/K), for the chosen arm only.
+
+        Log-weights are kept within MAX_LOG_RATIO of the largest: exp(-MAX_LOG_RATIO) is 0 in float64, so the
+        probabilities are exactly what the unbounded update gives, and a huge η (1e308) cannot make inf - inf."""
+        step = self.learning_rate * scaled_reward / prob
+        self.log_weights[arm] += np.clip(step, -MAX_LOG_RATIO, MAX_LOG_RATIO)
+        self.log_weights = np.maximum(self.log_weights - self.log_weights.max(), -MAX_LOG_RATIO)
 
     def state(self) -> dict[str, Any]:
         return {
