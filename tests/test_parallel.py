@@ -38,7 +38,7 @@ def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, seed: int) -
 
 def _worker(rank: int, port: int, lora: bool, folder: str, results) -> None:
     from lead_ray.train.checkpoint import load_training_state, save_training_state
-    from lead_ray.train.parallel import load_training_state as restore
+    from lead_ray.train.parallel import restore_training_state as restore
     from lead_ray.train.parallel import training_state, wrap_model
 
     dist.init_process_group("cpu:gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)

@@ -36,7 +36,7 @@ def read_history(folder: Path) -> list[dict[str, Any]]:
 
 
 def load_training_state(folder: Path) -> dict[str, Any]:
-    """A round checkpoint: the trainable weights and optimizer state (for `parallel.load_training_state`), the
+    """A round checkpoint: the trainable weights and optimizer state (for `parallel.restore_training_state`), the
     optimizer step, the held-out NLL before training, the selection seconds, the metrics so far and the selection
     journal's round count (for the SelectionService)."""
     state = json.loads((folder / "train_state.json").read_text())

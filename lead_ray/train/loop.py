@@ -42,8 +42,13 @@ from lead_ray.train.checkpoint import (
 )
 from lead_ray.train.collective import all_sum, broadcast_plan
 from lead_ray.train.direction import RoundDirectionTracker, direction_parameters
-from lead_ray.train.parallel import effective_strategy, gradient_sync, training_state, wrap_model
-from lead_ray.train.parallel import load_training_state as restore_training_state
+from lead_ray.train.parallel import (
+    effective_strategy,
+    gradient_sync,
+    restore_training_state,
+    training_state,
+    wrap_model,
+)
 from lead_ray.train.reporter import LossReporter, report_interval
 from lead_ray.train.tracking import selection_scalars
 

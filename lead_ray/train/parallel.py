@@ -88,7 +88,7 @@ def trainable_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def load_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, strategy: str,
+def restore_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, strategy: str,
                         weights: dict[str, torch.Tensor], optim: dict[str, Any]) -> None:
     """Put a `training_state` (read on every rank) back into the model and optimizer; a collective under FSDP."""
     names = {n for n, p in model.named_parameters() if p.requires_grad}
