@@ -158,7 +158,8 @@ class LeadConfig:
         need("://" not in self.output_dir or self.output_dir.split("://")[0] in CLOUD_SCHEMES, "output_dir",
              f"must be a local folder or a {' / '.join(s + '://' for s in CLOUD_SCHEMES)} URI")
         need("://" not in self.cache_dir, "cache_dir", "must be a local folder (each node keeps its own cache)")
-        need(self.num_cpus is None or self.num_cpus >= 1, "num_cpus", "must be >= 1 or null")
+        need(self.num_cpus is None or self.num_cpus >= 2, "num_cpus",
+             "must be >= 2 or null (each preparation stage runs an actor and the tasks that feed it)")
         need(bool(self.data_files), "data_files", "must list at least one file or folder")
         need(self.max_length >= 16, "max_length", "must be >= 16")
         need(0.0 <= self.eval_fraction < 1.0, "eval_fraction", "must be in [0, 1)")

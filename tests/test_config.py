@@ -251,6 +251,7 @@ def test_wrong_type_in_yaml_names_the_key(tmp_path: Path) -> None:
         ("run_name=", "run_name"),
         ("data_files=", "data_files"),
         ("num_workers=0", "num_workers"),
+        ("num_cpus=1", "num_cpus"),
         ("output_dir=ftp://host/x", "output_dir"),
         ("cache_dir=s3://bucket/cache", "cache_dir"),
     ],

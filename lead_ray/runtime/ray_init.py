@@ -85,6 +85,14 @@ def check_resources(cfg: LeadConfig) -> None:
     if have.get("CPU", 0) < cfg.num_workers:
         raise ConfigError(f"config key 'num_workers': {cfg.num_workers} workers need a CPU each, the local "
                           f"instance has {have.get('CPU', 0):g} (raise num_cpus)")
+    # each preparation stage runs its actor pool beside one-CPU tasks that feed it (block reads, repartition)
+    pools = {"preprocessing_num_workers": cfg.preprocessing_num_workers,
+             "embedding_concurrency": cfg.embedding_concurrency, "score_concurrency": cfg.score_concurrency}
+    key, actors = max(pools.items(), key=lambda kv: kv[1])
+    if have.get("CPU", 0) < actors + 1:
+        raise ConfigError(f"config key '{key}': {actors} actor(s) and the tasks that feed them need {actors + 1} "
+                          f"CPUs, the local instance has {have.get('CPU', 0):g} (raise num_cpus"
+                          f"{f' or lower {key}' if actors > 1 else ''})")
 
 
 
