@@ -83,3 +83,39 @@ def test_wandb_offline_run_is_written(tracked_run) -> None:
     cfg, *_ = tracked_run
     runs = list((cfg.logging_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert runs and all(p.stat().st_size > 0 for p in runs)
+
+
+@pytest.mark.slow  # imports MLflow's store in a fresh interpreter
+def test_the_tracking_extra_alone_carries_mlflows_sqlite_store() -> None:
+    """report_to=mlflow logs to sqlite:///…/mlflow.db by default. mlflow-skinny does not require what that store
+    imports, and only the tune extra brought it in (through Optuna), so `pip install '.[tracking]'` alone ended in
+    a traceback. The store's own imports must be reachable from lead-ray's requirements plus the extra's."""
+    import subprocess
+    import sys
+    from importlib.metadata import PackageNotFoundError, packages_distributions, requires
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    tomllib = pytest.importorskip("tomllib")
+    loaded = subprocess.run([sys.executable, "-c", "import sys; before = set(sys.modules); "
+                             "import mlflow.store.tracking.sqlalchemy_store; "
+                             "print(' '.join(sorted({m.split('.')[0] for m in set(sys.modules) - before})))"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    dists = {canonicalize_name(d) for m in loaded for d in packages_distributions().get(m, [])}
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    todo = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["tracking"]]
+    reachable: set[str] = set()
+    while todo:  # the installed requirement closure; a requirement behind one of its extras is left out
+        name = canonicalize_name(todo.pop().name)
+        if name in reachable:
+            continue
+        reachable.add(name)
+        try:
+            todo += [Requirement(r) for r in requires(name) or [] if "extra ==" not in r]
+        except PackageNotFoundError:
+            pass  # a requirement for another platform or Python
+    # what the store itself imports (the scan also sees optional imports of whatever else is installed)
+    store = {"sqlalchemy", "alembic"}
+    assert store <= dists
+    assert store <= reachable, f"the tracking extra does not bring {sorted(store - reachable)}"
