@@ -86,6 +86,7 @@ def run(cfg: LeadConfig) -> dict[str, Any]:
     """Run LEAD end to end and write every output under `cfg.run_dir`. Returns the summary."""
     t_start = time.time()
     storage = RunStorage.at(cfg.run_uri)
+    storage.check_reachable()
     prepared = prepare_stages(cfg, cfg.run_dir, storage)
     tracking = start_tracking(cfg)
     out = train_with_selection(cfg, prepared, started=t_start, tracking=tracking)

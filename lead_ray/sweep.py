@@ -187,6 +187,7 @@ def sweep(cfg: LeadConfig, experiment: str | None = None) -> dict[str, Any]:
     sweep_dir = cfg.run_dir.parent / name  # on this node (a scratch folder with cloud storage)
     claim_folder(sweep_dir)  # lead-ray's marker: a folder it did not make is refused, before any work
     store = RunStorage.at(f"{cfg.output_dir.rstrip('/')}/{name}" if "://" in cfg.output_dir else sweep_dir)
+    store.check_reachable()
     init_ray(cfg)
     concurrency = max_concurrent(cfg)
     prepared = prepare_stages(cfg, sweep_dir / "shared", RunStorage(store.fs, store.path("shared")))

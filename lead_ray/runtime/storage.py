@@ -17,13 +17,20 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from lead_ray.config import LeadRayError
 from lead_ray.runtime.console import log
 
 MANIFEST = ".manifest.json"  # beside an uploaded file or folder: {relative path: [size, sha256]}
+PROBE_SECONDS = 15  # GCS's client would retry a missing credential for 15 minutes before it fails
+
+
+class StorageError(LeadRayError, OSError):
+    """The run's cloud storage cannot be reached: a wrong endpoint, bucket or credential."""
 
 
 def is_uri(path: str) -> bool:
@@ -55,6 +62,21 @@ class RunStorage:
             fs, root = pafs.FileSystem.from_uri(str(uri_or_path))
             return cls(fs, root.rstrip("/"))
         return cls(pafs.LocalFileSystem(), str(Path(uri_or_path).expanduser().resolve()))
+
+    def check_reachable(self) -> None:
+        """One request to the run's place, with a short retry budget, so that a wrong endpoint, bucket or
+        credential is one line on the driver before anything starts, not a hang or a traceback mid-run."""
+        if not self.remote:
+            return
+        probe = (pafs.GcsFileSystem(retry_time_limit=timedelta(seconds=PROBE_SECONDS))
+                 if self.fs.type_name == "gcs" else self.fs)
+        try:
+            probe.get_file_info(self.root)
+        except OSError as e:
+            reason = " ".join(str(e).split())[:300]
+            raise StorageError(f"output_dir {self.uri()} is not reachable: {reason} (credentials and endpoints come "
+                               "from the environment: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+                               "GOOGLE_APPLICATION_CREDENTIALS…)") from None
 
     @property
     def remote(self) -> bool:
