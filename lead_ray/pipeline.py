@@ -44,7 +44,7 @@ def prepare_stages(cfg: LeadConfig, data_dir: Path, storage: RunStorage | None =
 
     files = discover_files(cfg.data_files)
     model_path = resolve_model_path(cfg.model_name_or_path, cfg.cache_path)
-    check_model(model_path, cfg.trust_remote_code, cfg.attn_implementation)
+    check_model(model_path, cfg.trust_remote_code, cfg.attn_implementation, cfg.lora_rank if cfg.use_lora else None)
     check_prep_inputs(cfg)
     claim_folder(data_dir)
     log(f"run {cfg.run_name} → {cfg.run_dir}; model {cfg.model_name_or_path}; {len(files)} data file(s)")

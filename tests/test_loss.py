@@ -119,3 +119,16 @@ def test_an_unavailable_attention_is_one_clear_error(tiny_model_path: str) -> No
     with pytest.raises(ModelError, match="needs the flash-attn package"):
         check_model(tiny_model_path, attn_implementation="flash_attention_2")  # on the driver, before any Ray work
     check_model(tiny_model_path, attn_implementation="sdpa")
+
+
+def test_a_lora_rank_above_the_hidden_size_is_refused_on_the_driver(tiny_model_path: str) -> None:
+    """lora_rank=1000000000 was accepted and failed only inside training."""
+    import pytest
+    from transformers import AutoConfig
+
+    from lead_ray.models.load import ModelError, check_model
+
+    hidden = AutoConfig.from_pretrained(tiny_model_path).hidden_size
+    check_model(tiny_model_path, lora_rank=hidden)
+    with pytest.raises(ModelError, match=rf"'lora_rank': {hidden + 1} exceeds the hidden size of .* \({hidden}\)"):
+        check_model(tiny_model_path, lora_rank=hidden + 1)

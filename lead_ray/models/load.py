@@ -126,9 +126,11 @@ def resolve_model_path(name: str, cache_dir: Path) -> str:
     return name  # a Hub id such as "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
-def check_model(path: str, trust_remote_code: bool = False, attn_implementation: str | None = None) -> None:
+def check_model(path: str, trust_remote_code: bool = False, attn_implementation: str | None = None,
+                lora_rank: int | None = None) -> None:
     """Fail on the driver, in one line, before any Ray work: the tokenizer must load, a local folder must hold
-    safetensors weights (the only format lead-ray loads), and flash_attention_2 needs its package."""
+    safetensors weights (the only format lead-ray loads), flash_attention_2 needs its package, and a LoRA rank
+    above the model's hidden size (a larger adapter than the layer it adapts) is a typo."""
     if attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         raise ModelError("attn_implementation=flash_attention_2 needs the flash-attn package (pip install "
                          "flash-attn, on a CUDA machine); or use sdpa")
@@ -143,6 +145,13 @@ def check_model(path: str, trust_remote_code: bool = False, attn_implementation:
                          f"{str(e).splitlines()[0] if str(e) else ''}") from None
     if not getattr(tok, "chat_template", None):
         raise ModelError(f"the tokenizer of {path!r} has no chat template")
+    if lora_rank is not None:
+        from transformers import AutoConfig
+
+        hidden = getattr(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code), "hidden_size", None)
+        if hidden is not None and lora_rank > hidden:
+            raise ModelError(f"config key 'lora_rank': {lora_rank} exceeds the hidden size of {path!r} ({hidden}); "
+                             "LoRA ranks are usually 8-256")
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
