@@ -59,8 +59,8 @@ def main_export(run_dir: str, fmt: str, out: str | None) -> int:
     """`lead-ray export`: one line with the path written, or one error line."""
     try:
         path = export_selected(run_dir, fmt, out)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"lead-ray: error: {e}", file=sys.stderr)
+    except (OSError, ValueError) as e:  # a missing run, a bad format, an --out that is a folder or not writable
+        print(f"lead-ray: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     print(f"{path} ({pq.read_metadata(path).num_rows if fmt == 'parquet' else sum(1 for _ in open(path))} rows)")
     return 0

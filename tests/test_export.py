@@ -51,3 +51,13 @@ def test_export_cli_names_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "lead_ray.cli", "export", str(tmp_path)], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stderr.startswith(f"lead-ray: error: {tmp_path} is not a finished run dir")
+
+
+def test_export_cli_says_when_out_cannot_be_written(tiny_job, tmp_path: Path) -> None:
+    """--out a folder, or in a folder that does not exist: one line, exit 2 (was a traceback)."""
+    run = tiny_job[0]
+    for out, says in ((tmp_path, "Is a directory"), (tmp_path / "missing" / "x.jsonl", "No such file or directory")):
+        p = subprocess.run([sys.executable, "-m", "lead_ray.cli", "export", str(run), "--out", str(out)], cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2 and p.stderr.startswith("lead-ray: error: ") and says in p.stderr, p.stderr
+        assert p.stderr.count("\n") == 1

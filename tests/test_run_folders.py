@@ -131,3 +131,25 @@ def test_file_digest_follows_content_not_path_or_time(tmp_path: Path) -> None:
     assert file_digest(str(a)) == file_digest(str(b)) == hashlib.sha256(a.read_bytes()).hexdigest()
     b.write_bytes(a.read_bytes().replace(b"hello", b"hellO"))
     assert file_digest(str(a)) != file_digest(str(b))
+
+
+def test_links_where_outputs_go_are_replaced_never_followed(tmp_path: Path) -> None:
+    """A `report/` (or `merged/`, or `summary.json`) that is a symbolic link once ended the run in "Cannot call
+    rmtree on a symbolic link". The link is replaced (or removed) and what it points to is left alone."""
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("someone else's")
+    (run / "report").symlink_to(elsewhere, target_is_directory=True)
+    (run / "merged").symlink_to(elsewhere, target_is_directory=True)  # not made by this run: removed
+    (run / "summary.json").symlink_to(elsewhere / "keep.txt")
+    staging = run / ".outputs.partial"
+    (staging / "report").mkdir(parents=True)
+    (staging / "report" / "summary.md").write_text("new")
+    (staging / "summary.json").write_text("{}")
+    publish_outputs(staging, run)
+    assert not (run / "report").is_symlink() and (run / "report" / "summary.md").read_text() == "new"
+    assert not (run / "summary.json").is_symlink() and (run / "summary.json").read_text() == "{}"
+    assert not (run / "merged").exists() and not (run / "merged").is_symlink()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["keep.txt"]
+    assert (elsewhere / "keep.txt").read_text() == "someone else's"

@@ -42,19 +42,29 @@ def publish_outputs(staging: Path, run_dir: Path) -> None:
     new = [name for name in OUTPUTS if (staging / name).exists()]
     for name in OUTPUTS:
         old = run_dir / name
-        if name not in new and old.exists():
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        if name not in new and (old.exists() or old.is_symlink()):
+            _remove(old)
     for name in new:
         target = run_dir / name
-        if target.is_dir():
+        if target.is_dir() and not target.is_symlink():
             aside = run_dir / f".{name}.old"
             shutil.rmtree(aside, ignore_errors=True)
             os.replace(target, aside)
             os.replace(staging / name, target)
             shutil.rmtree(aside)
         else:
+            if target.is_symlink():
+                target.unlink()  # a link someone put where an output goes: replaced, never followed
             os.replace(staging / name, target)
     staging.rmdir()
+
+
+def _remove(path: Path) -> None:
+    """A file, a folder, or a link (the link itself, never what it points to)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 FINISHED = "finished.json"  # in <run>/ray/: these checkpoints belong to a run that published its outputs
