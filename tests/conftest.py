@@ -104,6 +104,16 @@ def seed_prepared(prepared: Path, run_dir: Path) -> Path:
     return run_dir
 
 
+def seed_sweep(prepared: Path, sweep_dir: Path) -> Path:
+    """A sweep folder carrying lead-ray's marker (as `lead-ray tune` makes it) whose shared/ holds a copy of the
+    prepared pool; returns `sweep_dir`. A sweep refuses a folder with files and no marker."""
+    from lead_ray.runtime.folders import claim_folder
+
+    claim_folder(sweep_dir)
+    seed_prepared(prepared, sweep_dir / "shared")
+    return sweep_dir
+
+
 @pytest.fixture(scope="session")
 def s3_env() -> dict[str, str]:
     """A local S3 API (moto's threaded server on 127.0.0.1) and the environment that points clients at it, as a

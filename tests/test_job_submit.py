@@ -19,7 +19,7 @@ import pytest
 
 from lead_ray.config import load_config
 from lead_ray.runtime.storage import RunStorage
-from tests.conftest import REPO, TINY, seed_prepared
+from tests.conftest import REPO, TINY, seed_prepared, seed_sweep
 from tests.test_cloud_storage import checkpoints
 from tests.test_e2e import check_run_outputs
 
@@ -94,7 +94,7 @@ def test_ray_job_submit_tiny(s3_env, tiny_prepared, tmp_path: Path) -> None:
         uri = f"s3://lead-ray-test/{tmp_path.name}"
         scratch = load_config(TINY, {"output_dir": uri, "run_name": "sw"}).run_dir  # this node's, for the bucket
         shutil.rmtree(scratch, ignore_errors=True)
-        seed_prepared(tiny_prepared, scratch / "shared")
+        seed_sweep(tiny_prepared, scratch)
         space = json.dumps({"b": ["loguniform", 0.05, 0.5], "k": ["uniform", 2, 4]}).replace(" ", "")
         sweep = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--",
                                 "python", "tune/sweep.py", "--config", "configs/tiny.yaml", "--output-dir",

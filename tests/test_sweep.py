@@ -11,7 +11,7 @@ import pytest
 
 from lead_ray.config import ConfigError, LeadConfig, load_config
 from lead_ray.sweep import parse_space
-from tests.conftest import TINY, seed_prepared
+from tests.conftest import TINY, seed_prepared, seed_sweep
 from tests.test_e2e import check_run_outputs
 
 
@@ -62,7 +62,7 @@ def test_sweep_asha_isolation_resume_and_best_config(tiny_prepared, tmp_path: Pa
     from lead_ray.pipeline import run
     from lead_ray.sweep import sweep
 
-    seed_prepared(tiny_prepared, tmp_path / "sw" / "shared")  # the pool the trials share, prepared once
+    seed_sweep(tiny_prepared, tmp_path / "sw")  # the pool the trials share, prepared once
     cfg = load_config(TINY, {
         "output_dir": str(tmp_path), "run_name": "sw", "tune_searcher": "grid", "tune_grace_period": 1,
         "tune_max_concurrent_trials": 2, "max_rounds": 5, "report_to": ["tensorboard", "mlflow"],
