@@ -52,6 +52,7 @@ DEFAULT: dict[str, Any] = {"quota": "proportional", "truncate_top": 0.5}  # the 
 METHODS: dict[str, dict[str, Any]] = {
     "default": DEFAULT, "paper": PAPER, "random": {"selector": "random"}, "longest": {"selector": "longest"},
     "default_demote": {**DEFAULT, "demote_after": 2}, "default_b0.9": {**DEFAULT, "smoothing": 0.9},
+    "default_groups": {**DEFAULT, "group_budget": "proportional"},
 }
 # the dev screen: each remedy alone on the paper's settings, then combined
 CANDIDATES: dict[str, dict[str, Any]] = {
@@ -65,6 +66,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     **{f"prop_arms_trunc{q:g}": {"quota": "proportional", "arm_allocation": "proportional", "truncate_top": q}
        for q in (0.1, 0.2, 0.3)},
     **{f"ifd_max{t:g}": {"quota": "proportional", "ifd_max": t} for t in (0.8, 0.9)},
+    **{f"trunc{q:g}_groups": {"quota": "proportional", "truncate_top": q, "group_budget": "proportional"}
+       for q in (0.2, 0.5)},
     "random": {"selector": "random"}, "longest": {"selector": "longest"},
 }
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -104,6 +107,7 @@ def load_pool(args: argparse.Namespace, name: str, work: Path) -> tuple[Pool, Le
     import pyarrow.parquet as pq
 
     from lead_ray.pipeline import prepare_stages
+    from lead_ray.runtime.folders import claim_folder
     from lead_ray.runtime.ray_init import init_ray
 
     counts = regime_pool.write_pool(work / "data", name, args.train_rows)
@@ -114,6 +118,7 @@ def load_pool(args: argparse.Namespace, name: str, work: Path) -> tuple[Pool, Le
     init_ray(cfg)
     times["ray_init_seconds"] = time.time() - t
     t = time.time()
+    claim_folder(work / "prepared")  # lead-ray's before the seeded scores go in, or prepare_stages refuses it
     seed_scores(Path(args.out) / "scores" / name, work / "prepared" / "prep")
     prepared = prepare_stages(cfg, work / "prepared")
     seed_scores(work / "prepared" / "prep", Path(args.out) / "scores" / name)

@@ -28,12 +28,14 @@ class ConfigError(LeadRayError, ValueError):
 
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")  # report_to values besides none (lead_ray/runtime/tracking.py)
+GROUP_BUDGETS = ("none", "proportional")  # group_budget values (lead_ray/select/rounds.py)
 ATTENTION = ("sdpa", "flash_attention_2", "eager")  # attn_implementation (transformers' names)
 # the LEAD paper's selection settings (arXiv 2505.07437) as lead-ray first implemented them: `preset: paper` puts
 # them under whatever keys a config sets itself (README "Selection quality" measures both)
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"quota": "floor", "arm_allocation": "sample", "arms_per_round": 1, "truncate_top": 0.0,
-              "demote_after": 0, "ifd_max": None, "smoothing": 0.1, "sample_rate": 0.015, "utility": "lead"},
+              "demote_after": 0, "ifd_max": None, "group_budget": "none", "smoothing": 0.1, "sample_rate": 0.015,
+              "utility": "lead"},
 }
 # keys that change how a run is executed, logged or reported, never what it trains: a rerun that changes only these
 # resumes an interrupted run (train/fit.py); every other key is a result key
@@ -110,6 +112,7 @@ class LeadConfig:
     arm_allocation: str = "sample"  # sample: EXP3 draws arms_per_round arms | proportional: every arm, p_k of the round
     truncate_top: float = 0.0  # loss truncation: skip this top share of each cell's eligible rows by IDU
     demote_after: int = 0  # demote rows whose loss did not fall by their m-th use (0: off); their budget is refunded
+    group_budget: str = "none"  # none | proportional: each task group's unique rows capped at its share of the budget
     ifd_max: float | None = None  # rows with IFD above this are never selected (null: no threshold)
     # training
     num_workers: int = 1
@@ -204,6 +207,7 @@ class LeadConfig:
         need(self.arm_allocation in ("sample", "proportional"), "arm_allocation", "must be sample or proportional")
         need(self.arm_allocation == "sample" or self.quota == "proportional", "arm_allocation",
              "proportional needs quota: proportional")
+        need(self.group_budget in GROUP_BUDGETS, "group_budget", f"must be one of {GROUP_BUDGETS}")
         need(0.0 <= self.truncate_top < 1.0, "truncate_top", "must be in [0, 1)")
         need(self.demote_after == 0 or self.demote_after >= 2, "demote_after", "must be 0 (off) or >= 2")
         need(self.demote_after <= self.max_uses, "demote_after", "must be <= max_uses")

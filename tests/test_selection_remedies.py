@@ -52,6 +52,41 @@ def test_proportional_rounds_keep_their_size_after_the_budget() -> None:
     assert len(sizes) == 6
 
 
+def test_group_budget_gives_each_group_its_share_whatever_arm_the_bandit_favours() -> None:
+    # 300 rows: group 0 has 200 (all in arm 0), group 1 has 100 (all in arm 1). Budget 30 -> shares 20 and 10.
+    # Arm 0's rows have the highest IDU, so rewards favour it; without the cap a round of arm 0 takes 20 rows
+    # (⌊0.1·200⌋) and the budget can go anywhere. With the cap, group 0 gets exactly 20 unique rows and group 1
+    # exactly 10, and once group 0 is full arm 0 has no new rows, so the bandit must draw arm 1.
+    n = 300
+    group = np.repeat([0, 1], [200, 100])
+    iu0 = np.where(group == 0, 5.0, 1.0) + np.linspace(0, 0.1, n)
+    for seed in range(5):
+        sel = LeadSelector(iu0, group.copy(), group, num_arms=2, gamma=0.1, bandit_lr=5.0, sample_rate=0.1,
+                           max_uses=1, budget=30, max_rounds=100, seed=seed, quota="proportional",
+                           group_budget="proportional")
+        assert sel.group_allowance.tolist() == [20, 10]
+        while (plan := sel.next_round()) is not None:
+            sel.report(plan.ids, np.zeros(len(plan.ids)))  # every loss falls to 0: large rewards for arm 0
+            sel.end_round(np.zeros(2), np.zeros(2))
+        used = np.flatnonzero(sel.uses > 0)
+        assert sel.num_unique == 30
+        assert np.bincount(group[used], minlength=2).tolist() == [20, 10]
+        # within each group, the highest-IDU rows (the last ids of each group)
+        assert set(used) == set(range(180, 200)) | set(range(290, 300))
+
+
+def test_group_budget_trims_a_round_to_each_groups_room() -> None:
+    # one arm, groups 0 and 1 of 50 rows each, budget 10 -> 5 each. r = 0.4: the first round asks for 40 rows
+    # (20 per group by eligible rows) and keeps each group's 5 best; the budget is then spent in one round.
+    n = 100
+    group = np.repeat([0, 1], 50)
+    sel = LeadSelector(np.arange(n, dtype=float), np.zeros(n, np.int64), group, num_arms=1, sample_rate=0.4,
+                       budget=10, max_uses=1, max_rounds=5, quota="proportional", group_budget="proportional")
+    plan = sel.next_round()
+    assert sorted(plan.ids.tolist()) == [45, 46, 47, 48, 49, 95, 96, 97, 98, 99]
+    assert sel.group_room().tolist() == [0, 0]
+
+
 def test_truncation_skips_the_top_of_each_group() -> None:
     # group 0: scores 9, 8, 7, 6, 5 (ids 0-4); group 1: 4, 3 (ids 5, 6). Skip 2 and 0, take 2 and 1:
     # group 0 gives ids 2, 3 (scores 7, 6), group 1 gives id 5
@@ -155,7 +190,7 @@ def test_ifd_threshold_makes_rows_unselectable() -> None:
 
 @pytest.mark.parametrize("override, key", [
     ("quota=ceil", "quota"), ("arm_allocation=proportional", "arm_allocation"), ("truncate_top=1.0", "truncate_top"),
-    ("demote_after=1", "demote_after"), ("ifd_max=0", "ifd_max"),
+    ("demote_after=1", "demote_after"), ("ifd_max=0", "ifd_max"), ("group_budget=equal", "group_budget"),
 ])
 def test_remedy_options_are_validated(override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key):

@@ -28,6 +28,7 @@ class SelectionParams:
     arm_allocation: str = LeadConfig.arm_allocation
     truncate_top: float = LeadConfig.truncate_top
     demote_after: int = LeadConfig.demote_after
+    group_budget: str = LeadConfig.group_budget
     ifd_max: float | None = LeadConfig.ifd_max
     seed: int = LeadConfig.seed
     round_size: int | None = None  # static and iterative_rescore: rows per round (None: as large as LEAD's)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from lead_ray.select.coarse_to_fine import largest_remainder
 from lead_ray.select.idu import RoundDirection, loss_change_correction, smooth_idu
 from lead_ray.select.params import SelectionParams
 
@@ -81,6 +82,9 @@ class RoundBook:
         self.cell_size = np.zeros((p.num_arms, max(num_groups, 1)), dtype=np.int64)  # rows per (arm, group)
         sel = self.arm >= 0
         np.add.at(self.cell_size, (self.arm[sel], self.group[sel]), 1)
+        # group_budget: proportional: each task group's share of the unique budget (largest remainder, adds up to it)
+        self.group_allowance = (largest_remainder(p.budget, self.cell_size.sum(axis=0))
+                                if p.group_budget == "proportional" else None)
         self.round = 0
         self.plan: RoundPlan | None = None
         self.losses = np.full(n, np.nan)  # this round's reported L_t(x)
@@ -105,12 +109,22 @@ class RoundBook:
         """Unique rows trained, less the demoted ones (their budget is refunded)."""
         return int(((self.uses > 0) & ~self.demoted).sum())
 
+    def group_room(self) -> np.ndarray | None:
+        """New rows each task group may still take under `group_budget: proportional` (None: no per-group cap)."""
+        if self.group_allowance is None:
+            return None
+        used = (self.uses > 0) & ~self.demoted & (self.arm >= 0)
+        return self.group_allowance - np.bincount(self.group[used], minlength=len(self.group_allowance))
+
     def eligible_mask(self) -> np.ndarray:
         """Rows a round may take: selectable, not demoted, used fewer than `max_uses` times, and, once the unique
-        budget is spent (only reachable with `reuse_after_budget`), already used."""
+        budget (or, with `group_budget`, their group's share of it) is spent, already used."""
         ok = (self.arm >= 0) & (self.uses < self.max_uses) & ~self.demoted
         if self.num_unique >= self.budget:
             ok &= self.uses > 0
+        room = self.group_room()
+        if room is not None:
+            ok &= (self.uses > 0) | (room[np.maximum(self.group, 0)] > 0)
         return ok
 
     def stopped(self) -> bool:
@@ -130,11 +144,19 @@ class RoundBook:
         the unique-sample budget (the last round is cut, never the budget overshot)."""
         new = self.uses[ids] == 0
         room = self.budget - self.num_unique
-        if new.sum() <= room:
+        group_room = self.group_room()
+        if new.sum() <= room and group_room is None:
             return np.ones(len(ids), dtype=bool)
         new_idx = np.flatnonzero(new)
+        new_idx = new_idx[np.lexsort((ids[new_idx], -priority[ids[new_idx]]))]  # best first
+        if group_room is not None:  # each group's best new rows up to its room
+            g = self.group[ids[new_idx]]
+            rank = np.zeros(len(g), dtype=np.int64)  # the position of each row among its group's new rows
+            for k in np.unique(g):
+                rank[g == k] = np.arange(int((g == k).sum()))
+            new_idx = new_idx[rank < group_room[g]]
         keep = ~new
-        keep[new_idx[np.lexsort((ids[new_idx], -priority[ids[new_idx]]))[:room]]] = True
+        keep[new_idx[:room]] = True
         return keep
 
     def next_round(self) -> RoundPlan | None:
