@@ -51,3 +51,16 @@ def test_an_unknown_total_counts_and_closes_with_the_figures(monkeypatch) -> Non
     p.update(700)
     p.close()
     assert out.getvalue() == "[lead-ray] ingest: 800 rows (200.0 rows/s, 0:04)\n"
+
+
+def test_rounds_time_left_is_the_tighter_of_rounds_and_samples() -> None:
+    from lead_ray.runtime.console import rounds_time_left
+
+    # 2 rounds of 10 s training 5 and 15 samples: 10 s a round, 1 s a sample
+    # rounds bound: 10 s × 9,998 rounds left; samples bound: 1 s × (118·4 - 20) = 452 s -> 452
+    assert rounds_time_left([10.0, 10.0], [5, 15], 9_998, 118 * 4 - 20) == 452.0
+    # 3 rounds left: 30 s, below the samples bound
+    assert rounds_time_left([10.0, 10.0], [5, 15], 3, 452) == 30.0
+    # nothing left either way, and no history yet, are 0 s
+    assert rounds_time_left([10.0], [5], 0, 100) == 0.0
+    assert rounds_time_left([], [], 10, 10) == 0.0

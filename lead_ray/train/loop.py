@@ -29,7 +29,7 @@ from lead_ray.config import LeadConfig
 from lead_ray.data.store import RowStore
 from lead_ray.models.load import cpu_threads, load_model, load_tokenizer
 from lead_ray.models.nll import batch_response_nll, collate, response_nll, target_tokens, to_device
-from lead_ray.runtime.console import clock, log
+from lead_ray.runtime.console import clock, log, rounds_time_left
 from lead_ray.runtime.ray_private import train_report_logger
 from lead_ray.runtime.storage import stage
 from lead_ray.select.rounds import Rescore, RoundPlan
@@ -279,8 +279,10 @@ def save_round(w: Worker, progress: Progress, metrics: dict[str, Any], stats: di
         if w.rank == 0:
             progress.history.append(metrics)
             arms = sorted({a["arm"] for a in stats["arms"]})
-            mean = sum(m["round_seconds"] for m in progress.history) / len(progress.history)
-            left = mean * (w.cfg.max_rounds - metrics["round"] - 1)  # at most: the budget may end the run sooner
+            trained = [m["num_samples"] for m in progress.history]
+            left = rounds_time_left([m["round_seconds"] for m in progress.history], trained,
+                                    w.cfg.max_rounds - metrics["round"] - 1,
+                                    stats["budget"] * w.cfg.max_uses - sum(trained))
             _log(w, f"round {metrics['round']}: arm {arms} {metrics['num_samples']} samples, "
                     f"loss {metrics['train_loss']:.4f}, unique {stats['num_unique']}/{stats['budget']}, "
                     f"{metrics['round_seconds']:.1f}s, ≤{clock(left)} left")
