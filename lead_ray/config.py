@@ -41,7 +41,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # resumes an interrupted run (train/fit.py); every other key is a result key
 OPERATIONAL = frozenset({
     "run_name", "output_dir", "cache_dir", "ray_address", "num_cpus", "overwrite_output_dir", "verbose", "report_to",
-    "logging_dir", "eval_batch_size", "eval_every_round", "max_failures", "save_every_rounds",
+    "logging_dir", "eval_batch_size", "eval_every_round", "max_failures", "save_every_rounds", "memory_limit_gb",
     "preprocessing_num_workers",
     "score_concurrency", "embedding_concurrency", "tune_space", "tune_num_samples", "tune_searcher",
     "tune_grid_points", "tune_max_concurrent_trials", "tune_grace_period"})
@@ -128,6 +128,7 @@ class LeadConfig:
     bf16: bool | None = None  # None: on when training on GPU
     gradient_checkpointing: bool = False  # recompute each layer's activations in the backward pass (less memory)
     attn_implementation: str | None = None  # sdpa | flash_attention_2 | eager; None: transformers' default
+    memory_limit_gb: float | None = None  # a worker's memory for the start-of-run estimate; None: its GPU's (CPU: none)
     eval_batch_size: int = 8
     max_failures: int = 3  # worker-group restarts (from the last round checkpoint) before the run fails
     save_every_rounds: int = 1  # a round checkpoint every this many rounds (a restart redoes the rounds since)
@@ -222,6 +223,8 @@ class LeadConfig:
              "must be a local folder (the driver's node)")
         need(self.max_failures >= -1, "max_failures", "must be >= 0, or -1 for unlimited")
         need(self.save_every_rounds >= 1, "save_every_rounds", "must be >= 1")
+        need(self.memory_limit_gb is None or 0 < self.memory_limit_gb < 1e6, "memory_limit_gb",
+             "must be null or a number of GiB, > 0")
         need(self.eval_max_samples is None or self.eval_max_samples >= 1, "eval_max_samples", "must be >= 1 or null")
         need(self.learning_rate > 0, "learning_rate", "must be > 0")
         need(0.0 < self.lr_decay <= 1.0, "lr_decay", "must be in (0, 1]")

@@ -132,6 +132,7 @@ def test_builtin_demo_in_an_override_names_the_bundled_pool() -> None:
         ("trust_remote_code=1", "trust_remote_code", True),
         ("merge_adapter=on", "merge_adapter", True),
         ("bf16=null", "bf16", None),
+        ("memory_limit_gb=80", "memory_limit_gb", 80.0),
         ("bf16=off", "bf16", False),
         ("max_samples=null", "max_samples", None),
         ("max_samples=None", "max_samples", None),
@@ -207,6 +208,8 @@ def test_unknown_key_in_yaml(tmp_path: Path) -> None:
         ("run_name={a: 1}", "run_name"),
         ("run_name=null", "run_name"),
         ("num_arms=null", "num_arms"),
+        ("memory_limit_gb=0", "memory_limit_gb"),
+        ("memory_limit_gb=lots", "memory_limit_gb"),
     ],
 )
 def test_wrong_type_names_the_key(item: str, key: str) -> None:

@@ -191,6 +191,22 @@ def test_a_diverging_run_stops_in_one_line_and_publishes_nothing(tiny_prepared, 
         run(load_config(TINY, {**cfg.to_dict(), "learning_rate": 1e-4}))
 
 
+def test_a_run_over_its_memory_limit_stops_before_loading_weights(tiny_prepared, tmp_path: Path) -> None:
+    """The worker's estimate against `memory_limit_gb` (on a GPU: the device's memory): one line, no retries, nothing
+    published."""
+    from lead_ray.config import load_config
+    from lead_ray.pipeline import run
+    from lead_ray.train.fit import RunError
+
+    seed_prepared(tiny_prepared, tmp_path / "oom")
+    cfg = load_config(TINY, {"output_dir": str(tmp_path), "run_name": "oom", "memory_limit_gb": 1e-4})
+    with pytest.raises(RunError, match=r"training stopped: a worker needs about [0-9.]+ GiB per worker at its peak") \
+            as e:
+        run(cfg)
+    assert "\n" not in str(e.value) and "memory_limit_gb" in str(e.value)
+    assert not (tmp_path / "oom" / "summary.json").exists() and not (tmp_path / "oom" / "model").exists()
+
+
 def test_fsdp_full_fine_tuning_matches_ddp(tiny_prepared, tmp_path: Path) -> None:
     """Full fine-tuning (every weight trained, ΔL′ over the last block) on 2 workers: FSDP's sharded run selects,
     trains and saves what DDP's does."""

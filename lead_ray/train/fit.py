@@ -68,9 +68,9 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
         raise RunError(f"training failed: {result.error}")
     with result.checkpoint.as_directory() as d:
         if Path(d, STOPPED).exists():
-            reason = json.loads(Path(d, STOPPED).read_text())["reason"]
-            raise RunError(f"training stopped: {reason} (learning_rate={cfg.learning_rate}); nothing was published. "
-                           "Lower learning_rate and rerun with overwrite_output_dir=true")
+            stopped = json.loads(Path(d, STOPPED).read_text())
+            raise RunError(f"training stopped: {stopped['reason']}; nothing was published. "
+                           f"{stopped.get('advice', '')}".strip())
     staging = run_dir / ".outputs.partial"  # every output is written here first, then published at once
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()

@@ -28,6 +28,7 @@ import torch
 from lead_ray.config import LeadConfig
 from lead_ray.data.store import RowStore
 from lead_ray.models.load import cpu_threads, load_model, load_tokenizer
+from lead_ray.models.memory import GIB, does_not_fit, training_memory
 from lead_ray.models.nll import batch_response_nll, collate, response_nll, target_tokens, to_device
 from lead_ray.runtime.console import clock, log, rounds_time_left
 from lead_ray.runtime.ray_private import train_report_logger
@@ -96,7 +97,11 @@ class Progress:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    w = setup(config)
+    try:
+        w = setup(config)
+    except DoesNotFit as e:  # the same on every rank and every retry: end the run in one line instead
+        stop(ray.train.get_context().get_world_rank(), str(e), advice="")
+        return
     reporter = LossReporter(w.service, min_seconds=report_interval(w.world), phase=w.rank / w.world)
     progress = resume(w, reporter)
     if progress is None:
@@ -104,7 +109,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     while (plan := plan_round(w, progress, reporter)) is not None:
         metrics = train_round(w, progress, plan, reporter)
         if not math.isfinite(metrics["train_loss"]):  # the same on every rank (summed); retrying cannot fix it
-            stop(w, f"the training loss is {metrics['train_loss']} in round {metrics['round']}")
+            stop(w.rank, f"the training loss is {metrics['train_loss']} in round {metrics['round']} "
+                 f"(learning_rate={w.cfg.learning_rate})", advice="Lower learning_rate and rerun with "
+                 "overwrite_output_dir=true")
             return
         t_select = time.time()
         metrics["selection_seconds"] = progress.selection_seconds  # cumulative, up to this round's plan
@@ -128,10 +135,11 @@ def setup(config: dict[str, Any]) -> Worker:
     tokenizer = load_tokenizer(model_path, cfg.trust_remote_code)
     lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout} if cfg.use_lora else None
     use_bf16 = bool(cfg.bf16 if cfg.bf16 is not None else (cfg.use_gpu and torch.cuda.is_available()))
+    device = ray.train.torch.get_device()
+    check_memory(cfg, model_path, use_bf16, device, rank)
     base = load_model(model_path, trust_remote_code=cfg.trust_remote_code, lora=lora,
                       dtype=torch.bfloat16 if use_bf16 else torch.float32,
                       attn_implementation=cfg.attn_implementation, gradient_checkpointing=cfg.gradient_checkpointing)
-    device = ray.train.torch.get_device()
     strategy = effective_strategy(cfg.parallel_strategy, world)
     model = wrap_model(base, strategy, device, use_bf16)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -142,6 +150,29 @@ def setup(config: dict[str, Any]) -> Worker:
     eval_ids = np.asarray(ray.get(config["eval_shards"][rank]), dtype=np.int64)
     return Worker(cfg, config["service"], rank, world, device, use_bf16, base, model, tokenizer, optimizer, trainable,
                   tracker, RowStore(stage(sources.pool, sources.cache_dir) / "pool.arrow"), eval_ids, model_path)
+
+
+class DoesNotFit(Exception):
+    """The memory estimate exceeds the device: raised before any weight is loaded."""
+
+
+def check_memory(cfg: LeadConfig, model_path: str, use_bf16: bool, device: torch.device, rank: int) -> None:
+    """Rank 0 logs the estimate of what a worker holds at its peak; a run that would not fit its GPU (or
+    `memory_limit_gb`) stops here."""
+    estimate = training_memory(model_path, cfg, use_bf16, cfg.trust_remote_code)
+    if estimate is None:
+        return
+    if rank == 0:
+        log(f"memory estimate: {estimate.describe()}")
+    if cfg.memory_limit_gb is not None:
+        limit, name = int(cfg.memory_limit_gb * GIB), "memory_limit_gb"
+    elif device.type == "cuda":
+        limit, name = torch.cuda.mem_get_info(device)[1], torch.cuda.get_device_name(device)
+    else:
+        return
+    reason = does_not_fit(estimate, limit, name)
+    if reason:
+        raise DoesNotFit(reason)
 
 
 def resume(w: Worker, reporter: LossReporter) -> Progress | None:
@@ -315,14 +346,14 @@ def finish(w: Worker, progress: Progress, selection_rounds: int | None) -> None:
                           "eval_nll": nll_after, "step": progress.step}, checkpoint=ckpt)
 
 
-def stop(w: Worker, reason: str) -> None:
-    """End the run without a model: a checkpoint holding only `stopped.json` (the driver raises its reason, and a
-    rerun that resumes from it stops again, with no retries in between)."""
+def stop(rank: int, reason: str, advice: str) -> None:
+    """End the run without a model: a checkpoint holding only `stopped.json` (the driver raises its reason and
+    advice, and a rerun that resumes from it stops again, with no retries in between)."""
     with tempfile.TemporaryDirectory() as d:
-        if w.rank == 0:
-            _log(w, f"stopping: {reason}")
-            (Path(d) / STOPPED).write_text(json.dumps({"reason": reason}))
-        ckpt = ray.train.Checkpoint.from_directory(d) if w.rank == 0 else None
+        if rank == 0:
+            log(f"stopping: {reason}")
+            (Path(d) / STOPPED).write_text(json.dumps({"reason": reason, "advice": advice}))
+        ckpt = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
         ray.train.report({"stopped": 1}, checkpoint=ckpt)
 
 
