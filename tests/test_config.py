@@ -210,6 +210,8 @@ def test_unknown_key_in_yaml(tmp_path: Path) -> None:
         ("num_arms=null", "num_arms"),
         ("memory_limit_gb=0", "memory_limit_gb"),
         ("memory_limit_gb=lots", "memory_limit_gb"),
+        ("score_tensor_parallel_size=0", "score_tensor_parallel_size"),
+        ("score_tensor_parallel_size=2", "score_tensor_parallel_size"),  # the hf backend has no tensor parallelism
     ],
 )
 def test_wrong_type_names_the_key(item: str, key: str) -> None:

@@ -205,3 +205,11 @@ def test_a_static_run_restored_after_its_last_round_says_why_it_stopped(params: 
     restored.load_rounds(records)
     restored.replay(None)
     assert restored.stop_reason == live.stop_reason == "budget" and restored.round == live.round > 0
+
+
+def test_scoring_feeds_rows_longest_first(tmp_path):
+    from lead_ray.prep.score import length_sorted_ids
+
+    pq.write_table(pa.table({"id": [0, 1, 2, 3, 4], "n_prompt_tokens": [5, 1, 9, 2, 5],
+                             "n_response_tokens": [1, 1, 1, 30, 1]}), tmp_path / "pool.parquet")
+    assert length_sorted_ids(tmp_path).tolist() == [3, 2, 0, 4, 1]  # 32, 10, 6, 6 (ties keep id order), 2

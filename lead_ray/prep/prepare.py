@@ -38,6 +38,8 @@ from lead_ray.prep.score import ifd_score, score_pool
 from lead_ray.runtime.stages import run_stage, stage_key
 from lead_ray.train.fit import train_with_selection
 
+VLLM_ROWS_PER_CALL = 1024  # rows per vLLM generate call in the scoring pass
+
 
 def _scores(path: Path) -> dict[str, np.ndarray]:
     t = pq.read_table(path)
@@ -62,8 +64,11 @@ def prepare(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, in
     n = pool.num_rows
     train = pool.column("split").to_numpy(zero_copy_only=False) == "train"
     num_gpus = 1 if cfg.use_gpu else 0
-    scoring = {"batch_size": cfg.score_batch_size * 8, "concurrency": cfg.score_concurrency,
-               "backend": cfg.scoring_backend, "trust_remote_code": cfg.trust_remote_code, "num_gpus": num_gpus}
+    # vLLM schedules its own batches: give each engine call many rows (it never pads), the HF backend a few batches
+    rows_per_call = max(cfg.score_batch_size * 8, VLLM_ROWS_PER_CALL if cfg.scoring_backend == "vllm" else 0)
+    scoring = {"batch_size": rows_per_call, "concurrency": cfg.score_concurrency, "backend": cfg.scoring_backend,
+               "trust_remote_code": cfg.trust_remote_code, "num_gpus": num_gpus,
+               "tensor_parallel_size": cfg.score_tensor_parallel_size}
     keys: dict[str, str] = {}
 
     need_embeddings = cfg.group_by == "embedding" or cfg.arm_by == "embedding" or cfg.store_embeddings

@@ -72,11 +72,20 @@ class HFScorer:
         return out
 
 
+def length_sorted_ids(pool_dir: Path) -> np.ndarray:
+    """Pool ids, longest row first: a batch then holds rows of about one length (little padding for the HF
+    backend, evenly sized scheduler steps for vLLM), and a sequence too long for the device fails at once."""
+    t = pq.read_table(pool_dir / "pool.parquet", columns=["id", "n_prompt_tokens", "n_response_tokens"])
+    lengths = t.column("n_prompt_tokens").to_numpy() + t.column("n_response_tokens").to_numpy()
+    return t.column("id").to_numpy()[np.argsort(-lengths, kind="stable")]
+
+
 def score_pool(pool_dir: Path, sources: PoolSources, *, modes: tuple[str, ...] = ("full",), backend: str = "hf",
                batch_size: int, concurrency: int, trust_remote_code: bool = False, num_gpus: float = 0,
-               label: str = "scoring") -> dict[str, np.ndarray]:
+               tensor_parallel_size: int = 1, label: str = "scoring") -> dict[str, np.ndarray]:
     """`{mode: per-row mean NLL}` for every pool row, indexed by id, streamed through a Ray Data actor pool whose
-    actors open the pool and model of `sources` (on any node)."""
+    actors open the pool and model of `sources` (on any node). With vLLM each actor's engine shards the model over
+    `tensor_parallel_size` GPUs (the actor takes `num_gpus` × that many)."""
     import ray
 
     if backend == "hf":
@@ -84,17 +93,19 @@ def score_pool(pool_dir: Path, sources: PoolSources, *, modes: tuple[str, ...] =
     elif backend == "vllm":
         from lead_ray.prep.score_vllm import VLLMScorer
 
-        scorer, kwargs = VLLMScorer, {}
+        scorer, kwargs = VLLMScorer, {"tensor_parallel_size": tensor_parallel_size}
     else:
         raise ValueError(f"unknown scoring backend {backend!r}; expected one of {BACKENDS}")
-    n = pq.ParquetFile(pool_dir / "pool.parquet").metadata.num_rows
-    # ids are dense 0..n-1; `range` makes many small blocks, so results stream back (and progress shows) while
-    # the pass runs, where one Parquet file would be one block that returns only at the end
-    ds = ray.data.range(n, override_num_blocks=max(1, n // max(batch_size, 1)))
+    order = length_sorted_ids(pool_dir)
+    n = len(order)
+    # many small blocks, so results stream back (and progress shows) while the pass runs, where one Parquet file
+    # would be one block that returns only at the end
+    ds = ray.data.from_numpy(np.array_split(order, max(1, n // max(batch_size, 1)))).rename_columns({"data": "id"})
     ds = ds.map_batches(scorer, fn_constructor_args=(sources.model, sources.pool, sources.cache_dir, tuple(modes)),
                         fn_constructor_kwargs={"trust_remote_code": trust_remote_code, **kwargs},
                         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency),
-                        num_gpus=num_gpus or None, batch_format="numpy")
+                        num_gpus=num_gpus * (tensor_parallel_size if backend == "vllm" else 1) or None,
+                        batch_format="numpy")
     out = {mode: np.full(n, np.nan, dtype=np.float32) for mode in modes}
     progress = Progress(label, n)
     for b in ds.iter_batches(batch_size=None, batch_format="numpy"):

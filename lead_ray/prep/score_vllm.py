@@ -43,7 +43,8 @@ class VLLMScorer:
     """Ray Data callable: one vLLM engine per actor; returns `nll_<mode>` per row for each mode, like HFScorer."""
 
     def __init__(self, model_source: str, pool_source: str, cache_dir: str, modes: tuple[str, ...] = ("full",),
-                 trust_remote_code: bool = False, max_model_len: int | None = None, dtype: str | None = None):
+                 trust_remote_code: bool = False, max_model_len: int | None = None, dtype: str | None = None,
+                 tensor_parallel_size: int = 1):
         from transformers import AutoConfig
 
 
@@ -58,7 +59,9 @@ class VLLMScorer:
         longest = int(self.store.lengths().max(initial=1)) + 2
         self.llm, self.dtype = vllm_engine(model_path, longest, trust_remote_code=trust_remote_code,
                                            max_model_len=max_model_len, dtype=dtype,
-                                           enable_prefix_caching=False)  # logprobs must be computed everywhere
+                                           enable_prefix_caching=False,  # logprobs must be computed everywhere
+                                           **({"tensor_parallel_size": tensor_parallel_size}
+                                              if tensor_parallel_size > 1 else {}))
         from vllm import SamplingParams
 
         # prompt_logprobs=0: only the actual prompt token's logprob per position (none of the top-k); flat lists
