@@ -53,6 +53,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "default": DEFAULT, "paper": PAPER, "random": {"selector": "random"}, "longest": {"selector": "longest"},
     "default_demote": {**DEFAULT, "demote_after": 2}, "default_b0.9": {**DEFAULT, "smoothing": 0.9},
     "default_groups": {**DEFAULT, "group_budget": "proportional"},
+    # task groups from the rows' `source` instead of k-means on instruction embeddings (a preparation key: the run
+    # trains on the enriched pool with each row's group replaced by its source's, as `group_by: source` builds it)
+    "default_bysource": {**DEFAULT, "group_by": "source"},
 }
 # the dev screen: each remedy alone on the paper's settings, then combined
 CANDIDATES: dict[str, dict[str, Any]] = {
@@ -98,9 +101,15 @@ class Pool:
     noisy: np.ndarray  # per pool id
     data: Path
 
-    def clean_twin(self) -> dict[str, np.ndarray]:
-        """The same columns with the noisy rows made unselectable."""
-        return {**self.columns, "arm": np.where(self.noisy, -1, self.columns["arm"])}
+    def variant(self, twin: str, group_by: str) -> dict[str, np.ndarray]:
+        """The columns of a twin: `clean` makes the noisy rows unselectable; `group_by: source` numbers the task
+        groups by source (sorted), as the preparation does."""
+        cols = dict(self.columns)
+        if twin == "clean":
+            cols["arm"] = np.where(self.noisy, -1, cols["arm"])
+        if group_by == "source":
+            cols["group"] = np.unique(cols["source"].astype(str), return_inverse=True)[1].astype(np.int64)
+        return cols
 
 
 def load_pool(args: argparse.Namespace, name: str, work: Path) -> tuple[Pool, LeadConfig, dict[str, float]]:
@@ -160,7 +169,7 @@ def screen(args: argparse.Namespace, pool: Pool, cfg: LeadConfig, out: Path) -> 
     from lead_ray.select.strategies import build_selector
 
     rows = []
-    for twin, cols in (("noisy", pool.columns), ("clean", pool.clean_twin())):
+    for twin, cols in (("noisy", pool.columns), ("clean", pool.variant("clean", cfg.group_by))):
         for name, overrides in CANDIDATES.items():
             for budget in args.budgets:
                 for seed in range(args.seeds):
@@ -297,13 +306,15 @@ def train_one(args: argparse.Namespace, pool: Pool, cfg: LeadConfig, method: str
     from lead_ray.select.screen import selection_diagnostics
     from lead_ray.train.fit import train_with_selection
 
-    cols = pool.columns if twin == "noisy" else pool.clean_twin()
+    group_by = METHODS[method].get("group_by", cfg.group_by)
+    cols = pool.variant(twin, group_by)
     prepared = pool.prepared
-    if twin == "clean":  # the clean twin's enriched pool: noisy rows unselectable
-        path = prepared.enriched.with_name("enriched_clean.parquet")
+    if twin == "clean" or group_by != cfg.group_by:  # the twin's enriched pool, written once
+        path = prepared.enriched.with_name(f"enriched_{twin}_{group_by}.parquet")
         if not path.exists():
             table = pq.read_table(prepared.enriched)
-            table = table.set_column(table.schema.get_field_index("arm"), "arm", pa.array(cols["arm"]))
+            for key in ("arm", "group"):
+                table = table.set_column(table.schema.get_field_index(key), key, pa.array(cols[key]))
             pq.write_table(table, path)
         prepared = dataclasses.replace(prepared, enriched=path)
     b = budget_of(cols, budget)

@@ -44,3 +44,16 @@ def test_headline_reads_the_table() -> None:
     assert quality_regime.headline(table, "test") == ("default_vs_random_nll_gain=0.1250 "
                                                       "paper_vs_random_nll_gain=-0.1000 "
                                                       "default_noisy_share=0.100 random_noisy_share=0.200")
+
+
+def test_pool_variants_clean_twin_and_groups_by_source() -> None:
+    import numpy as np
+
+    cols = {"arm": np.array([0, 1, -1, 2]), "group": np.array([5, 5, 5, 5]),
+            "source": np.array(["weekday", "arithmetic", "weekday", "html"])}
+    pool = quality_regime.Pool("test", None, cols, np.array([False, True, False, False]), REPO)
+    clean = pool.variant("clean", "embedding")
+    assert clean["arm"].tolist() == [0, -1, -1, 2] and clean["group"].tolist() == [5, 5, 5, 5]
+    by_source = pool.variant("noisy", "source")  # sorted sources: arithmetic 0, html 1, weekday 2
+    assert by_source["group"].tolist() == [2, 0, 2, 1] and by_source["arm"].tolist() == [0, 1, -1, 2]
+    assert cols["arm"].tolist() == [0, 1, -1, 2]  # the pool's own columns are untouched
