@@ -156,6 +156,19 @@ def step_check(shape: str, name: str, lora: dict | None, checkpointing: bool, ch
             "losses": losses, "syncs": syncs}
 
 
+def memory_estimate(shape: str, lora: dict | None, checkpointing: bool) -> float:
+    """`lead_ray.models.memory`'s peak for this step, in GiB (no ΔL′ tracker runs here, so without it)."""
+    from transformers import LlamaConfig
+
+    from lead_ray.models.memory import GIB, ModelShape, TrainingSetup, estimate_training_memory
+
+    setup = TrainingSetup(per_device_train_batch_size=BATCH, max_length=LENGTH, use_lora=lora is not None,
+                          lora_rank=(lora or {}).get("rank", 64), lora_dropout=(lora or {}).get("dropout", 0.0),
+                          bf16=True, gradient_checkpointing=checkpointing)
+    est = estimate_training_memory(ModelShape.from_config(LlamaConfig(vocab_size=VOCAB, **SHAPES[shape])), setup)
+    return (est.total - est.direction) / GIB
+
+
 def check_steps(models: list[str], steps: int, figures: dict[str, str]) -> bool:
     lora = {"rank": 64, "alpha": 16, "dropout": 0.0}
     settings = [("lora+ckpt", lora, True, True, False), ("lora", lora, False, True, False),
@@ -173,6 +186,11 @@ def check_steps(models: list[str], steps: int, figures: dict[str, str]) -> bool:
                 figures[f"{key}_oom"] = "1"
                 continue
             first = first or r
+            estimate = memory_estimate(shape, adapter, ckpt) if chunked else None  # the loop's NLL is chunked
+            if estimate:  # lead-ray's estimate before training, against this measured peak
+                print(f"step {shape} {name}: estimated {estimate:.1f} GiB, {estimate / r['peak_gib']:.2f}x the "
+                      f"measured peak", flush=True)
+                figures[f"{key}_estimate_ratio"] = f"{estimate / r['peak_gib']:.2f}"
             print(f"step {shape} {name}: peak {r['peak_gib']:.1f} GiB ({r['peak_gib'] / first['peak_gib']:.2f}x), "
                   f"{r['tokens_per_s']:.0f} tokens/s ({r['tokens_per_s'] / first['tokens_per_s']:.2f}x), "
                   f"MFU {100 * r['mfu']:.1f}% ({r['params_b']:.2f}B params, {BATCH}x{LENGTH} tokens); host syncs "

@@ -45,3 +45,19 @@ def test_the_gpu_step_runs_on_cpu_and_learns() -> None:
     assert all(abs(a - b) < 1e-4 for a, b in zip(results["lora+ckpt"], results["lora, whole batch"], strict=True))
     assert abs(results["lora+ckpt"][0] - results["full"][0]) < 1e-4  # the same seeded weights; LoRA B starts at 0
     assert results["full"][-1] < results["full"][0]  # full fine-tuning at lr 1e-5 on one batch: the loss falls
+
+
+def test_gpu_check_estimates_each_step_as_lead_ray_would() -> None:
+    from transformers import LlamaConfig
+
+    from lead_ray.models.memory import GIB, ModelShape, TrainingSetup, estimate_training_memory
+
+    gpu_check = _gpu_check()
+    lora = {"rank": 64, "alpha": 16, "dropout": 0.0}
+    est = estimate_training_memory(ModelShape.from_config(LlamaConfig(vocab_size=gpu_check.VOCAB,
+                                                                      **gpu_check.SHAPES["8b"])),
+                                   TrainingSetup(per_device_train_batch_size=4, max_length=2048, lora_rank=64,
+                                                 lora_dropout=0.0, bf16=True, gradient_checkpointing=True))
+    assert math.isclose(gpu_check.memory_estimate("8b", lora, True), (est.total - est.direction) / GIB)
+    # checkpointing keeps each layer's input instead of its activations: 23.5 against 74.7 GiB at 8B
+    assert 2 * gpu_check.memory_estimate("8b", lora, True) < gpu_check.memory_estimate("8b", lora, False)
