@@ -56,6 +56,9 @@ METHODS: dict[str, dict[str, Any]] = {
     # task groups from the rows' `source` instead of k-means on instruction embeddings (a preparation key: the run
     # trains on the enriched pool with each row's group replaced by its source's, as `group_by: source` builds it)
     "default_bysource": {**DEFAULT, "group_by": "source"},
+    # every arm in every round, in proportion to the bandit's probabilities: the mix no longer hangs on ~11 draws
+    # (the dev screen's prop_arms_trunc0.2: noisy share and source KL both below random's, on every seed)
+    "prop_arms_trunc0.2": {"quota": "proportional", "arm_allocation": "proportional", "truncate_top": 0.2},
 }
 # the dev screen: each remedy alone on the paper's settings, then combined
 CANDIDATES: dict[str, dict[str, Any]] = {
