@@ -42,9 +42,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 OPERATIONAL = frozenset({
     "run_name", "output_dir", "cache_dir", "ray_address", "num_cpus", "overwrite_output_dir", "verbose", "report_to",
     "logging_dir", "eval_batch_size", "eval_every_round", "max_failures", "save_every_rounds", "memory_limit_gb",
-    "preprocessing_num_workers",
-    "score_concurrency", "score_tensor_parallel_size", "embedding_concurrency", "tune_space", "tune_num_samples", "tune_searcher",
-    "tune_grid_points", "tune_max_concurrent_trials", "tune_grace_period"})
+    "preprocessing_num_workers", "score_concurrency", "score_tensor_parallel_size", "embedding_concurrency",
+    "tune_space", "tune_num_samples", "tune_searcher", "tune_grid_points", "tune_max_concurrent_trials", "tune_grace_period"})
 SELECTORS = ("lead", "random", "full", "longest", "static_iu", "static_ifd", "iterative_rescore")  # lead_ray/select
 
 

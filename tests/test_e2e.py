@@ -205,6 +205,11 @@ def test_a_run_over_its_memory_limit_stops_before_loading_weights(tiny_prepared,
         run(cfg)
     assert "\n" not in str(e.value) and "memory_limit_gb" in str(e.value)
     assert not (tmp_path / "oom" / "summary.json").exists() and not (tmp_path / "oom" / "model").exists()
+    # nothing was trained, so nothing is kept to resume: a rerun with another result key is estimated afresh,
+    # not refused as a change to an interrupted run
+    assert not (tmp_path / "oom" / "ray").exists()
+    with pytest.raises(RunError, match="training stopped: a worker needs about"):
+        run(load_config(TINY, {**cfg.to_dict(), "gradient_checkpointing": True}))
 
 
 def test_fsdp_full_fine_tuning_matches_ddp(tiny_prepared, tmp_path: Path) -> None:

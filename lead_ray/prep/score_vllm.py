@@ -59,9 +59,8 @@ class VLLMScorer:
         longest = int(self.store.lengths().max(initial=1)) + 2
         self.llm, self.dtype = vllm_engine(model_path, longest, trust_remote_code=trust_remote_code,
                                            max_model_len=max_model_len, dtype=dtype,
-                                           enable_prefix_caching=False,  # logprobs must be computed everywhere
-                                           **({"tensor_parallel_size": tensor_parallel_size}
-                                              if tensor_parallel_size > 1 else {}))
+                                           tensor_parallel_size=tensor_parallel_size,
+                                           enable_prefix_caching=False)  # logprobs must be computed everywhere
         from vllm import SamplingParams
 
         # prompt_logprobs=0: only the actual prompt token's logprob per position (none of the top-k); flat lists

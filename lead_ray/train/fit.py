@@ -69,6 +69,8 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
     with result.checkpoint.as_directory() as d:
         if Path(d, STOPPED).exists():
             stopped = json.loads(Path(d, STOPPED).read_text())
+            if not stopped.get("trained", True):  # a stop marker and no training: nothing for a rerun to resume
+                storage.delete("ray")
             raise RunError(f"training stopped: {stopped['reason']}; nothing was published. "
                            f"{stopped.get('advice', '')}".strip())
     staging = run_dir / ".outputs.partial"  # every output is written here first, then published at once

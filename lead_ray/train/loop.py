@@ -100,7 +100,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     try:
         w = setup(config)
     except DoesNotFit as e:  # the same on every rank and every retry: end the run in one line instead
-        stop(ray.train.get_context().get_world_rank(), str(e), advice="")
+        stop(ray.train.get_context().get_world_rank(), str(e), advice="", trained=False)
         return
     reporter = LossReporter(w.service, min_seconds=report_interval(w.world), phase=w.rank / w.world)
     progress = resume(w, reporter)
@@ -346,13 +346,14 @@ def finish(w: Worker, progress: Progress, selection_rounds: int | None) -> None:
                           "eval_nll": nll_after, "step": progress.step}, checkpoint=ckpt)
 
 
-def stop(rank: int, reason: str, advice: str) -> None:
+def stop(rank: int, reason: str, advice: str, trained: bool = True) -> None:
     """End the run without a model: a checkpoint holding only `stopped.json` (the driver raises its reason and
-    advice, and a rerun that resumes from it stops again, with no retries in between)."""
+    advice, and a rerun that resumes from it stops again, with no retries in between). `trained=False`: nothing was
+    trained, so the driver drops the run's checkpoints and a rerun with other settings starts afresh."""
     with tempfile.TemporaryDirectory() as d:
         if rank == 0:
             log(f"stopping: {reason}")
-            (Path(d) / STOPPED).write_text(json.dumps({"reason": reason, "advice": advice}))
+            (Path(d) / STOPPED).write_text(json.dumps({"reason": reason, "advice": advice, "trained": trained}))
         ckpt = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
         ray.train.report({"stopped": 1}, checkpoint=ckpt)
 
