@@ -54,8 +54,8 @@ def driver_kill(cfg: LeadConfig, after_checkpoints: int = 2, timeout_s: float = 
     checkpointed, then rerun the same command; (wall time of both, the summary, the killed pid, an error)."""
     import json
 
-    cmd = [sys.executable, "jobs/lead.py", "--config", "configs/tiny.yaml", "--output-dir", cfg.output_dir,
-           f"run_name={cfg.run_name}", *[f"{k}={v}" for k, v in SETTINGS.items()]]
+    cmd = [sys.executable, "jobs/lead.py", "--config", "configs/tiny.yaml", "--output-dir", cfg.run.output_dir,
+           f"run_name={cfg.run.run_name}", *[f"{k}={v}" for k, v in SETTINGS.items()]]
     shutil.rmtree(cfg.run_dir / "ray", ignore_errors=True)  # the last run's checkpoints: count only new ones
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--runs-dir", default=None)
     args = parser.parse_args()
     runs = Path(args.runs_dir or tempfile.mkdtemp(prefix="lead-ray-faults-"))
-    init_ray(LeadConfig(num_cpus=4))
+    init_ray(LeadConfig.from_flat(num_cpus=4))
 
     # All runs share one run folder: ingest and scoring happen once, in the untimed warm-up run, and each later
     # run retrains from scratch (a rerun of a finished run starts training afresh), so only training is compared.

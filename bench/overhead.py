@@ -40,7 +40,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import ray  # noqa: E402
 import torch  # noqa: E402
 
-from lead_ray.config import DEMO_DATA, LeadConfig  # noqa: E402
+from lead_ray.config import DEMO_DATA, LeadConfig, TrainingArgs  # noqa: E402
 from lead_ray.data.formats import BadRow, normalize  # noqa: E402
 from lead_ray.data.tokenize import tokenize_messages  # noqa: E402
 from lead_ray.models.load import load_model, load_tokenizer, resolve_model_path  # noqa: E402
@@ -110,7 +110,7 @@ def main() -> None:
     plain_opt = torch.optim.AdamW(plain_model.parameters(), lr=args.lr)
     lead_opt = torch.optim.AdamW(lead_model.parameters(), lr=args.lr)
 
-    init_ray(LeadConfig(num_cpus=4))
+    init_ray(LeadConfig.from_flat(num_cpus=4))
     tmp = tempfile.TemporaryDirectory()
     enriched = str(Path(tmp.name) / "enriched.parquet")
     n = len(rows)
@@ -122,7 +122,7 @@ def main() -> None:
     reporter = LossReporter(service)
     reporter.restore(None)  # the actor is up before any timing
     tracker = RoundDirectionTracker(direction_parameters(lead_model, "last_block", lead_model.config.num_hidden_layers),
-                                    LeadConfig.loss_change_sketch_dim)
+                                    TrainingArgs.loss_change_sketch_dim)
 
     def plain_step(b: dict) -> float:
         t0 = time.perf_counter()

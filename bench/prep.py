@@ -178,7 +178,7 @@ def child(n: int, work: Path, args: argparse.Namespace) -> dict:
     write_pool(pool, n)
     model = str(work / "cheap_embedder")  # built by the parent's "embedder" child, outside this RSS
     mem = MemoryPeaks()
-    init_ray(LeadConfig(num_cpus=4))
+    init_ray(LeadConfig.from_flat(num_cpus=4))
     out["rss_after_setup_gb"] = rss_gb()
     out["mem_setup"] = mem.take()
 
@@ -213,7 +213,7 @@ def efficiency(work: Path, rows: int, batch_size: int, repeats: int = 2) -> dict
 
     model = str(work / "cheap_embedder")
     write_pool(work / "pool_eff", rows)
-    init_ray(LeadConfig(num_cpus=4))
+    init_ray(LeadConfig.from_flat(num_cpus=4))
     bare, steady, end_to_end = [], [], []
     for _ in range(repeats):
         bare.append(bare_embedding_rate(work / "pool_eff", model, batch_size, rows))
@@ -234,7 +234,7 @@ def minilm_rate(work: Path, rows: int) -> float:
     from lead_ray.runtime.ray_init import init_ray
 
     write_pool(work / "pool_minilm", rows, seed=1)
-    init_ray(LeadConfig(num_cpus=4))
+    init_ray(LeadConfig.from_flat(num_cpus=4))
     t0 = time.perf_counter()
     embed_pool(work / "pool_minilm", work / "emb_minilm.parquet", model="builtin:minilm", batch_size=64,
                concurrency=1)
@@ -255,7 +255,7 @@ def ingest_and_score(work: Path, rows: int) -> dict:
     from lead_ray.runtime.ray_init import init_ray
 
     model = resolve_model_path("builtin:tiny", Path("~/.cache/lead-ray").expanduser())
-    init_ray(LeadConfig(num_cpus=4))
+    init_ray(LeadConfig.from_flat(num_cpus=4))
     t0 = time.perf_counter()
     s = ingest(discover_files([str(DEMO_DATA)]), model, work / "ingested", max_length=256, eval_fraction=0.0,
                max_samples=rows)
@@ -303,7 +303,7 @@ def ingest_scale(work: Path, n: int, workers: int) -> dict:
         tok.row(str(raw), i + 1, line, "")
     bare = len(lines) / (time.perf_counter() - t0)
     del tok
-    init_ray(LeadConfig(num_cpus=workers + 1))
+    init_ray(LeadConfig.from_flat(num_cpus=workers + 1))
     mem = MemoryPeaks()
     mem.take()
     cpu0, t0 = time.process_time(), time.perf_counter()

@@ -139,10 +139,10 @@ def base_config(args: argparse.Namespace, work: Path, model_path: str) -> LeadCo
     if args.model == "smollm2":
         # warm-up on 10% (80 rows of 800): its loss is the reference of utility: learnable, which a model that saw
         # 8 rows (the default 1%) could not tell apart from the base model's
-        return LeadConfig(**common, model_name_or_path="builtin:smollm2", use_lora=True, learning_rate=2e-4,
+        return LeadConfig.from_flat(**common, model_name_or_path="builtin:smollm2", use_lora=True, learning_rate=2e-4,
                           max_length=128, per_device_train_batch_size=8, use_gpu=args.use_gpu, warmup_fraction=0.1,
                           eval_batch_size=32, score_batch_size=32, **quick).validate()
-    return LeadConfig(**common, model_name_or_path=model_path, use_lora=False, learning_rate=1e-3, max_length=64,
+    return LeadConfig.from_flat(**common, model_name_or_path=model_path, use_lora=False, learning_rate=1e-3, max_length=64,
                       per_device_train_batch_size=8, eval_batch_size=64, score_batch_size=64, **quick).validate()
 
 
@@ -193,7 +193,7 @@ def train_one(cfg: LeadConfig, prepared, method: str, budget: float, seed: int) 
     """One run: (its config, the row of runs.csv without the evaluation columns, train_with_selection's output)."""
     from lead_ray.train.fit import train_with_selection
 
-    run_cfg = dataclasses.replace(cfg, run_name=f"{method}-b{budget:g}-s{seed}", budget=budget, seed=seed,
+    run_cfg = cfg.replace(run_name=f"{method}-b{budget:g}-s{seed}", budget=budget, seed=seed,
                                   **METHODS[method])
     t = time.time()
     out = train_with_selection(run_cfg, prepared)
@@ -277,7 +277,7 @@ def run_all(args: argparse.Namespace, out: Path) -> list[dict]:
                "share_noisy": families["noisy"], "share_duplicate": families["duplicate"]}
         rows.append(row)
         write_csv(rows, out / "runs.csv")
-        log(f"[{i + 1}/{len(runs)}] {run_cfg.run_name}: NLL {row['heldout_nll']:.4f}, exact match "
+        log(f"[{i + 1}/{len(runs)}] {run_cfg.run.run_name}: NLL {row['heldout_nll']:.4f}, exact match "
             f"{row['exact_match']:.3f}, {row['unique_samples']}/{row['budget_samples']} unique, "
             f"{row['trained_samples']} trained, {row['wall_seconds']:.0f}s (selection "
             f"{row['selection_seconds']:.1f}s), noisy {row['share_noisy']:.2f}, duplicate {row['share_duplicate']:.2f}")

@@ -86,7 +86,7 @@ def log(msg: str) -> None:
 def base_config(args: argparse.Namespace, work: Path) -> LeadConfig:
     """The one recipe every run shares. IFD from the base model (`ifd_model: base`): one extra short pass instead
     of a warm-up run and two passes, which on 2 cores is the difference between 20 and 45 minutes per pool."""
-    return LeadConfig(data_files=[str(work / "data" / "train.jsonl")], output_dir=str(work / "runs"),
+    return LeadConfig.from_flat(data_files=[str(work / "data" / "train.jsonl")], output_dir=str(work / "runs"),
                       eval_fraction=0.0, eval_max_samples=1, max_rounds=10_000, num_workers=1, num_cpus=4,
                       reuse_after_budget=True, cache_dir=str(args.cache_dir), dedup="none",
                       model_name_or_path="builtin:smollm2", use_lora=True, learning_rate=2e-4, max_length=128,
@@ -159,7 +159,7 @@ def seed_scores(src: Path, dst: Path) -> None:
 def selection_params(cfg: LeadConfig, overrides: dict[str, Any], budget: int, seed: int):
     from lead_ray.select.params import SelectionParams
 
-    return SelectionParams.from_config(dataclasses.replace(cfg, **overrides, seed=seed, budget=budget), budget)
+    return SelectionParams.from_config(cfg.replace(**overrides, seed=seed, budget=budget), budget)
 
 
 def budget_of(columns: dict[str, np.ndarray], fraction: float) -> int:
@@ -172,7 +172,7 @@ def screen(args: argparse.Namespace, pool: Pool, cfg: LeadConfig, out: Path) -> 
     from lead_ray.select.strategies import build_selector
 
     rows = []
-    for twin, cols in (("noisy", pool.columns), ("clean", pool.variant("clean", cfg.group_by))):
+    for twin, cols in (("noisy", pool.columns), ("clean", pool.variant("clean", cfg.prep.group_by))):
         for name, overrides in CANDIDATES.items():
             for budget in args.budgets:
                 for seed in range(args.seeds):
@@ -291,7 +291,7 @@ def base_metrics(args: argparse.Namespace, pool: Pool, cfg: LeadConfig, work: Pa
     from lead_ray.models.load import resolve_model_path
 
     t = time.time()
-    model, tok = load_eval_model(Path(resolve_model_path(cfg.model_name_or_path, cfg.cache_path)), cfg,
+    model, tok = load_eval_model(Path(resolve_model_path(cfg.model.model_name_or_path, cfg.cache_path)), cfg,
                                  torch.device("cpu"))
     result = {**measure(model, tok, pool), "base_eval_seconds": time.time() - t}
     path.write_text(json.dumps(result, indent=1))
@@ -309,10 +309,10 @@ def train_one(args: argparse.Namespace, pool: Pool, cfg: LeadConfig, method: str
     from lead_ray.select.screen import selection_diagnostics
     from lead_ray.train.fit import train_with_selection
 
-    group_by = METHODS[method].get("group_by", cfg.group_by)
+    group_by = METHODS[method].get("group_by", cfg.prep.group_by)
     cols = pool.variant(twin, group_by)
     prepared = pool.prepared
-    if twin == "clean" or group_by != cfg.group_by:  # the twin's enriched pool, written once
+    if twin == "clean" or group_by != cfg.prep.group_by:  # the twin's enriched pool, written once
         path = prepared.enriched.with_name(f"enriched_{twin}_{group_by}.parquet")
         if not path.exists():
             table = pq.read_table(prepared.enriched)
@@ -322,7 +322,7 @@ def train_one(args: argparse.Namespace, pool: Pool, cfg: LeadConfig, method: str
         prepared = dataclasses.replace(prepared, enriched=path)
     b = budget_of(cols, budget)
     name = f"{pool.name}-{twin}-{method}-b{budget:g}-s{seed}"
-    run_cfg = dataclasses.replace(cfg, run_name=name, budget=b, seed=seed, **METHODS[method])
+    run_cfg = cfg.replace(run_name=name, budget=b, seed=seed, **METHODS[method])
     t = time.time()
     res = train_with_selection(run_cfg, prepared)
     train_seconds = time.time() - t

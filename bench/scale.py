@@ -49,7 +49,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import ray  # noqa: E402
 from service import make_pool, peak_rss_mb, selector_params  # noqa: E402
 
-from lead_ray.config import LeadConfig  # noqa: E402
+from lead_ray.config import TrainingArgs  # noqa: E402
 from lead_ray.select.journal import SelectionJournal  # noqa: E402
 from lead_ray.select.lead import LeadSelector  # noqa: E402
 from lead_ray.select.service import start_service  # noqa: E402
@@ -127,7 +127,7 @@ def actor_under_load(workers: int, t_step: float, min_seconds: float, args, path
                 blocked += o["blocked"]
             t0 = time.perf_counter()
             answer = ray.get(service.end_round.remote(g, -1e-5 * g, plan.round))  # writes the round's record
-            Path(ckpt, "train_state.json").write_text(json.dumps({"selection_rounds": answer["rounds"]}))
+            Path(ckpt, "train_state.json").write_text(json.dumps({"selection_rounds": answer.rounds}))
             state_bytes = Path(ckpt, "selection", SelectionJournal.name(plan.round)).stat().st_size
             rank0.append(time.perf_counter() - t0)
     finally:
@@ -196,7 +196,7 @@ def main() -> None:
     ap.add_argument("--rows-per-step", type=int, default=8, help="rows per worker per step (a report per 64)")
     ap.add_argument("--nodes", type=int, default=4)
     ap.add_argument("--groups", type=int, default=8, help="async actors holding the simulated workers")
-    ap.add_argument("--grad-size", type=int, default=LeadConfig.loss_change_sketch_dim,
+    ap.add_argument("--grad-size", type=int, default=TrainingArgs.loss_change_sketch_dim,
                     help="floats in ḡ and u (the CountSketch size, loss_change_sketch_dim)")
     ap.add_argument("--no-baseline", dest="baseline", action="store_false",
                     help="skip the unpaced run (a report per 64 losses) at the largest W")

@@ -35,7 +35,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import ray  # noqa: E402
 
-from lead_ray.config import LeadConfig  # noqa: E402
+from lead_ray.config import LeadConfig, TrainingArgs  # noqa: E402
 from lead_ray.runtime.ray_init import init_ray  # noqa: E402
 from lead_ray.select.journal import SelectionJournal  # noqa: E402
 from lead_ray.select.lead import LeadSelector  # noqa: E402
@@ -144,11 +144,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="rounds measured per size (medians reported)")
     ap.add_argument("--batch", type=int, default=REPORT_MIN_BATCH, help="ids per report() call")
     ap.add_argument("--workers", type=int, default=2, help="simulated workers, one report in flight each")
-    ap.add_argument("--g-size", type=int, default=LeadConfig.loss_change_sketch_dim,
+    ap.add_argument("--g-size", type=int, default=TrainingArgs.loss_change_sketch_dim,
                     help="length of ḡ and u sent to end_round (the CountSketch size)")
     args = ap.parse_args()
 
-    init_ray(LeadConfig(num_cpus=4))
+    init_ray(LeadConfig.from_flat(num_cpus=4))
     g = np.random.default_rng(1).standard_normal(args.g_size).astype(np.float32)
     rows = []
     for n in args.sizes:

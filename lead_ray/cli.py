@@ -101,7 +101,7 @@ def _progress(cfg) -> str:
     """Where an interrupted run stood, from the selection round count in its latest round checkpoint."""
     import json
 
-    if cfg is not None and "://" in cfg.output_dir:
+    if cfg is not None and "://" in cfg.run.output_dir:
         return f"(its round checkpoints are in {cfg.run_uri}/ray)"
     found = [] if cfg is None else sorted((cfg.run_dir / "ray" / "train").glob("checkpoint_*/train_state.json"))
     if not found:

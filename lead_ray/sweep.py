@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from lead_ray.prep.cluster import kmeans_1d
 from lead_ray.runtime.console import log
 from lead_ray.runtime.folders import claim_folder
 from lead_ray.runtime.ray_init import init_ray
+from lead_ray.runtime.state_record import StateRecord, state_digests
 from lead_ray.runtime.storage import RunStorage, stage
 from lead_ray.runtime.tracking import Tracker, report_scalars, start_tracking
 from lead_ray.train.fit import train_with_selection
@@ -104,6 +106,22 @@ class TrialTracking(Callback):
     on_trial_error = on_trial_complete
 
 
+class RecordState(Callback):
+    """Records the digests of Tune's experiment state as Tune rewrites it (at most every `every_s`, and at the end),
+    so the next resume can tell it from files someone else put there (`runtime/state_record.py`)."""
+
+    def __init__(self, store: RunStorage, parts: tuple[str, ...], record: StateRecord, every_s: float = 5.0) -> None:
+        self.store, self.parts, self.record, self.every_s, self.last = store, parts, record, every_s, 0.0
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        if time.monotonic() - self.last >= self.every_s:
+            self.record.add(state_digests(self.store, *self.parts))
+            self.last = time.monotonic()
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self.record.add(state_digests(self.store, *self.parts))
+
+
 def _rearm(prepared: PreparedPool, num_arms: int, seed: int, out: Path, arm_by: str) -> PreparedPool:
     """A trial that tunes K gets its own enriched file with new arms (1-D k-means on the shared ifd or iu0)."""
 
@@ -121,7 +139,7 @@ def run_trial(config: dict[str, Any]) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    base = LeadConfig(**config["base"])
+    base = LeadConfig.from_flat(**config["base"])
     sources = PoolSources(**config["sources"])
     pool_dir, enriched = Path(config["pool_dir"]), Path(config["enriched"])
     if sources.storage:  # the trial may run on any node: the prepared pool comes from the sweep's storage
@@ -132,8 +150,8 @@ def run_trial(config: dict[str, Any]) -> None:
     cfg = trial_config(base, params, f"{config['sweep_uri']}/trials", ray.tune.get_context().get_trial_id())
     trial_dir = cfg.run_dir
     claim_folder(trial_dir)
-    if cfg.num_arms != base.num_arms:
-        prepared = _rearm(prepared, cfg.num_arms, cfg.seed, trial_dir / "enriched.parquet", cfg.arm_by)
+    if cfg.selection.num_arms != base.selection.num_arms:
+        prepared = _rearm(prepared, cfg.selection.num_arms, cfg.run.seed, trial_dir / "enriched.parquet", cfg.prep.arm_by)
     train_with_selection(cfg, prepared, callbacks=[TuneReportCallback()])
 
 
@@ -142,23 +160,23 @@ def max_concurrent(cfg: LeadConfig) -> int:
     import ray
 
     total = ray.cluster_resources()
-    per_trial_cpu, per_trial_gpu = cfg.num_workers + TRIAL_CPU, cfg.num_workers if cfg.use_gpu else 0
+    per_trial_cpu, per_trial_gpu = cfg.training.num_workers + TRIAL_CPU, cfg.training.num_workers if cfg.training.use_gpu else 0
     fit = int(total.get("CPU", 0) // per_trial_cpu)
     if per_trial_gpu:
         fit = min(fit, int(total.get("GPU", 0) // per_trial_gpu))
-    if fit < 1 and (cfg.ray_address or os.environ.get("RAY_ADDRESS")):
+    if fit < 1 and (cfg.run.ray_address or os.environ.get("RAY_ADDRESS")):
         # an autoscaling cluster (GPU workers from 0) may have none of these yet: let the autoscaler add them
-        fit = cfg.tune_max_concurrent_trials or 1
+        fit = cfg.tune.tune_max_concurrent_trials or 1
         log(f"tune: the cluster has no room for a trial yet; running {fit} at a time while it scales up")
         return fit
     if fit < 1:
         raise ConfigError(f"one trial needs {per_trial_cpu} CPU and {per_trial_gpu} GPU; the cluster has "
                           f"{total.get('CPU', 0)} CPU and {total.get('GPU', 0)} GPU")
-    if cfg.tune_max_concurrent_trials is not None:
-        if cfg.tune_max_concurrent_trials > fit:
-            raise ConfigError(f"config key 'tune_max_concurrent_trials': {cfg.tune_max_concurrent_trials} trials "
+    if cfg.tune.tune_max_concurrent_trials is not None:
+        if cfg.tune.tune_max_concurrent_trials > fit:
+            raise ConfigError(f"config key 'tune_max_concurrent_trials': {cfg.tune.tune_max_concurrent_trials} trials "
                               f"need more than the cluster has (room for {fit})")
-        return cfg.tune_max_concurrent_trials
+        return cfg.tune.tune_max_concurrent_trials
     return fit
 
 
@@ -167,26 +185,26 @@ def sweep(cfg: LeadConfig, experiment: str | None = None) -> dict[str, Any]:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    space = parse_space(cfg.tune_space, cfg.tune_searcher, cfg.tune_grid_points)  # fail before any work
-    if "num_arms" in space and cfg.arm_by == "embedding":
+    space = parse_space(cfg.tune.tune_space, cfg.tune.tune_searcher, cfg.tune.tune_grid_points)  # fail before any work
+    if "num_arms" in space and cfg.prep.arm_by == "embedding":
         raise ConfigError("tune_space: num_arms can be tuned with arm_by ifd or iu0 (1-D k-means per trial), "
                           "not with arm_by embedding")
     searcher = None
-    if cfg.tune_searcher == "optuna":
+    if cfg.tune.tune_searcher == "optuna":
         try:
             from ray.tune.search.optuna import OptunaSearch
         except ImportError:
             raise ConfigError("tune_searcher 'optuna' needs the tune extra: bash scripts/setup.sh tune") from None
-        searcher = OptunaSearch(metric=METRIC, mode="min", seed=cfg.seed)
-    name = experiment or cfg.run_name
+        searcher = OptunaSearch(metric=METRIC, mode="min", seed=cfg.run.seed)
+    name = experiment or cfg.run.run_name
     try:  # one folder name inside output_dir, checked as run_name is: never a path to someone else's files
-        dataclasses.replace(cfg, run_name=name).validate()
+        cfg.replace(run_name=name).validate()
     except ConfigError:
         raise ConfigError(f"--experiment {name!r} must be one folder name (no '/', not '.' or '..', no leading "
                           "'-'); the sweep is written to output_dir/<experiment>") from None
     sweep_dir = cfg.run_dir.parent / name  # on this node (a scratch folder with cloud storage)
     claim_folder(sweep_dir)  # lead-ray's marker: a folder it did not make is refused, before any work
-    store = RunStorage.at(f"{cfg.output_dir.rstrip('/')}/{name}" if "://" in cfg.output_dir else sweep_dir)
+    store = RunStorage.at(f"{cfg.run.output_dir.rstrip('/')}/{name}" if "://" in cfg.run.output_dir else sweep_dir)
     store.check_reachable()
     init_ray(cfg)
     concurrency = max_concurrent(cfg)
@@ -195,28 +213,36 @@ def sweep(cfg: LeadConfig, experiment: str | None = None) -> dict[str, Any]:
     constants = {"base": cfg.to_dict(), "pool_dir": str(prepared.pool_dir), "enriched": str(prepared.enriched),
                  "sources": dataclasses.asdict(prepared.sources), "sweep_uri": store.uri()}
     trainable = tune.with_resources(run_trial, {"CPU": TRIAL_CPU})
-    logging_dir = Path(cfg.logging_dir).expanduser() if cfg.logging_dir else sweep_dir / "logs"
-    callbacks = [TrialTracking(cfg, logging_dir)] if set(cfg.report_to) != {"none"} else []
+    logging_dir = Path(cfg.tracking.logging_dir).expanduser() if cfg.tracking.logging_dir else sweep_dir / "logs"
+    callbacks = [TrialTracking(cfg, logging_dir)] if set(cfg.tracking.report_to) != {"none"} else []
     storage, fs = store.path("tune"), store.fs if store.remote else None
     path = f"{storage}/{name}"
+    record = StateRecord.for_folder(cfg.cache_path, store, "tune", name)
+    callbacks.append(RecordState(store, ("tune", name), record))
     if tune.Tuner.can_restore(path, storage_filesystem=fs):
+        unknown = record.unknown(state_digests(store, "tune", name))
+        if unknown:  # Tuner.restore unpickles these: only what this driver saw its own sweep write is trusted
+            raise ConfigError(f"tune: {store.uri('tune', name)} holds Tune state this machine did not see lead-ray "
+                              f"write ({', '.join(unknown[:3])}); resuming would unpickle it. Choose another "
+                              "--experiment, or delete that folder to start this one afresh")
         log(f"tune: resuming experiment {name} from {store.uri('tune', name)}")
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True, param_space={**space, **constants},
                                    storage_filesystem=fs)
     else:
-        num_samples = 1 if cfg.tune_searcher == "grid" else cfg.tune_num_samples
-        log(f"tune: {num_samples if cfg.tune_searcher != 'grid' else 'grid of'} trial(s), up to {concurrency} at once")
+        num_samples = 1 if cfg.tune.tune_searcher == "grid" else cfg.tune.tune_num_samples
+        log(f"tune: {num_samples if cfg.tune.tune_searcher != 'grid' else 'grid of'} trial(s), up to {concurrency} at once")
         tuner = tune.Tuner(
             trainable, param_space={**space, **constants},
             tune_config=tune.TuneConfig(
                 metric=METRIC, mode="min", num_samples=num_samples, search_alg=searcher,
                 max_concurrent_trials=concurrency,
                 # max_t above the most reports a trial makes (rounds + final), so ASHA never cuts a finishing trial
-                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=cfg.max_rounds + 2,
-                                        grace_period=cfg.tune_grace_period, reduction_factor=2)),
+                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=cfg.selection.max_rounds + 2,
+                                        grace_period=cfg.tune.tune_grace_period, reduction_factor=2)),
             run_config=tune.RunConfig(name=name, storage_path=storage, storage_filesystem=fs, verbose=0,
                                       callbacks=callbacks))
     grid = tuner.fit()
+    record.add(state_digests(store, "tune", name))  # the state as the finished (or stopped) sweep left it
     out = write_results(cfg, grid, sweep_dir, list(space))
     if store.remote:
         for result in ("trials.csv", "best_config.yaml", "sweep.png", "sweep.json"):

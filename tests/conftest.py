@@ -39,7 +39,7 @@ def _start_local_ray():
     from lead_ray.config import LeadConfig
     from lead_ray.runtime.ray_init import init_ray
 
-    init_ray(LeadConfig(num_cpus=4))
+    init_ray(LeadConfig.from_flat(num_cpus=4))
     return ray
 
 

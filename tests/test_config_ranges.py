@@ -3,7 +3,6 @@ says the value is valid for that key. A new numeric key fails this test until it
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from typing import get_type_hints
 
 import pytest
 
-from lead_ray.config import ConfigError, LeadConfig, build_config
+from lead_ray.config import SECTIONS, ConfigError, build_config, config_fields
 from tests.conftest import REPO
 
 PROBES = {"0": 0, "-1": -1, "inf": math.inf, "nan": math.nan}
@@ -30,8 +29,8 @@ VALID = {
 
 
 def _numeric_keys() -> list[str]:
-    hints = get_type_hints(LeadConfig)
-    return [f.name for f in dataclasses.fields(LeadConfig)
+    hints = {k: h for cls in SECTIONS.values() for k, h in get_type_hints(cls).items()}
+    return [f.name for _, f in config_fields().values()
             if ("int" in str(hints[f.name]) or "float" in str(hints[f.name])) and "bool" not in str(hints[f.name])
             and "list" not in str(hints[f.name]) and "dict" not in str(hints[f.name])]
 
@@ -57,7 +56,7 @@ def test_numeric_key_range(key: str, probe: str) -> None:
                                          (2.5, False), (0.0, False)])
 def test_budget_is_a_fraction_or_a_whole_count(budget: float, ok: bool) -> None:
     if ok:
-        assert build_config({"budget": budget}).budget == budget
+        assert build_config({"budget": budget}).selection.budget == budget
     else:
         with pytest.raises(ConfigError, match="'budget'"):
             build_config({"budget": budget})

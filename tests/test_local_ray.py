@@ -23,7 +23,7 @@ LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 DRIVER = """
 from lead_ray.config import LeadConfig
 from lead_ray.runtime.ray_init import init_ray
-init_ray(LeadConfig(num_cpus=2))
+init_ray(LeadConfig.from_flat(num_cpus=2))
 import ray, time
 ray.get(ray.remote(lambda: 1).remote())
 @ray.remote

@@ -81,7 +81,7 @@ def test_training_memory_reads_the_models_config_and_declines_unknown_shapes(tmp
     from lead_ray.config import LeadConfig
 
     LlamaForCausalLM(LlamaConfig(**{**SMALL, "num_hidden_layers": 1})).save_pretrained(tmp_path / "llama")
-    cfg = LeadConfig(use_lora=False)
+    cfg = LeadConfig.from_flat(use_lora=False)
     est = training_memory(str(tmp_path / "llama"), cfg, bf16=False)
     assert est is not None and est.weights == 4 * ModelShape.from_config(LlamaConfig(**{**SMALL,
                                                                                        "num_hidden_layers": 1})).num_params

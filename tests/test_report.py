@@ -22,7 +22,7 @@ from lead_ray.report import (
     selection_mix,
     write_report,
 )
-from lead_ray.runtime.run_files import write_run_files
+from lead_ray.runtime.run_files import RoundMetrics, write_run_files
 from lead_ray.select.lead import LeadSelector
 
 # A hand-made run: 3 rounds, 2 arms. id 0 is trained twice (rounds 0 and 2).
@@ -45,6 +45,11 @@ CONTEXT = {"run_dir": "/somewhere/else/hand", "ifd_excluded": 1, "wall_seconds":
 FINAL = {"nll_before": 2.345678, "nll_after": 1.987654, "selection_seconds": 0.5}
 
 
+def round_metrics(r: int, loss: float, eval_nll: float | None = None) -> RoundMetrics:
+    return RoundMetrics(round=r, train_loss=loss, num_samples=8, num_tokens=800, round_seconds=1.0, step=r + 1,
+                        eval_nll=eval_nll, learning_rate=1e-3)
+
+
 def hand_selection(probs: list[list[float]] = PROBS, chosen: list[int] = CHOSEN) -> dict:
     """A SelectionService summary for SEL, as SelectionService.summary() returns it."""
     counts = [3, 2, 2][: len(probs)]
@@ -62,8 +67,7 @@ def write_run(run: Path, sel: dict | None = None, selection: dict | None = None,
     run.mkdir(parents=True, exist_ok=True)
     selection = hand_selection() if selection is None else selection
     if training is None:
-        training = [{"round": r, "train_loss": loss, "learning_rate": 1e-3, "step": r + 1}
-                    for r, loss in enumerate(TRAIN_LOSS[: selection["rounds"]])]
+        training = [round_metrics(r, loss) for r, loss in enumerate(TRAIN_LOSS[: selection["rounds"]])]
     write_run_files(run, selection, SEL if sel is None else sel, training, FINAL if final is None else final,
                     **CONTEXT)
     if sources is not None:
@@ -181,7 +185,7 @@ def test_write_report_on_a_hand_made_run(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_per_round_eval_nll_gets_a_column(tmp_path: Path) -> None:
-    training = [{"round": r, "train_loss": v, "eval_nll": 2.0 - 0.125 * r} for r, v in enumerate(TRAIN_LOSS)]
+    training = [round_metrics(r, v, 2.0 - 0.125 * r) for r, v in enumerate(TRAIN_LOSS)]
     md = (write_report(write_run(tmp_path / "r", training=training)) / "summary.md").read_text()
     assert "| train loss | held-out NLL |" in md and "| 2 | 0 | 2 | 6 | 1.1500 | 1.7500 |" in md
 
@@ -232,7 +236,7 @@ def selector_run(run: Path, *, num_arms: int, arms_per_round: int, max_rounds: i
     run.mkdir(parents=True)
     selection = {"rounds": s.round, "num_unique": s.num_unique, "budget": s.budget, "stop_reason": s.stop_reason,
                  "round_stats": s.round_stats}
-    training = [{"round": st["round"], "train_loss": st["mean_loss"]} for st in s.round_stats]
+    training = [round_metrics(st["round"], st["mean_loss"]) for st in s.round_stats]
     write_run_files(run, selection, sel, training, {**FINAL, "nll_before": 2.0, "nll_after": 1.9}, **CONTEXT)
     return run, sel
 

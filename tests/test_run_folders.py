@@ -37,7 +37,7 @@ def test_claim_folder(tmp_path: Path) -> None:
 
 def test_planted_ray_folder_survives(tmp_path: Path) -> None:
     """With output_dir /tmp and run_name ray, or a `ray/` lead-ray did not make inside a run: never deleted."""
-    cfg = LeadConfig(output_dir=str(tmp_path), run_name="r").validate()
+    cfg = LeadConfig.from_flat(output_dir=str(tmp_path), run_name="r").validate()
     claim_folder(cfg.run_dir)
     planted = cfg.run_dir / "ray" / "session_latest"
     planted.mkdir(parents=True)
@@ -48,7 +48,7 @@ def test_planted_ray_folder_survives(tmp_path: Path) -> None:
 
 
 def test_resume_or_reset_keys(tmp_path: Path) -> None:
-    cfg = LeadConfig(output_dir=str(tmp_path), run_name="r").validate()
+    cfg = LeadConfig.from_flat(output_dir=str(tmp_path), run_name="r").validate()
     claim_folder(cfg.run_dir)
     key = _resume_or_reset(cfg, RunStorage.at(cfg.run_dir))
     ckpt = cfg.run_dir / "ray" / "train" / "checkpoint_0"
@@ -65,16 +65,16 @@ def test_resume_or_reset_keys(tmp_path: Path) -> None:
     assert not (cfg.run_dir / "ray" / FINISHED).exists()
     # an interrupted run, rerun with other operational keys (logging, evaluation batch size): it resumes
     ckpt.mkdir(parents=True)
-    cosmetic = LeadConfig(output_dir=str(tmp_path), run_name="r", verbose=True, report_to=["tensorboard"],
+    cosmetic = LeadConfig.from_flat(output_dir=str(tmp_path), run_name="r", verbose=True, report_to=["tensorboard"],
                           eval_batch_size=3, logging_dir=str(tmp_path / "logs"), max_failures=0).validate()
     assert _resume_or_reset(cosmetic, RunStorage.at(cfg.run_dir)) == key and ckpt.exists()
     # ... with other result keys: refused in one line naming them, and nothing deleted
-    other = LeadConfig(output_dir=str(tmp_path), run_name="r", seed=1, learning_rate=1e-4).validate()
+    other = LeadConfig.from_flat(output_dir=str(tmp_path), run_name="r", seed=1, learning_rate=1e-4).validate()
     with pytest.raises(RunError, match=r"other values of learning_rate, seed; .*overwrite_output_dir=true") as e:
         _resume_or_reset(other, RunStorage.at(cfg.run_dir))
     assert "\n" not in str(e.value) and ckpt.exists()
     # ... unless overwrite_output_dir: then afresh
-    forced = LeadConfig(output_dir=str(tmp_path), run_name="r", seed=1, learning_rate=1e-4,
+    forced = LeadConfig.from_flat(output_dir=str(tmp_path), run_name="r", seed=1, learning_rate=1e-4,
                         overwrite_output_dir=True).validate()
     assert _resume_or_reset(forced, RunStorage.at(cfg.run_dir)) != key and not ckpt.exists()
 
@@ -83,7 +83,7 @@ def test_result_changes_reads_an_older_config() -> None:
     """A saved config without a newer key counts it at its default; keys that no longer exist are ignored."""
     from lead_ray.config import OPERATIONAL, result_changes
 
-    cfg = LeadConfig(learning_rate=1e-4)
+    cfg = LeadConfig.from_flat(learning_rate=1e-4)
     saved = {k: v for k, v in cfg.to_dict().items() if k != "quota"}
     assert result_changes({**saved, "a_removed_key": 1}, cfg) == []
     assert result_changes({**saved, "quota": "proportional"}, cfg) == ["quota"]

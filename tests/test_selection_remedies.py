@@ -233,9 +233,9 @@ def test_the_paper_preset_sits_under_explicit_keys(tmp_path) -> None:
     from lead_ray.config import PRESETS
 
     cfg = load_config(None, ["preset=paper", "truncate_top=0.3"])
-    assert cfg.truncate_top == 0.3  # set explicitly: kept
-    assert (cfg.quota, cfg.arm_allocation, cfg.smoothing) == ("floor", "sample", 0.1)  # from the preset
-    assert {k: getattr(cfg, k) for k in PRESETS["paper"] if k != "truncate_top"} == \
+    assert cfg.selection.truncate_top == 0.3  # set explicitly: kept
+    assert (cfg.selection.quota, cfg.selection.arm_allocation, cfg.selection.smoothing) == ("floor", "sample", 0.1)  # from the preset
+    assert {k: cfg.get(k) for k in PRESETS["paper"] if k != "truncate_top"} == \
         {k: v for k, v in PRESETS["paper"].items() if k != "truncate_top"}
     # a saved config reloads to itself
     cfg.save(tmp_path / "c.yaml")

@@ -105,7 +105,7 @@ def test_restart_after_the_last_report_makes_workers_resend(ray_local, tmp_path:
     assert len(sel["id"]) == len(plan.ids) and not np.isnan(sel["loss"]).any()
     np.testing.assert_allclose(sel["loss"][np.argsort(sel["id"])],
                                losses.numpy()[np.argsort(plan.ids)], rtol=1e-6)
-    assert ray.get(actor.end_round.remote(*args, [old]))["stats"] == stats  # a retried call of a finished round
+    assert ray.get(actor.end_round.remote(*args, [old])).stats == stats  # a retried call of a finished round
     assert reporter.rounds == 1 and reporter.planned == ()  # rank 0 holds the round count after the round
 
 

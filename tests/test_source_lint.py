@@ -208,7 +208,7 @@ BAD_AND_GOOD: dict[Check, tuple[list[str], list[str]]] = {
         [
             "AutoModel.from_pretrained(p, trust_remote_code=False)",
             "AutoModel.from_pretrained(p, trust_remote_code=trust_remote_code)",
-            "AutoModel.from_pretrained(p, trust_remote_code=cfg.trust_remote_code)",
+            "AutoModel.from_pretrained(p, trust_remote_code=cfg.model.trust_remote_code)",
         ],
     ),
     check_save_pretrained: (
@@ -291,4 +291,4 @@ def test_source_passes(check: Check) -> None:
 
 
 def test_trust_remote_code_is_off_by_default() -> None:
-    assert LeadConfig().trust_remote_code is False
+    assert LeadConfig().model.trust_remote_code is False

@@ -14,8 +14,8 @@ from tests.conftest import TINY
 
 
 def test_report_to_takes_a_list_or_a_comma_string() -> None:
-    assert load_config(TINY, ["report_to=tensorboard,mlflow"]).report_to == ["tensorboard", "mlflow"]
-    assert load_config(TINY).report_to == ["none"]
+    assert load_config(TINY, ["report_to=tensorboard,mlflow"]).tracking.report_to == ["tensorboard", "mlflow"]
+    assert load_config(TINY).tracking.report_to == ["none"]
     for bad in ("tensorbord", "none,mlflow", ""):
         with pytest.raises(ConfigError, match="report_to"):
             load_config(TINY, [f"report_to={bad}"])
@@ -73,7 +73,7 @@ def test_mlflow_run_holds_figures_params_and_report(tracked_run) -> None:
     for tag, by_step in expected(rounds, bandit).items():
         got = {m.step: m.value for m in client.get_metric_history(run.info.run_id, tag)}
         assert got == pytest.approx(by_step, rel=1e-9, abs=1e-12), tag
-    assert json.loads(run.data.params["learning_rate"]) == cfg.learning_rate
+    assert json.loads(run.data.params["learning_rate"]) == cfg.training.learning_rate
     assert json.loads(run.data.params["report_to"]) == ["tensorboard", "mlflow", "wandb"]
     artifacts = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "report")}
     assert artifacts == {p.name for p in (cfg.run_dir / "report").iterdir() if p.is_file()}
@@ -83,39 +83,3 @@ def test_wandb_offline_run_is_written(tracked_run) -> None:
     cfg, *_ = tracked_run
     runs = list((cfg.logging_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert runs and all(p.stat().st_size > 0 for p in runs)
-
-
-@pytest.mark.slow  # imports MLflow's store in a fresh interpreter
-def test_the_tracking_extra_alone_carries_mlflows_sqlite_store() -> None:
-    """report_to=mlflow logs to sqlite:///…/mlflow.db by default. mlflow-skinny does not require what that store
-    imports, and only the tune extra brought it in (through Optuna), so `pip install '.[tracking]'` alone ended in
-    a traceback. The store's own imports must be reachable from lead-ray's requirements plus the extra's."""
-    import subprocess
-    import sys
-    from importlib.metadata import PackageNotFoundError, packages_distributions, requires
-
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
-    tomllib = pytest.importorskip("tomllib")
-    loaded = subprocess.run([sys.executable, "-c", "import sys; before = set(sys.modules); "
-                             "import mlflow.store.tracking.sqlalchemy_store; "
-                             "print(' '.join(sorted({m.split('.')[0] for m in set(sys.modules) - before})))"],
-                            capture_output=True, text=True, check=True).stdout.split()
-    dists = {canonicalize_name(d) for m in loaded for d in packages_distributions().get(m, [])}
-    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
-    todo = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["tracking"]]
-    reachable: set[str] = set()
-    while todo:  # the installed requirement closure; a requirement behind one of its extras is left out
-        name = canonicalize_name(todo.pop().name)
-        if name in reachable:
-            continue
-        reachable.add(name)
-        try:
-            todo += [Requirement(r) for r in requires(name) or [] if "extra ==" not in r]
-        except PackageNotFoundError:
-            pass  # a requirement for another platform or Python
-    # what the store itself imports (the scan also sees optional imports of whatever else is installed)
-    store = {"sqlalchemy", "alembic"}
-    assert store <= dists
-    assert store <= reachable, f"the tracking extra does not bring {sorted(store - reachable)}"

@@ -58,7 +58,7 @@ def test_learnable_utility_avoids_rows_that_cannot_be_learned() -> None:
 
 def test_learnable_needs_a_reference_model() -> None:
     with pytest.raises(ConfigError, match="'utility'.*reference model"):
-        LeadConfig(utility="learnable", ifd_model="none", arm_by="iu0").validate()
+        LeadConfig.from_flat(utility="learnable", ifd_model="none", arm_by="iu0").validate()
     with pytest.raises(ConfigError, match="'utility'"):
-        LeadConfig(utility="rho").validate()
-    assert LeadConfig(utility="learnable").validate().utility == "learnable"
+        LeadConfig.from_flat(utility="rho").validate()
+    assert LeadConfig.from_flat(utility="learnable").validate().selection.utility == "learnable"

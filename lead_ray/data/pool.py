@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lead_ray.config import LeadRayError
+from lead_ray.config import DataArgs, LeadRayError
+from lead_ray.config.fields import check_choice
 from lead_ray.data.formats import BadRow, normalize
 from lead_ray.data.store import StoreWriter
 from lead_ray.data.tokenize import tokenize_messages
@@ -366,8 +367,7 @@ def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: 
     whose messages equal an earlier row's is quarantined (reason `duplicate`); with `none` it is kept and counted."""
     import ray
 
-    if dedup not in ("exact", "none"):
-        raise ValueError(f"dedup must be exact or none, got {dedup!r}")
+    check_choice(DataArgs, "dedup", dedup)
     empty_files = [f for f in files if Path(f).stat().st_size == 0]
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -91,13 +91,13 @@ def evaluate_run(run_dir: Path, model_dir: Path | None = None, max_samples: int 
         raise FileNotFoundError(f"model folder {model_dir} does not exist")
     enriched, messages = eval_rows(run_dir, max_samples)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    use_bf16 = cfg.bf16 if cfg.bf16 is not None else (cfg.use_gpu and device.type == "cuda")
+    use_bf16 = cfg.training.bf16 if cfg.training.bf16 is not None else (cfg.training.use_gpu and device.type == "cuda")
 
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(use_bf16))
 
     model, tokenizer = load_eval_model(model_dir, cfg, device)
-    batch_size = batch_size or cfg.eval_batch_size
+    batch_size = batch_size or cfg.training.eval_batch_size
     ids = enriched.column("id").to_numpy()
     sources = np.asarray(enriched.column("source").to_pylist(), dtype=object)
     groups = enriched.column("group").to_numpy()
@@ -123,7 +123,7 @@ def evaluate_run(run_dir: Path, model_dir: Path | None = None, max_samples: int 
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             em = exact_match_vllm(folder, tokenizer, gen_rows, max_new_tokens,
-                                  trust_remote_code=cfg.trust_remote_code)
+                                  trust_remote_code=cfg.model.trust_remote_code)
     em["backend"] = backend
     by_source: dict[str, dict[str, Any]] = {}
     for source, e in zip(gen_sources, em["examples"], strict=True):

@@ -27,15 +27,15 @@ def load_eval_model(model_dir: Path, cfg: LeadConfig, device: torch.device) -> t
     if (model_dir / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base_path = resolve_model_path(cfg.model_name_or_path, cfg.cache_path)
-        base = load_model(base_path, trust_remote_code=cfg.trust_remote_code)
-        model = PeftModel.from_pretrained(base, str(model_dir), trust_remote_code=cfg.trust_remote_code)
+        base_path = resolve_model_path(cfg.model.model_name_or_path, cfg.cache_path)
+        base = load_model(base_path, trust_remote_code=cfg.model.trust_remote_code)
+        model = PeftModel.from_pretrained(base, str(model_dir), trust_remote_code=cfg.model.trust_remote_code)
     elif (model_dir / "config.json").is_file():
-        model = load_model(str(model_dir), trust_remote_code=cfg.trust_remote_code)
+        model = load_model(str(model_dir), trust_remote_code=cfg.model.trust_remote_code)
     else:
         raise ModelError(f"model folder {model_dir} holds neither a LoRA adapter (adapter_config.json) nor a "
                          f"Hugging Face model (config.json)")
     has_tokenizer = any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
     tokenizer = load_tokenizer(str(model_dir) if has_tokenizer or base_path is None else base_path,
-                               cfg.trust_remote_code)
+                               cfg.model.trust_remote_code)
     return model.to(device).eval(), tokenizer

@@ -86,7 +86,7 @@ class TrainingSetup:
 
     @classmethod
     def from_config(cls, cfg: Any, bf16: bool) -> TrainingSetup:
-        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if f.name != "bf16"}, bf16=bf16)
+        return cls(**{f.name: cfg.get(f.name) for f in dataclasses.fields(cls) if f.name != "bf16"}, bf16=bf16)
 
 
 @dataclasses.dataclass(frozen=True)

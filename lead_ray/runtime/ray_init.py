@@ -16,12 +16,12 @@ def init_ray(cfg: LeadConfig) -> None:
     if ray.is_initialized():
         return
     env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
-                                                               str(health_check_interval(cfg.num_workers))),
+                                                               str(health_check_interval(cfg.training.num_workers))),
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
-        quiet_ray_data(cfg.verbose)
+        quiet_ray_data(cfg.tracking.verbose)
         return
     for k, v in env.items():
         os.environ.setdefault(k, v)
@@ -33,11 +33,11 @@ def init_ray(cfg: LeadConfig) -> None:
     # address="local": always a new instance of our own, never one that `ray start` left running on this machine.
     # The setup hook gives every worker this instance's address: Ray's own actors (Ray Train's placement-group
     # cleaner) otherwise look for "the" local instance and fail when another one runs on the host.
-    ray.init(address="local", num_cpus=cfg.num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True,
+    ray.init(address="local", num_cpus=cfg.run.num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True,
              dashboard_host="127.0.0.1",
              runtime_env={"env_vars": env, "worker_process_setup_hook": "lead_ray.runtime.ray_init.pin_ray_address"},
              log_to_driver=True)
-    quiet_ray_data(cfg.verbose)
+    quiet_ray_data(cfg.tracking.verbose)
     start_reaper()  # the instance's processes go when this driver goes, even if it is SIGKILLed
 
 
@@ -76,18 +76,18 @@ def check_resources(cfg: LeadConfig) -> None:
     """On a local instance, asking for more workers or GPUs than exist would wait forever: say so instead."""
     import ray
 
-    if cfg.ray_address or os.environ.get("RAY_ADDRESS"):
+    if cfg.run.ray_address or os.environ.get("RAY_ADDRESS"):
         return  # a cluster may autoscale: let it
     have = ray.cluster_resources()
-    if cfg.use_gpu and have.get("GPU", 0) < cfg.num_workers:
-        raise ConfigError(f"config key 'use_gpu': {cfg.num_workers} worker(s) need a GPU each, this machine has "
+    if cfg.training.use_gpu and have.get("GPU", 0) < cfg.training.num_workers:
+        raise ConfigError(f"config key 'use_gpu': {cfg.training.num_workers} worker(s) need a GPU each, this machine has "
                           f"{int(have.get('GPU', 0))}")
-    if have.get("CPU", 0) < cfg.num_workers:
-        raise ConfigError(f"config key 'num_workers': {cfg.num_workers} workers need a CPU each, the local "
+    if have.get("CPU", 0) < cfg.training.num_workers:
+        raise ConfigError(f"config key 'num_workers': {cfg.training.num_workers} workers need a CPU each, the local "
                           f"instance has {have.get('CPU', 0):g} (raise num_cpus)")
     # each preparation stage runs its actor pool beside one-CPU tasks that feed it (block reads, repartition)
-    pools = {"preprocessing_num_workers": cfg.preprocessing_num_workers,
-             "embedding_concurrency": cfg.embedding_concurrency, "score_concurrency": cfg.score_concurrency}
+    pools = {"preprocessing_num_workers": cfg.data.preprocessing_num_workers,
+             "embedding_concurrency": cfg.prep.embedding_concurrency, "score_concurrency": cfg.prep.score_concurrency}
     key, actors = max(pools.items(), key=lambda kv: kv[1])
     if have.get("CPU", 0) < actors + 1:
         raise ConfigError(f"config key '{key}': {actors} actor(s) and the tasks that feed them need {actors + 1} "

@@ -7,7 +7,7 @@ field this module writes is always there.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,29 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 RUN_FILES = ("summary.json", "metrics.jsonl", "bandit.jsonl", "selections.parquet")
+
+
+@dataclass(kw_only=True)
+class RoundMetrics:
+    """What training reports for one round (rank 0 keeps them in every checkpoint; metrics.jsonl joins them with
+    the selection's round stats). Typed, so a renamed field fails where it is built or read, in unit tests too."""
+
+    round: int
+    train_loss: float  # mean NLL over the round's target tokens, all workers
+    num_samples: int  # rows trained this round (all workers)
+    num_tokens: int
+    round_seconds: float
+    step: int  # optimizer steps so far
+    eval_nll: float | None = None  # held-out NLL after the round (eval_every_round)
+    learning_rate: float  # the mean over the round's steps
+    selection_seconds: float = 0.0  # cumulative, up to this round's plan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if not (k == "eval_nll" and v is None)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RoundMetrics:
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
 
 @dataclass
@@ -28,7 +51,7 @@ class RunFiles:
 
 
 def write_run_files(folder: Path, selection: dict[str, Any], selections: dict[str, np.ndarray],
-                    training: list[dict[str, Any]], final: dict[str, Any], **context: Any) -> dict[str, Any]:
+                    training: list[RoundMetrics], final: dict[str, Any], **context: Any) -> dict[str, Any]:
     """Write the four files into `folder`; returns the summary.
 
     `selection` is the SelectionService's summary, `selections` its (round, id) log, `training` the workers'
@@ -36,7 +59,7 @@ def write_run_files(folder: Path, selection: dict[str, Any], selections: dict[st
     wall_seconds, config_key).
     """
     pq.write_table(pa.table({k: np.asarray(v) for k, v in selections.items()}), folder / "selections.parquet")
-    by_round = {m["round"]: m for m in training}
+    by_round = {m.round: m.to_dict() for m in training}
     with open(folder / "metrics.jsonl", "w") as f:
         for s in selection["round_stats"]:
             stats = {k: v for k, v in s.items() if k not in ("arms", "arm_probs")}

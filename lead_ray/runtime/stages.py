@@ -6,6 +6,7 @@ written: a stage interrupted halfway leaves no marker and is redone; a stage who
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -15,10 +16,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lead_ray.config import OPERATIONAL
+
 
 def stage_key(*parts: Any) -> str:
-    """A short hash of everything a stage's output depends on (configs, upstream keys, file stamps)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A short hash of everything a stage's output depends on: upstream keys, file digests, and the inputs it reads
+    from the config. A dataclass part (a config section, or a stage's inputs) counts by its fields that affect
+    results: an operational key (`lead_ray.config.OPERATIONAL`) never redoes a stage, and a key the stage does not
+    read cannot, because it is not among its inputs."""
+    values = [_key_part(p) for p in parts]
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _key_part(part: Any) -> Any:
+    if dataclasses.is_dataclass(part) and not isinstance(part, type):
+        return {f.name: _key_part(getattr(part, f.name)) for f in dataclasses.fields(part)
+                if f.name not in OPERATIONAL}
+    return part
 
 
 def file_digest(path: str) -> str:

@@ -44,7 +44,7 @@ def start_tracking(cfg: LeadConfig, mlflow_dir: Path | None = None) -> Tracking 
     """Open the run in every `report_to` backend and log the resolved config as its parameters; None for none.
     `mlflow_dir`: where MLflow's store is when MLFLOW_TRACKING_URI is unset (default: logging_dir), so a sweep's
     trials share one."""
-    backends = tuple(b for b in cfg.report_to if b != "none")
+    backends = tuple(b for b in cfg.tracking.report_to if b != "none")
     if not backends:
         return None
     missing = [b for b in backends if importlib.util.find_spec(MODULES[b]) is None]
@@ -53,7 +53,7 @@ def start_tracking(cfg: LeadConfig, mlflow_dir: Path | None = None) -> Tracking 
                           "'lead-ray[tracking]' (tensorboardX, mlflow-skinny, wandb)")
     logging_dir = cfg.logging_path
     logging_dir.mkdir(parents=True, exist_ok=True)
-    tracking = Tracking(backends, str(logging_dir), cfg.run_name)
+    tracking = Tracking(backends, str(logging_dir), cfg.run.run_name)
     if "mlflow" in backends:
         from mlflow.tracking import MlflowClient
 
@@ -66,7 +66,7 @@ def start_tracking(cfg: LeadConfig, mlflow_dir: Path | None = None) -> Tracking 
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(
             name, artifact_location=None if "MLFLOW_TRACKING_URI" in os.environ else
             (store / "mlartifacts").as_uri())
-        run = client.create_run(experiment_id, run_name=cfg.run_name)
+        run = client.create_run(experiment_id, run_name=cfg.run.run_name)
         tracking = dataclasses.replace(tracking, mlflow_uri=uri, mlflow_run_id=run.info.run_id)
     if "wandb" in backends:
         tracking = dataclasses.replace(tracking, wandb_id=uuid.uuid4().hex[:12],

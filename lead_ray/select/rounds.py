@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from lead_ray.config.fields import check_section
 from lead_ray.select.coarse_to_fine import largest_remainder
 from lead_ray.select.idu import RoundDirection, loss_change_correction, smooth_idu
 from lead_ray.select.params import SelectionParams
@@ -54,6 +55,15 @@ class Lost:
 LOST = Lost()
 
 
+@dataclass(frozen=True)
+class RoundEnd:
+    """What the SelectionService answers `end_round`: the round's stats, and how many rounds its journal now holds
+    (rank 0 keeps that count in the round checkpoint)."""
+
+    stats: dict[str, Any]
+    rounds: int
+
+
 class RoundBook:
     """Utility store, uses, budget and round log; subclasses implement `next_round`."""
 
@@ -65,10 +75,10 @@ class RoundBook:
             raise ValueError("iu0, arm and group must have the same length")
         if arm.max(initial=-1) >= p.num_arms:
             raise ValueError(f"arm ids must be < num_arms={p.num_arms}")
-        if not 0.0 < p.smoothing <= 1.0:
-            raise ValueError(f"smoothing must be in (0, 1], got {p.smoothing}")
-        if p.arm_reference not in ("last", "first"):
-            raise ValueError(f"arm_reference must be 'last' or 'first', got {p.arm_reference!r}")
+        # what the maths needs, against the config's own ranges and choices (the pure selector also takes, e.g.,
+        # 0 rounds or a sample rate of 0: one row per cell)
+        check_section(p, keys=("smoothing", "gamma", "arm_reference", "quota", "arm_allocation", "group_budget",
+                               "utility", "truncate_top"))
         self.reference = np.zeros(n) if reference_loss is None else np.asarray(reference_loss, dtype=np.float64)
         if self.reference.shape != (n,):
             raise ValueError("reference_loss must have one value per row")

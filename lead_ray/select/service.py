@@ -24,7 +24,7 @@ from lead_ray.runtime.ray_init import on_driver_node
 from lead_ray.select.journal import SelectionJournal
 from lead_ray.select.metrics import ServiceMetrics
 from lead_ray.select.params import SelectionParams
-from lead_ray.select.rounds import LOST, Lost, Rescore, RoundBook, RoundPlan
+from lead_ray.select.rounds import LOST, Lost, Rescore, RoundBook, RoundEnd, RoundPlan
 from lead_ray.select.strategies import build_selector, columns_needed
 
 
@@ -71,8 +71,8 @@ class SelectionService:
         return self.incarnation
 
     def end_round(self, grad: np.ndarray, step: np.ndarray, round_index: int,
-                  incarnations: list[str | None] | None = None) -> dict[str, Any] | None:
-        """End round `round_index` and write its record: `{"stats": ..., "rounds": rounds in the journal}`.
+                  incarnations: list[str | None] | None = None) -> RoundEnd | Lost | None:
+        """End round `round_index` and write its record; answers the round's stats and the journal's round count.
         `incarnations` are the tokens the workers last got from `report`: if any differs from this incarnation,
         some of the round's losses may have died with an earlier one, so the answer is None and the workers send
         the round's losses again before asking once more."""
@@ -80,7 +80,7 @@ class SelectionService:
             return LOST
         s = self.selector
         if s.plan is None and s.round_stats and s.round_stats[-1]["round"] == round_index:
-            return {"stats": s.round_stats[-1], "rounds": s.round}  # a retried call: the round is done
+            return RoundEnd(s.round_stats[-1], s.round)  # a retried call: the round is done
         if incarnations is not None and any(t != self.incarnation for t in incarnations):
             return None
         stats = s.end_round(grad, step)
@@ -88,7 +88,7 @@ class SelectionService:
         written = self.journal.write(s.round_record())
         self.metrics.persist(time.perf_counter() - t0, written)
         self._publish()
-        return {"stats": stats, "rounds": s.round}
+        return RoundEnd(stats, s.round)
 
     def restore(self, rounds: int | None, replay: tuple = ()) -> int:
         """Back to the state after `rounds` rounds, read from the journal (None or 0: round 0, training starts from

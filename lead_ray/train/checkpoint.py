@@ -10,12 +10,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from lead_ray.runtime.run_files import RoundMetrics
+
 STOPPED = "stopped.json"  # a checkpoint that ends a run without a model: {"reason": ...}
 
 
 def save_training_state(folder: Path, weights: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
                         selection_rounds: int, step: int, nll_before: float, selection_seconds: float = 0.0,
-                        history: list[dict[str, Any]] | None = None) -> None:
+                        history: list[RoundMetrics] | None = None) -> None:
     """`weights` and `optimizer_state`: full tensors, from `parallel.training_state`."""
     save_file(weights, str(folder / "trainable.safetensors"))
     torch.save(optimizer_state, folder / "optimizer.pt")
@@ -25,14 +27,15 @@ def save_training_state(folder: Path, weights: dict[str, torch.Tensor], optimize
     write_history(folder, history or [])
 
 
-def write_history(folder: Path, history: list[dict[str, Any]]) -> None:
+def write_history(folder: Path, history: list[RoundMetrics]) -> None:
     """Each round's training metrics, one JSON line per round."""
-    (folder / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in history))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(m.to_dict()) + "\n" for m in history))
 
 
-def read_history(folder: Path) -> list[dict[str, Any]]:
+def read_history(folder: Path) -> list[RoundMetrics]:
     path = folder / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [RoundMetrics.from_dict(json.loads(line)) for line in path.read_text().splitlines()] if path.exists() \
+        else []
 
 
 def load_training_state(folder: Path) -> dict[str, Any]:

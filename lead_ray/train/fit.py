@@ -49,11 +49,11 @@ def train_with_selection(cfg: LeadConfig, prepared: PreparedPool, callbacks: lis
     selectable = int((enriched.column("arm").to_numpy() >= 0).sum())  # train rows not excluded, nor reserved
     budget = cfg.budget_for(selectable)
     log(f"selection: {selectable} selectable rows" + (f" ({excluded} with IFD > 1 excluded)" if excluded else "")
-        + f", budget {budget} unique samples, {cfg.num_arms} arms, gamma {cfg.gamma}, b {cfg.smoothing}")
+        + f", budget {budget} unique samples, {cfg.selection.num_arms} arms, gamma {cfg.selection.gamma}, b {cfg.selection.smoothing}")
 
     params = SelectionParams.from_config(cfg, budget)
     config_key = _resume_or_reset(cfg, storage)
-    service = start_service(str(prepared.enriched), params, storage.uri("ray", "selection"), run=cfg.run_name)
+    service = start_service(str(prepared.enriched), params, storage.uri("ray", "selection"), run=cfg.run.run_name)
     callbacks = [*(callbacks or []), *([TrackingCallback(tracking)] if tracking else [])]
     trainer = build_trainer(cfg, service, prepared, eval_ids, storage, callbacks=callbacks)
     try:
@@ -119,7 +119,7 @@ def _resume_or_reset(cfg: LeadConfig, storage: RunStorage) -> str:
     elif storage.exists("ray"):
         saved = storage.read_text("ray", "config.yaml") if storage.exists("ray", "config.yaml") else ""
         changed = result_changes(yaml.safe_load(saved) or {}, cfg)
-        if changed and not cfg.overwrite_output_dir:
+        if changed and not cfg.run.overwrite_output_dir:
             raise RunError(f"{storage.uri()} holds an interrupted run with other values of {', '.join(changed)}; "
                            "rerun with its values to resume it (its config: ray/config.yaml), choose another "
                            "run_name, or set overwrite_output_dir=true to delete its checkpoints")

@@ -25,13 +25,14 @@ import ray.train
 import ray.train.torch
 import torch
 
-from lead_ray.config import LeadConfig
+from lead_ray.config import LeadConfig, ModelArgs, SelectionArgs, TrainingArgs
 from lead_ray.data.store import RowStore
 from lead_ray.models.load import cpu_threads, load_model, load_tokenizer
 from lead_ray.models.memory import GIB, does_not_fit, training_memory
 from lead_ray.models.nll import batch_response_nll, collate, response_nll, target_tokens, to_device
 from lead_ray.runtime.console import clock, log, rounds_time_left
 from lead_ray.runtime.ray_private import train_report_logger
+from lead_ray.runtime.run_files import RoundMetrics
 from lead_ray.runtime.storage import stage
 from lead_ray.select.rounds import Rescore, RoundPlan
 from lead_ray.train.checkpoint import (
@@ -54,11 +55,36 @@ from lead_ray.train.reporter import LossReporter, report_interval
 from lead_ray.train.tracking import selection_scalars
 
 
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a Train worker reads of the config, and nothing else: the model and training sections, the selection
+    section (its round and use limits), the seed, the token limit (for the memory estimate) and the console's
+    verbosity."""
+
+    seed: int
+    max_length: int
+    verbose: bool
+    model: ModelArgs
+    training: TrainingArgs
+    selection: SelectionArgs
+
+    @classmethod
+    def of(cls, cfg: LeadConfig) -> WorkerConfig:
+        return cls(cfg.run.seed, cfg.data.max_length, cfg.tracking.verbose, cfg.model, cfg.training, cfg.selection)
+
+    def get(self, key: str) -> Any:
+        """A key by its config name, wherever it sits (the memory estimate reads keys by name)."""
+        for part in (self, self.model, self.training, self.selection):
+            if key in getattr(type(part), "__dataclass_fields__", {}):
+                return getattr(part, key)
+        raise KeyError(key)
+
+
 @dataclass
 class Worker:
     """What a worker sets up once: config, its place in the group, the model and optimizer, the row store."""
 
-    cfg: LeadConfig
+    cfg: WorkerConfig
     service: Any
     rank: int
     world: int
@@ -83,7 +109,7 @@ class Worker:
 
     @property
     def strategy(self) -> str:
-        return effective_strategy(self.cfg.parallel_strategy, self.world)
+        return effective_strategy(self.cfg.training.parallel_strategy, self.world)
 
 
 @dataclass
@@ -93,7 +119,7 @@ class Progress:
     step: int = 0
     nll_before: float | None = None
     selection_seconds: float = 0.0  # what the loop waits on selection: service calls and any re-scoring pass
-    history: list[dict[str, Any]] = field(default_factory=list)  # rank 0: each round's training metrics
+    history: list[RoundMetrics] = field(default_factory=list)  # rank 0: each round's training metrics
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -108,13 +134,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         return  # the group died after the run had finished: nothing left to train
     while (plan := plan_round(w, progress, reporter)) is not None:
         metrics = train_round(w, progress, plan, reporter)
-        if not math.isfinite(metrics["train_loss"]):  # the same on every rank (summed); retrying cannot fix it
-            stop(w.rank, f"the training loss is {metrics['train_loss']} in round {metrics['round']} "
-                 f"(learning_rate={w.cfg.learning_rate})", advice="Lower learning_rate and rerun with "
+        if not math.isfinite(metrics.train_loss):  # the same on every rank (summed); retrying cannot fix it
+            stop(w.rank, f"the training loss is {metrics.train_loss} in round {metrics.round} "
+                 f"(learning_rate={w.cfg.training.learning_rate})", advice="Lower learning_rate and rerun with "
                  "overwrite_output_dir=true")
             return
         t_select = time.time()
-        metrics["selection_seconds"] = progress.selection_seconds  # cumulative, up to this round's plan
+        metrics.selection_seconds = progress.selection_seconds  # cumulative, up to this round's plan
         grad, step = w.tracker.end_round() if w.tracker is not None else (None, None)
         stats = reporter.end_round(w.rank, w.world, grad, step, plan.round)
         progress.selection_seconds += time.time() - t_select
@@ -123,7 +149,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 
 def setup(config: dict[str, Any]) -> Worker:
-    cfg = LeadConfig(**config["cfg"])
+    cfg: WorkerConfig = config["cfg"]
     if not cfg.verbose:
         train_report_logger().setLevel(logging.WARNING)
     ctx = ray.train.get_context()
@@ -132,21 +158,21 @@ def setup(config: dict[str, Any]) -> Worker:
     cpu_threads(ctx.get_local_world_size())  # Ray pins OMP threads to 1 CPU per worker; use this node's share
     sources = config["sources"]  # with cloud storage, node-local copies are made once per node
     model_path = str(stage(sources.model, sources.cache_dir))
-    tokenizer = load_tokenizer(model_path, cfg.trust_remote_code)
-    lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout} if cfg.use_lora else None
-    use_bf16 = bool(cfg.bf16 if cfg.bf16 is not None else (cfg.use_gpu and torch.cuda.is_available()))
+    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    lora = {"rank": cfg.model.lora_rank, "alpha": cfg.model.lora_alpha, "dropout": cfg.model.lora_dropout} if cfg.model.use_lora else None
+    use_bf16 = bool(cfg.training.bf16 if cfg.training.bf16 is not None else (cfg.training.use_gpu and torch.cuda.is_available()))
     device = ray.train.torch.get_device()
     check_memory(cfg, model_path, use_bf16, device, rank)
-    base = load_model(model_path, trust_remote_code=cfg.trust_remote_code, lora=lora,
+    base = load_model(model_path, trust_remote_code=cfg.model.trust_remote_code, lora=lora,
                       dtype=torch.bfloat16 if use_bf16 else torch.float32,
-                      attn_implementation=cfg.attn_implementation, gradient_checkpointing=cfg.gradient_checkpointing)
-    strategy = effective_strategy(cfg.parallel_strategy, world)
+                      attn_implementation=cfg.training.attn_implementation, gradient_checkpointing=cfg.training.gradient_checkpointing)
+    strategy = effective_strategy(cfg.training.parallel_strategy, world)
     model = wrap_model(base, strategy, device, use_bf16)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    which = cfg.loss_change_params if cfg.loss_change_params != "auto" else "all" if cfg.use_lora else "last_block"
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.training.learning_rate, weight_decay=cfg.training.weight_decay)
+    which = cfg.training.loss_change_params if cfg.training.loss_change_params != "auto" else "all" if cfg.model.use_lora else "last_block"
     tracker = RoundDirectionTracker(direction_parameters(base, which, base.config.num_hidden_layers),
-                                    cfg.loss_change_sketch_dim, cfg.seed) if rank == 0 or strategy == "fsdp" else None
+                                    cfg.training.loss_change_sketch_dim, cfg.seed) if rank == 0 or strategy == "fsdp" else None
     eval_ids = np.asarray(ray.get(config["eval_shards"][rank]), dtype=np.int64)
     return Worker(cfg, config["service"], rank, world, device, use_bf16, base, model, tokenizer, optimizer, trainable,
                   tracker, RowStore(stage(sources.pool, sources.cache_dir) / "pool.arrow"), eval_ids, model_path)
@@ -156,16 +182,16 @@ class DoesNotFit(Exception):
     """The memory estimate exceeds the device: raised before any weight is loaded."""
 
 
-def check_memory(cfg: LeadConfig, model_path: str, use_bf16: bool, device: torch.device, rank: int) -> None:
+def check_memory(cfg: WorkerConfig, model_path: str, use_bf16: bool, device: torch.device, rank: int) -> None:
     """Rank 0 logs the estimate of what a worker holds at its peak; a run that would not fit its GPU (or
     `memory_limit_gb`) stops here."""
-    estimate = training_memory(model_path, cfg, use_bf16, cfg.trust_remote_code)
+    estimate = training_memory(model_path, cfg, use_bf16, cfg.model.trust_remote_code)
     if estimate is None:
         return
     if rank == 0:
         log(f"memory estimate: {estimate.describe()}")
-    if cfg.memory_limit_gb is not None:
-        limit, name = int(cfg.memory_limit_gb * GIB), "memory_limit_gb"
+    if cfg.training.memory_limit_gb is not None:
+        limit, name = int(cfg.training.memory_limit_gb * GIB), "memory_limit_gb"
     elif device.type == "cuda":
         limit, name = torch.cuda.mem_get_info(device)[1], torch.cuda.get_device_name(device)
     else:
@@ -221,7 +247,7 @@ def train_round(w: Worker, progress: Progress, plan: RoundPlan, reporter: LossRe
     torch.manual_seed(worker_seed(cfg.seed, w.rank, round_index))  # dropout etc.: the same after a restart
     # the round's rows in a seeded order, as a data loader shuffles (the same order again after a restart)
     ids = plan.ids[np.random.default_rng([cfg.seed, round_index]).permutation(len(plan.ids))]
-    micro = cfg.per_device_train_batch_size
+    micro = cfg.training.per_device_train_batch_size
     by_rank = np.concatenate([ids, np.full(-len(ids) % (micro * w.world), -1, dtype=np.int64)]).reshape(-1, w.world)
     mine = by_rank[:, w.rank]  # rank r trains column r: rows r, r + world, ...
     # every rank knows every rank's rows, so each step's token count needs no collective (and no host sync)
@@ -232,7 +258,7 @@ def train_round(w: Worker, progress: Progress, plan: RoundPlan, reporter: LossRe
     reporter.start_round()
     lrs, totals = [], torch.zeros(3, dtype=torch.float64, device=w.device)  # loss x tokens, targets, inputs
     w.model.train()
-    window = micro * cfg.gradient_accumulation_steps  # this rank's rows per optimizer step
+    window = micro * cfg.training.gradient_accumulation_steps  # this rank's rows per optimizer step
     for start in range(0, len(mine), window):
         rows = mine[start : start + window]
         step_tokens = float(targets[start : start + window].sum())
@@ -245,12 +271,10 @@ def train_round(w: Worker, progress: Progress, plan: RoundPlan, reporter: LossRe
         progress.step += 1
     reporter.flush()
     loss_sum, targets, n_tokens = all_sum(totals.tolist(), w.world)  # the round's one device sync; a barrier too
-    metrics = {"round": round_index, "train_loss": loss_sum / max(targets, 1.0), "num_samples": len(ids),
-               "num_tokens": int(n_tokens), "round_seconds": time.time() - t0, "step": progress.step}
-    if cfg.eval_every_round:
-        metrics["eval_nll"] = evaluate(w)
-    metrics["learning_rate"] = float(np.mean(lrs)) if lrs else cfg.learning_rate
-    return metrics
+    return RoundMetrics(round=round_index, train_loss=loss_sum / max(targets, 1.0), num_samples=len(ids),
+                        num_tokens=int(n_tokens), round_seconds=time.time() - t0, step=progress.step,
+                        eval_nll=evaluate(w) if cfg.training.eval_every_round else None,
+                        learning_rate=float(np.mean(lrs)) if lrs else cfg.training.learning_rate)
 
 
 def worker_seed(seed: int, rank: int, round_index: int | None = None) -> int:
@@ -288,41 +312,41 @@ def optimizer_step(w: Worker, step: int) -> float:
     cfg = w.cfg
     if w.tracker is not None:
         w.tracker.add_step()  # ḡ for ΔL′: the step's gradient before clipping
-    lr = cfg.learning_rate * cfg.lr_decay ** (step // cfg.lr_decay_every)
+    lr = cfg.training.learning_rate * cfg.training.lr_decay ** (step // cfg.training.lr_decay_every)
     for group in w.optimizer.param_groups:
         group["lr"] = lr
-    if cfg.max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(w.trainable, cfg.max_grad_norm)
+    if cfg.training.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(w.trainable, cfg.training.max_grad_norm)
     w.optimizer.step()
     w.optimizer.zero_grad(set_to_none=True)
     return lr
 
 
-def save_round(w: Worker, progress: Progress, metrics: dict[str, Any], stats: dict[str, Any] | None,
+def save_round(w: Worker, progress: Progress, metrics: RoundMetrics, stats: dict[str, Any] | None,
                selection_rounds: int | None) -> None:
     """Round checkpoint every `save_every_rounds` rounds (rank 0 writes it: weights, optimizer, the selection
     journal's round count, metrics history) + report. A restart from an earlier round redoes the rounds since, and
     they come out the same: planning is deterministic given the journal, training seeded per round."""
-    keep = (metrics["round"] + 1) % w.cfg.save_every_rounds == 0
+    keep = (metrics.round + 1) % w.cfg.training.save_every_rounds == 0
     # gathered on rank 0 (a collective for FSDP)
     state = training_state(w.model, w.optimizer, w.strategy, w.rank) if keep else None
     with tempfile.TemporaryDirectory() as d:
         if w.rank == 0:
             progress.history.append(metrics)
             arms = sorted({a["arm"] for a in stats["arms"]})
-            trained = [m["num_samples"] for m in progress.history]
-            left = rounds_time_left([m["round_seconds"] for m in progress.history], trained,
-                                    w.cfg.max_rounds - metrics["round"] - 1,
-                                    stats["budget"] * w.cfg.max_uses - sum(trained))
-            _log(w, f"round {metrics['round']}: arm {arms} {metrics['num_samples']} samples, "
-                    f"loss {metrics['train_loss']:.4f}, unique {stats['num_unique']}/{stats['budget']}, "
-                    f"{metrics['round_seconds']:.1f}s, ≤{clock(left)} left")
+            trained = [m.num_samples for m in progress.history]
+            left = rounds_time_left([m.round_seconds for m in progress.history], trained,
+                                    w.cfg.selection.max_rounds - metrics.round - 1,
+                                    stats["budget"] * w.cfg.selection.max_uses - sum(trained))
+            _log(w, f"round {metrics.round}: arm {arms} {metrics.num_samples} samples, "
+                    f"loss {metrics.train_loss:.4f}, unique {stats['num_unique']}/{stats['budget']}, "
+                    f"{metrics.round_seconds:.1f}s, ≤{clock(left)} left")
             if keep:
                 save_training_state(Path(d), *state, selection_rounds, progress.step,
                                     progress.nll_before, progress.selection_seconds, progress.history)
         ckpt = ray.train.Checkpoint.from_directory(d) if w.rank == 0 and keep else None
         scalars = selection_scalars(stats) if w.rank == 0 else {}  # for report_to and Tune's loggers
-        ray.train.report({**metrics, "nll_before": progress.nll_before, **scalars}, checkpoint=ckpt)
+        ray.train.report({**metrics.to_dict(), "nll_before": progress.nll_before, **scalars}, checkpoint=ckpt)
 
 
 def finish(w: Worker, progress: Progress, selection_rounds: int | None) -> None:
@@ -333,9 +357,9 @@ def finish(w: Worker, progress: Progress, selection_rounds: int | None) -> None:
     with tempfile.TemporaryDirectory() as d:
         if w.rank == 0:
             _log(w, f"held-out NLL after training: {nll_after:.4f} (before {progress.nll_before:.4f})")
-            save_final_model(Path(d), w.base, w.tokenizer, merge=w.cfg.merge_adapter,
+            save_final_model(Path(d), w.base, w.tokenizer, merge=w.cfg.model.merge_adapter,
                              weights=sharded[0] if sharded else None, base_path=w.model_path,
-                             trust_remote_code=w.cfg.trust_remote_code)
+                             trust_remote_code=w.cfg.model.trust_remote_code)
             (Path(d) / "final.json").write_text(json.dumps({"nll_before": progress.nll_before,
                                                             "nll_after": nll_after,
                                                             "selection_seconds": progress.selection_seconds,
@@ -365,7 +389,7 @@ def evaluate(w: Worker) -> float:
         return float("nan")
     w.base.eval()
     seen = 0
-    for nll, counts in batch_response_nll(w.base, w.store, same_length(w, w.eval_ids), w.cfg.eval_batch_size,
+    for nll, counts in batch_response_nll(w.base, w.store, same_length(w, w.eval_ids), w.cfg.training.eval_batch_size,
                                           w.pad_id, w.device, w.autocast):
         keep = max(0, min(len(nll), len(w.eval_ids) - seen))  # padding rows (FSDP) count nothing
         seen += len(nll)
@@ -380,7 +404,7 @@ def rescore(w: Worker, ids: np.ndarray) -> None:
     """iterative_rescore's extra pass: this worker's share of the eligible pool, scored with the current model."""
     w.base.eval()
     parts = [nll.float().cpu().numpy() for nll, _ in
-             batch_response_nll(w.base, w.store, same_length(w, ids), w.cfg.eval_batch_size, w.pad_id, w.device,
+             batch_response_nll(w.base, w.store, same_length(w, ids), w.cfg.training.eval_batch_size, w.pad_id, w.device,
                                 w.autocast)]
     w.base.train()
     scores = np.concatenate(parts)[: len(ids)] if parts else np.zeros(0, np.float32)

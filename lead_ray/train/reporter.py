@@ -126,6 +126,6 @@ class LossReporter:
             answer = self._ask("end_round", grad, step, round_index, tokens) if rank == 0 else None
             if broadcast_flag(answer is not None if rank == 0 else None, world):
                 if rank == 0:
-                    self.rounds, self.planned = answer["rounds"], ()
-                return answer["stats"] if rank == 0 else None
+                    self.rounds, self.planned = answer.rounds, ()
+                return answer.stats if rank == 0 else None
             self.resend()
