@@ -12,14 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
 from lead_ray.config import load_config
 from lead_ray.runtime.storage import RunStorage
 from tests.conftest import REPO, TINY, seed_prepared
-from tests.test_reliability import SETTINGS
+from tests.helpers import RELIABILITY_SETTINGS, checkpoints
 
 sys.path.insert(0, str(REPO / "bench"))
 
@@ -30,20 +29,13 @@ def s3_run(tmp_path: Path, name: str, prepared: Path) -> tuple[list[str], RunSto
     """A jobs/lead.py command whose output_dir is a fresh prefix of the test bucket, its storage, and its node-local
     scratch folder (seeded with a prepared pool, as a rerun on this node would find it). IFD comes from a warm-up
     model, so the warm-up run goes through the bucket too."""
-    overrides = {**SETTINGS, "ifd_model": "warmup", "output_dir": f"s3://lead-ray-test/{tmp_path.name}",
+    overrides = {**RELIABILITY_SETTINGS, "ifd_model": "warmup", "output_dir": f"s3://lead-ray-test/{tmp_path.name}",
                  "run_name": name}
     cfg = load_config(TINY, overrides)
     shutil.rmtree(cfg.run_dir, ignore_errors=True)
     seed_prepared(prepared, cfg.run_dir)
     cmd = [sys.executable, str(REPO / "jobs" / "lead.py"), "--config", str(TINY), *[f"{k}={v}" for k, v in overrides.items()]]
     return cmd, RunStorage.at(cfg.run_uri), cfg.run_dir
-
-
-def checkpoints(storage: RunStorage) -> list[str]:
-    if not storage.exists("ray", "train"):
-        return []
-    infos = storage.fs.get_file_info(pafs.FileSelector(storage.path("ray", "train")))
-    return sorted(i.base_name for i in infos if i.base_name.startswith("checkpoint_"))
 
 
 def selections(storage: RunStorage, tmp_path: Path):

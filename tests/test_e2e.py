@@ -12,40 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import REPO, TINY, seed_prepared
+from tests.helpers import check_run_outputs
 
 pytestmark = pytest.mark.slow
-
-
-def check_run_outputs(run_dir: Path, expect_max_uses: int, enriched_path: Path | None = None) -> dict:
-    """The invariants every finished run must satisfy; returns the summary."""
-    for name in ("config.yaml", "selections.parquet", "metrics.jsonl", "bandit.jsonl", "quarantine.parquet",
-                 "summary.json", "model"):
-        assert (run_dir / name).exists(), name
-    summary = json.loads((run_dir / "summary.json").read_text())
-    sel = pq.read_table(run_dir / "selections.parquet").to_pandas()
-    assert {"round", "id", "arm", "group", "idu_before"} <= set(sel.columns)
-    assert not sel.duplicated(["round", "id"]).any()
-    assert sel["id"].nunique() == summary["num_unique"] <= summary["budget"]
-    assert sel.groupby("id").size().max() <= expect_max_uses
-    assert not sel["loss"].isna().any()  # every trained sample reported its loss from the training pass
-    assert sel["round"].nunique() == summary["rounds"] == len(summary["arms_per_round"])
-    enriched = pq.read_table(enriched_path or run_dir / "prep" / "enriched.parquet").to_pandas().set_index("id")
-    assert (enriched.loc[sel["id"], "split"] == "train").all()  # held-out rows are never selected
-    assert (enriched.loc[sel["id"], "arm"].to_numpy() == sel["arm"].to_numpy()).all()
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert len(metrics) == summary["rounds"] + 1 and metrics[-1]["final"]
-    # ΔL′ is a loss change in nats, predicted to first order for rows trained in earlier rounds: it stays within
-    # twice the largest loss seen so far (the old Δθ/η rule gave about -200), so the IDU of trained rows stays on
-    # the scale of their losses
-    bandit = [json.loads(line) for line in (run_dir / "bandit.jsonl").read_text().splitlines()]
-    for t, b in enumerate(bandit):
-        for arm in b["arms"]:
-            assert abs(arm["delta_l"]) <= 2 * max(m["mean_loss"] for m in metrics[: t + 1]), (arm, metrics[: t + 1])
-    if "utility: learnable" not in (run_dir / "config.yaml").read_text():
-        assert (sel["idu_after"] >= 0).all()
-    waits = [m["selection_seconds"] for m in metrics[:-1]]  # cumulative: never back to 0, even after a restart
-    assert waits == sorted(waits) and summary["selection_seconds"] >= max(waits, default=0.0)
-    return summary
 
 
 def test_job_tiny_direct(tiny_job) -> None:

@@ -9,42 +9,19 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from lead_ray.config import LeadConfig, load_config
-from lead_ray.data.store import RowStore, StoreWriter
-from lead_ray.data.tokenize import tokenize_messages
+from lead_ray.data.store import RowStore
 from lead_ray.eval import EVAL_FILE, evaluate_run, main_eval
 from lead_ray.eval.generate import exact_match, greedy_generate, last_number, normalize_answer, split_prompt
 from lead_ray.eval.nll import heldout_nll
 from lead_ray.models.load import load_model, load_tokenizer
 from lead_ray.models.nll import response_nll
 from tests.conftest import TINY, seed_prepared
-
-
-def _conv(user: str, answer: str, system: str | None = None) -> list[dict[str, str]]:
-    head = [{"role": "system", "content": system}] if system else []
-    return head + [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
-
-
-# (source, split, group, messages): two sources, train and eval rows, a system prompt, and one multi-turn eval row
-# (NLL yes, exact match no). Answers have different lengths so token weighting differs from a plain row mean.
-ROWS = [
-    ("arithmetic", "eval", 0, _conv("What is 2 + 3?", "2 + 3 = 5")),
-    ("arithmetic", "train", 0, _conv("What is 7 * 6?", "7 * 6 = 42")),
-    ("facts", "eval", 1, _conv("Name a Python keyword.", "The keyword lambda makes an anonymous function.")),
-    ("arithmetic", "eval", 1, _conv("Subtract 163 from 173.", "173 - 163 = 10", system="Be brief.")),
-    ("facts", "train", 2, _conv("What does len do?", "It returns the number of items.")),
-    ("facts", "eval", 2, _conv("What is a tuple?", "An immutable sequence.")),
-    ("arithmetic", "eval", 2, _conv("Divide 968 by 7.", "968 divided by 7 is 138 remainder 2")),
-    ("facts", "eval", 0, _conv("What is PEP 8?", "A style guide.") + [
-        {"role": "user", "content": "Who wrote it?"}, {"role": "assistant", "content": "Guido van Rossum and others."}]),
-    ("facts", "eval", 1, _conv("What does zip do?", "It pairs items of several iterables into tuples.")),
-]
-EVAL_IDS = np.array([i for i, r in enumerate(ROWS) if r[1] == "eval"])
+from tests.helpers import EVAL_IDS, ROWS, conv, make_run, write_pool
 
 
 @pytest.fixture(scope="module")
@@ -57,29 +34,9 @@ def base_model(tiny_model_path: str):
     return load_model(tiny_model_path).eval()
 
 
-def _write_pool(run_dir: Path, tok) -> RowStore:
-    """pool/pool.parquet, pool/pool.arrow and prep/enriched.parquet of ROWS, as a run writes them."""
-    (run_dir / "pool").mkdir(parents=True)
-    (run_dir / "prep").mkdir()
-    ids = np.arange(len(ROWS))
-    tokens = [tokenize_messages(tok, r[3], 192) for r in ROWS]
-    writer = StoreWriter(run_dir / "pool" / "pool.arrow")
-    writer.write(ids, [t[0].tolist() for t in tokens], [t[1].tolist() for t in tokens])
-    writer.close()
-    pq.write_table(pa.table({"id": ids, "source": [r[0] for r in ROWS], "split": [r[1] for r in ROWS],
-                             "messages": [json.dumps(r[3]) for r in ROWS]}), run_dir / "pool" / "pool.parquet")
-    # enriched in another row order than the pool: the evaluation must join by id, not by position
-    order = ids[::-1]
-    pq.write_table(pa.table({"id": order, "source": [ROWS[i][0] for i in order], "split": [ROWS[i][1] for i in order],
-                             "group": np.array([ROWS[i][2] for i in order], dtype=np.int64),
-                             "arm": np.array([0 if ROWS[i][1] == "train" else -1 for i in order], dtype=np.int64)}),
-                   run_dir / "prep" / "enriched.parquet")
-    return RowStore(run_dir / "pool" / "pool.arrow")
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, tok) -> RowStore:
-    return _write_pool(tmp_path_factory.mktemp("pool"), tok)
+    return write_pool(tmp_path_factory.mktemp("pool"), tok)
 
 
 def _direct_rows(model, store: RowStore, ids) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +167,7 @@ def test_normalize_answer_last_number_and_split_prompt() -> None:
     assert last_number("total: 1,200.50 dollars") == "1200.5" and last_number("-0.0") == "0"
     assert last_number("the answer is 100") == last_number("100.0") == "100"
     assert last_number("no digits") is None
-    assert split_prompt(_conv("q", "a", system="s")) == ([{"role": "system", "content": "s"},
+    assert split_prompt(conv("q", "a", system="s")) == ([{"role": "system", "content": "s"},
                                                           {"role": "user", "content": "q"}], "a")
     assert split_prompt(ROWS[7][3]) is None
     assert split_prompt([{"role": "user", "content": "q"}]) is None
@@ -218,17 +175,8 @@ def test_normalize_answer_last_number_and_split_prompt() -> None:
                          {"role": "assistant", "content": "b"}]) is None
 
 
-def _make_run(root: Path, tok, tiny_model_path: str) -> Path:
-    run_dir = root / "run"
-    run_dir.mkdir(parents=True)
-    _write_pool(run_dir, tok)
-    LeadConfig(run_name="run", output_dir=str(root), model_name_or_path=tiny_model_path,
-               eval_batch_size=3).save(run_dir / "config.yaml")
-    return run_dir
-
-
 def test_evaluate_run_full_model_uses_only_eval_rows(tmp_path: Path, memorised, tok, tiny_model_path: str) -> None:
-    run_dir = _make_run(tmp_path, tok, tiny_model_path)
+    run_dir = make_run(tmp_path, tok, tiny_model_path)
     memorised.save_pretrained(run_dir / "model", safe_serialization=True)
     tok.save_pretrained(run_dir / "model")
     out = evaluate_run(run_dir, generation_samples=4, max_new_tokens=24)
@@ -253,7 +201,7 @@ def test_evaluate_run_lora_adapter_applies_the_adapter(tmp_path: Path, base_mode
                                                        ) -> None:
     from peft import LoraConfig, get_peft_model
 
-    run_dir = _make_run(tmp_path, tok, tiny_model_path)
+    run_dir = make_run(tmp_path, tok, tiny_model_path)
     torch.manual_seed(1)
     peft_model = get_peft_model(copy.deepcopy(base_model), LoraConfig(
         r=4, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM", init_lora_weights=False)).eval()
@@ -276,7 +224,7 @@ def test_main_eval_bad_paths_are_one_error_line(tmp_path: Path, capsys) -> None:
         assert len(err) == 1 and err[0].startswith("lead-ray: error: "), (kwargs, err)
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    LeadConfig(run_name="r", output_dir=str(tmp_path)).save(run_dir / "config.yaml")
+    LeadConfig.from_flat(run_name="r", output_dir=str(tmp_path)).save(run_dir / "config.yaml")
     assert main_eval(run_dir=str(run_dir), model=str(tmp_path / "no_model")) == 2
     assert "no_model" in capsys.readouterr().err
 
@@ -292,7 +240,7 @@ def test_real_lora_run_then_evaluate(tmp_path: Path, tiny_prepared) -> None:
     summary = run(cfg)
     run_dir = cfg.run_dir
     enriched = pq.read_table(run_dir / "prep" / "enriched.parquet", columns=["id", "split"]).to_pandas()
-    eval_ids = sorted(enriched.loc[enriched["split"] == "eval", "id"])[: cfg.eval_max_samples]
+    eval_ids = sorted(enriched.loc[enriched["split"] == "eval", "id"])[: cfg.training.eval_max_samples]
     out = evaluate_run(run_dir, generation_samples=8, max_new_tokens=16)
     assert out["nll"]["rows"]["id"] == eval_ids and out["nll"]["n"] == len(eval_ids) > 0
     assert out["nll"]["nll"] == pytest.approx(summary["nll_after"], abs=1e-4)  # the training loop's own number

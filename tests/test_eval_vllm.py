@@ -23,7 +23,7 @@ from lead_ray.eval.generate import greedy_generate, last_number, normalize_answe
 from lead_ray.eval.generate_vllm import servable_folder
 from lead_ray.models.load import load_model, load_tokenizer, resolve_model_path
 from tests.conftest import CACHE
-from tests.test_eval import EVAL_IDS, ROWS, _make_run
+from tests.helpers import EVAL_IDS, ROWS, make_run
 
 needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed")
 
@@ -64,13 +64,13 @@ def test_servable_folder_merges_an_adapter_and_passes_full_models_through(tmp_pa
     `merged/` folder is preferred for the run's own adapter; a full model folder is served as is."""
     tok = load_tokenizer(tiny_model_path)
     base = load_model(tiny_model_path).eval()
-    run_dir = _make_run(tmp_path, tok, tiny_model_path)
+    run_dir = make_run(tmp_path, tok, tiny_model_path)
     peft_model = _lora(base)
     peft_model.save_pretrained(run_dir / "model")
     text = "The keyword lambda makes an anonymous function."
     want = _logits(peft_model, tok, text)
     assert (want - _logits(base, tok, text)).abs().max() > 1e-3  # the adapter matters, so a lost merge would show
-    model, tokenizer = load_eval_model(run_dir / "model", LeadConfig(model_name_or_path=tiny_model_path),
+    model, tokenizer = load_eval_model(run_dir / "model", LeadConfig.from_flat(model_name_or_path=tiny_model_path),
                                        torch.device("cpu"))
     with servable_folder(run_dir / "model", model, tokenizer, run_dir) as folder:
         assert folder.parent == run_dir and folder.name.startswith(".vllm-merged-")
@@ -94,7 +94,7 @@ def test_servable_folder_merges_an_adapter_and_passes_full_models_through(tmp_pa
 def test_unknown_backend_is_one_error_line(tmp_path: Path, capsys) -> None:
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    LeadConfig(run_name="r", output_dir=str(tmp_path)).save(run_dir / "config.yaml")
+    LeadConfig.from_flat(run_name="r", output_dir=str(tmp_path)).save(run_dir / "config.yaml")
     assert main_eval(run_dir=str(run_dir), backend="tgi") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown generation backend 'tgi'" in err[0], err
@@ -134,7 +134,7 @@ def test_evaluate_run_vllm_backend_serves_the_merged_adapter(tmp_path: Path, smo
     (>= 5 of 6) its greedy answers, which are the adapter's and not the base model's; the temp merge is removed."""
     tok = load_tokenizer(smollm2)
     base = load_model(smollm2).eval()
-    run_dir = _make_run(tmp_path, tok, smollm2)
+    run_dir = make_run(tmp_path, tok, smollm2)
     _lora(base).save_pretrained(run_dir / "model")
     hf = evaluate_run(run_dir, generation_samples=8, max_new_tokens=16)
     vl = evaluate_run(run_dir, generation_samples=8, max_new_tokens=16, backend="vllm")

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,31 +18,9 @@ import pytest
 from lead_ray.config import load_config
 from lead_ray.runtime.storage import RunStorage
 from tests.conftest import REPO, TINY, seed_prepared, seed_sweep
-from tests.test_cloud_storage import checkpoints
-from tests.test_e2e import check_run_outputs
+from tests.helpers import check_run_outputs, checkpoints, free_port, stop_head
 
 pytestmark = pytest.mark.slow
-
-
-_TAKEN: set[int] = set()
-
-
-def _free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range (32768+) and above Ray's worker ports (10002-19999).
-    A port the kernel handed out (bind to 0) could be handed out again, to any of the new head's processes, before
-    the process we meant it for binds it: the job agent then failed, "No available agent" for every submission."""
-    rng = random.Random()
-    while True:
-        port = rng.randrange(20000, 32000)
-        if port in _TAKEN:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _TAKEN.add(port)
-        return port
 
 
 def test_ray_job_submit_tiny(s3_env, tiny_prepared, tmp_path: Path) -> None:
@@ -55,7 +31,7 @@ def test_ray_job_submit_tiny(s3_env, tiny_prepared, tmp_path: Path) -> None:
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("RAY_ADDRESS", None)
     ray = str(bin_dir / "ray")
-    port, dash, agent = _free_port(), _free_port(), _free_port()
+    port, dash, agent = free_port(), free_port(), free_port()
     subprocess.run([ray, "get-auth-token", "--generate"], env=env, capture_output=True, timeout=60, check=True)
     start = subprocess.run([ray, "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
                             f"--dashboard-port={dash}", "--num-cpus=4", "--include-dashboard=true",
@@ -108,7 +84,7 @@ def test_ray_job_submit_tiny(s3_env, tiny_prepared, tmp_path: Path) -> None:
         assert table["smoothing"].between(0.05, 0.5).all() and table["num_arms"].between(2, 4).all()
         assert not (out / "sw").exists()
     finally:
-        _stop_head(port)
+        stop_head(port)
 
 
 def check_sweep_in_bucket(store: RunStorage, tmp_path: Path, trials: int, experiment: str) -> None:
@@ -129,32 +105,4 @@ def check_sweep_in_bucket(store: RunStorage, tmp_path: Path, trials: int, experi
     infos = store.fs.get_file_info(pafs.FileSelector(store.path("tune", experiment)))
     assert any(i.base_name.startswith("experiment_state") for i in infos)
     best = load_config(tmp_path / "best_config.yaml")
-    assert (best.smoothing, best.num_arms) in set(zip(table["smoothing"], table["num_arms"]))
-
-
-def _stop_head(port: int) -> None:
-    """Stop this test's head and only it (never `ray stop --force`, which kills every Ray instance on the host, the
-    suite's shared one too): its services name its GCS port, and the workers are their descendants."""
-    import psutil
-
-    mine = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or []) + " "
-        if f"--gcs_server_port={port} " in cmd or f"--gcs-address=127.0.0.1:{port} " in cmd:
-            mine.append(p)
-    tree = {q for p in mine for q in [p, *_children(p)]}
-    for p in tree:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(list(tree), timeout=30)
-
-
-def _children(p):
-    import psutil
-
-    try:
-        return p.children(recursive=True)
-    except psutil.Error:
-        return []
+    assert (best.selection.smoothing, best.selection.num_arms) in set(zip(table["smoothing"], table["num_arms"]))

@@ -82,7 +82,7 @@ def test_run_lm_eval_local_task_counts_and_accuracy(tmp_path: Path, offline_task
     from lead_ray.eval.lm_eval_bridge import LM_EVAL_FILE, run_lm_eval
 
     run_dir = tmp_path / "run"
-    cfg = LeadConfig(model_name_or_path=tiny_model_path)
+    cfg = LeadConfig.from_flat(model_name_or_path=tiny_model_path)
     out = run_lm_eval(tiny_model_path, [TASK], cfg, include_path=offline_task, run_dir=run_dir, batch_size=4)
     assert json.loads((run_dir / LM_EVAL_FILE).read_text()) == out  # written, and JSON-safe as returned
     acc = out["results"][TASK]["acc,none"]
@@ -102,13 +102,13 @@ def test_lead_ray_eval_runs_lm_eval_after_the_normal_eval(tmp_path: Path, offlin
     from lead_ray.cli import main
     from lead_ray.eval import EVAL_FILE
     from lead_ray.eval.lm_eval_bridge import LM_EVAL_FILE
-    from tests.test_eval import _write_pool
+    from tests.helpers import write_pool
 
     tok = load_tokenizer(tiny_model_path)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    _write_pool(run_dir, tok)
-    LeadConfig(run_name="run", output_dir=str(tmp_path), model_name_or_path=tiny_model_path,
+    write_pool(run_dir, tok)
+    LeadConfig.from_flat(run_name="run", output_dir=str(tmp_path), model_name_or_path=tiny_model_path,
                eval_batch_size=3).save(run_dir / "config.yaml")
     argv = ["eval", "--run-dir", str(run_dir), "--model", tiny_model_path, "--generation-samples", "2",
             "--max-new-tokens", "4", "--lm-eval-include", str(offline_task)]

@@ -23,7 +23,7 @@ import pytest
 from lead_ray.config import load_config
 from lead_ray.runtime.storage import RunStorage
 from tests.conftest import CACHE, REPO, TINY, seed_prepared
-from tests.test_job_submit import _free_port, _stop_head
+from tests.helpers import free_port, stop_head
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def cluster(s3_env, tmp_path_factory):
     env.pop("RAY_ADDRESS", None)
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # the session's local instance turns multi-node off
     ray = str(bin_dir / "ray")
-    port, dash, agent = _free_port(), _free_port(), _free_port()
+    port, dash, agent = free_port(), free_port(), free_port()
     subprocess.run([ray, "get-auth-token", "--generate"], env=env, capture_output=True, timeout=60, check=True)
     head = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=0", "--dashboard-host=127.0.0.1",
                            f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={agent}",
@@ -60,7 +60,7 @@ def cluster(s3_env, tmp_path_factory):
     try:
         for _ in range(2):
             start = (f"{mounts} && exec {ray} start --address={address} --num-cpus=1 --node-ip-address=127.0.0.1 "
-                     f"--dashboard-agent-listen-port={_free_port()} --block")
+                     f"--dashboard-agent-listen-port={free_port()} --block")
             workers.append(subprocess.Popen([*unshare, "sh", "-c", start], env=env, start_new_session=True,
                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
         nodes, deadline = {}, time.time() + 120
@@ -79,7 +79,7 @@ def cluster(s3_env, tmp_path_factory):
                 os.killpg(w.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        _stop_head(port)  # the head and every raylet and worker that names its GCS port
+        stop_head(port)  # the head and every raylet and worker that names its GCS port
 
 
 def _run(env: dict[str, str], tmp_path: Path, output_dir: str, run_dir: Path, prepared: Path):

@@ -18,26 +18,22 @@ import pytest
 
 from lead_ray.config import LeadConfig, load_config
 from tests.conftest import REPO, TINY, seed_prepared
-from tests.test_e2e import check_run_outputs
+from tests.helpers import RELIABILITY_SETTINGS, check_run_outputs
 
 sys.path.insert(0, str(REPO / "bench"))  # bench/chaos.py: fault injection, shared with bench/faults.py
 
 pytestmark = pytest.mark.slow
-# Longer rounds than tiny.yaml's defaults (batch 1, more rounds), so a kill lands mid-run.
-SETTINGS = {"per_device_train_batch_size": 1, "budget": 0.3, "sample_rate": 0.1, "max_rounds": 8, "max_uses": 2}
-
-
 def _cfg(tmp_path: Path, name: str, prepared: Path) -> LeadConfig:
     """The run `name` under `tmp_path`, seeded with the session's prepared tiny pool."""
     seed_prepared(prepared, tmp_path / name)
-    return load_config(TINY, {**SETTINGS, "output_dir": str(tmp_path), "run_name": name})
+    return load_config(TINY, {**RELIABILITY_SETTINGS, "output_dir": str(tmp_path), "run_name": name})
 
 
 def _cmd(tmp_path: Path, name: str, prepared: Path) -> list[str]:
     """`_cfg` as a jobs/lead.py command line."""
     seed_prepared(prepared, tmp_path / name)
     return [sys.executable, "jobs/lead.py", "--config", str(TINY), "--output-dir", str(tmp_path),
-            f"run_name={name}", *[f"{k}={v}" for k, v in SETTINGS.items()]]
+            f"run_name={name}", *[f"{k}={v}" for k, v in RELIABILITY_SETTINGS.items()]]
 
 
 def _selections(run_dir: Path) -> pd.DataFrame:
@@ -79,7 +75,7 @@ def test_worker_kill_resumes_identically(reference, tiny_prepared, tmp_path: Pat
         _, killed = _run_and_kill(_cfg(tmp_path, "k", tiny_prepared), "ray::RayTrainWorker")
         assert killed != other and psutil.Process(other).status() != psutil.STATUS_ZOMBIE
     assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
-    summary = check_run_outputs(tmp_path / "k", expect_max_uses=SETTINGS["max_uses"])
+    summary = check_run_outputs(tmp_path / "k", expect_max_uses=RELIABILITY_SETTINGS["max_uses"])
     assert summary["num_unique"] == first["num_unique"]  # the unique-sample budget is exact
     assert _selections(tmp_path / "k").equals(ref)  # rounds after the restart match the uninterrupted run
 
@@ -91,7 +87,7 @@ def test_sparse_checkpoints_redo_the_rounds_since_identically(reference, tiny_pr
     first, ref, _ = reference
     cfg = dataclasses.replace(_cfg(tmp_path, "sparse", tiny_prepared), save_every_rounds=2)
     _, killed = _run_and_kill(cfg, "ray::RayTrainWorker", after_checkpoints=1, after_rounds=3)
-    summary = check_run_outputs(tmp_path / "sparse", expect_max_uses=SETTINGS["max_uses"])
+    summary = check_run_outputs(tmp_path / "sparse", expect_max_uses=RELIABILITY_SETTINGS["max_uses"])
     assert summary["num_unique"] == first["num_unique"]
     assert _selections(tmp_path / "sparse").equals(ref)
 
@@ -99,7 +95,7 @@ def test_sparse_checkpoints_redo_the_rounds_since_identically(reference, tiny_pr
 def test_selection_actor_kill_restarts_and_restores(reference, tiny_prepared, tmp_path: Path) -> None:
     first, ref, _ = reference
     _run_and_kill(_cfg(tmp_path, "s", tiny_prepared), "ray::SelectionService")
-    summary = check_run_outputs(tmp_path / "s", expect_max_uses=SETTINGS["max_uses"])  # every loss arrived
+    summary = check_run_outputs(tmp_path / "s", expect_max_uses=RELIABILITY_SETTINGS["max_uses"])  # every loss arrived
     assert summary["num_unique"] == first["num_unique"]
     assert _selections(tmp_path / "s").equals(ref)  # restored state + resent losses: nothing changed
 
@@ -126,7 +122,7 @@ def test_driver_kill_and_rerun_resumes(reference, tiny_prepared, tmp_path: Path)
                  "enriched pool: up to date, skipped", "resuming the interrupted run",
                  "resumed from checkpoint"):
         assert line in rerun.stdout + rerun.stderr, line
-    summary = check_run_outputs(tmp_path / "d", expect_max_uses=SETTINGS["max_uses"])
+    summary = check_run_outputs(tmp_path / "d", expect_max_uses=RELIABILITY_SETTINGS["max_uses"])
     assert summary["num_unique"] == first["num_unique"]
     assert _selections(tmp_path / "d").equals(ref)
 
@@ -141,7 +137,7 @@ def test_rerun_after_death_past_the_final_report(reference) -> None:
     (finished / "summary.json").unlink()
     (finished / "selections.parquet").unlink()
     (finished / "ray" / "finished.json").unlink()  # written after the outputs are published
-    again = run(load_config(TINY, {**SETTINGS, "output_dir": str(finished.parent), "run_name": finished.name}))
+    again = run(load_config(TINY, {**RELIABILITY_SETTINGS, "output_dir": str(finished.parent), "run_name": finished.name}))
     assert again["num_unique"] == first["num_unique"] and again["nll_after"] == first["nll_after"]
     assert _selections(finished).equals(ref)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,7 @@ import pytest
 from lead_ray.config import ConfigError, LeadConfig, load_config
 from lead_ray.sweep import parse_space
 from tests.conftest import TINY, seed_prepared, seed_sweep
-from tests.test_e2e import check_run_outputs
+from tests.helpers import check_run_outputs
 
 
 @pytest.mark.parametrize("space, message", [
@@ -49,12 +50,12 @@ def test_too_many_concurrent_trials_is_an_error(ray_local) -> None:
     from lead_ray.sweep import max_concurrent
 
     cpus = int(ray_local.cluster_resources()["CPU"])
-    assert max_concurrent(LeadConfig(num_workers=1)) == cpus - 1  # each trial also holds 0.01 CPU
-    assert max_concurrent(LeadConfig(num_workers=2)) == (cpus - 1) // 2
+    assert max_concurrent(LeadConfig.from_flat(num_workers=1)) == cpus - 1  # each trial also holds 0.01 CPU
+    assert max_concurrent(LeadConfig.from_flat(num_workers=2)) == (cpus - 1) // 2
     with pytest.raises(ConfigError, match="tune_max_concurrent_trials"):
-        max_concurrent(LeadConfig(num_workers=1, tune_max_concurrent_trials=cpus))
+        max_concurrent(LeadConfig.from_flat(num_workers=1, tune_max_concurrent_trials=cpus))
     with pytest.raises(ConfigError, match="one trial needs"):
-        max_concurrent(LeadConfig(num_workers=cpus + 1))
+        max_concurrent(LeadConfig.from_flat(num_workers=cpus + 1))
 
 
 @pytest.mark.slow
@@ -84,10 +85,10 @@ def test_sweep_asha_isolation_resume_and_best_config(tiny_prepared, tmp_path: Pa
         run_cfg = load_config(t / "config.yaml" if (t / "config.yaml").exists() else t / "ray" / "config.yaml")
         if t.name not in set(finished["trial_id"]):
             continue
-        summary = check_run_outputs(t, run_cfg.max_uses, sweep_dir / "shared" / "prep" / "enriched.parquet")
+        summary = check_run_outputs(t, run_cfg.selection.max_uses, sweep_dir / "shared" / "prep" / "enriched.parquet")
         sel = pq.read_table(t / "selections.parquet").to_pandas()
         assert sel["id"].nunique() == summary["num_unique"] <= summary["budget"]
-        by_lr.setdefault(run_cfg.learning_rate, []).append(sel[["round", "id", "arm"]])
+        by_lr.setdefault(run_cfg.training.learning_rate, []).append(sel[["round", "id", "arm"]])
         check_trial_tracking(sweep_dir / "logs", t)
     from mlflow.tracking import MlflowClient
 
@@ -103,8 +104,23 @@ def test_sweep_asha_isolation_resume_and_best_config(tiny_prepared, tmp_path: Pa
     assert again["trials"] == 4 and again["best"] == result["best"]
     assert sorted((sweep_dir / "trials").iterdir()) == trials  # no new trial was started
 
+    # someone who can write the sweep's folder plants Tune state: the resume refuses it without unpickling it
+    marker = tmp_path / "planted-code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return open, (str(marker), "w")  # unpickling it creates the marker
+
+    tuner_pkl = sweep_dir / "tune" / "sw" / "tuner.pkl"
+    kept = tuner_pkl.read_bytes()
+    tuner_pkl.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ConfigError, match="tuner.pkl.*resuming would unpickle it") as e:
+        sweep(cfg)
+    assert "\n" not in str(e.value) and not marker.exists()
+    tuner_pkl.write_bytes(kept)  # the state lead-ray wrote is trusted again
+
     best = sweep_dir / "best_config.yaml"
-    assert load_config(best).learning_rate == pytest.approx(3e-3)
+    assert load_config(best).training.learning_rate == pytest.approx(3e-3)
     # best_config.yaml is a run config as it stands (jobs/lead.py --config takes it; in-process here, on the
     # suite's Ray instance)
     seed_prepared(tiny_prepared, tmp_path / "best" / "best")
