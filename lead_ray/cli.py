@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from lead_ray.config import REPO_ROOT, LeadRayError, load_config
@@ -10,17 +11,32 @@ from lead_ray.config import REPO_ROOT, LeadRayError, load_config
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 
 
+def _keys_by_section() -> str:
+    """The config keys, by section, for `--help` (their meanings: README "Config reference")."""
+    from lead_ray.config import SECTIONS
+
+    lines = ["config keys, by section (README \"Config reference\", or python -m lead_ray.config.docs):"]
+    for name, cls in SECTIONS.items():
+        lines.append(f"  {name}: " + ", ".join(f.name for f in dataclasses.fields(cls)))
+    return "\n".join(lines)
+
+
+KEYS = {"epilog": _keys_by_section(), "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+def _config_args(parser: argparse.ArgumentParser, output_dir: str, example: str) -> None:
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/demo.yaml)")
+    parser.add_argument("--output-dir", default=None, help=f"{output_dir} (overrides output_dir)")
+    parser.add_argument("overrides", nargs="*", help=f"key=value config overrides, e.g. {example}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lead-ray", description="LEAD data selection for instruction tuning, on Ray")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="ingest → prepare → train with LEAD selection → outputs")
-    train.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/demo.yaml)")
-    train.add_argument("--output-dir", default=None, help="where <run_name>/ goes (overrides output_dir)")
-    train.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. learning_rate=1e-4")
-    prep = sub.add_parser("prepare", help="ingest → embed → groups → scores → warm-up IFD → arms (resumable)")
-    prep.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/demo.yaml)")
-    prep.add_argument("--output-dir", default=None, help="where <run_name>/ goes (overrides output_dir)")
-    prep.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. group_by=source")
+    _config_args(sub.add_parser("train", help="ingest → prepare → train with LEAD selection → outputs", **KEYS),
+                 "where <run_name>/ goes", "learning_rate=1e-4")
+    _config_args(sub.add_parser("prepare", help="ingest → embed → groups → scores → warm-up IFD → arms (resumable)",
+                                **KEYS), "where <run_name>/ goes", "group_by=source")
     ev = sub.add_parser("eval", help="held-out NLL (per source and group) and exact match of a saved run's model")
     ev.add_argument("--run-dir", default=None, help="a run folder, e.g. outputs/demo")
     ev.add_argument("--config", default=None, help="or the config that made the run")
@@ -40,11 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("run_dir", help="a run folder, e.g. outputs/demo")
     export.add_argument("--format", default="jsonl", choices=["jsonl", "parquet"])
     export.add_argument("--out", default=None, help="the file to write (default <run>/selected.<format>)")
-    tune = sub.add_parser("tune", help="Ray Tune search over LEAD hyperparameters (tune_* config keys)")
-    tune.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/demo.yaml)")
-    tune.add_argument("--output-dir", default=None, help="where the sweep folder goes (overrides output_dir)")
+    tune = sub.add_parser("tune", help="Ray Tune search over LEAD hyperparameters (tune_* config keys)", **KEYS)
+    _config_args(tune, "where the sweep folder goes", "tune_num_samples=4")
     tune.add_argument("--experiment", default=None, help="sweep name (default: run_name); rerun to resume")
-    tune.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. tune_num_samples=4")
     args = parser.parse_args(argv)
     if args.command == "eval":
         from lead_ray.eval import main_eval

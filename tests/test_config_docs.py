@@ -20,3 +20,16 @@ def test_every_key_is_documented_once_in_its_section() -> None:
         assert f.metadata.get("help"), f"config key {key!r} has no help"
     assert sum(len(dataclasses.fields(cls)) for cls in SECTIONS.values()) == len(config_fields())  # no key twice
     assert text.count("*(operational)*") == len(OPERATIONAL)
+
+
+def test_train_help_lists_every_key_by_section(capsys) -> None:
+    import pytest
+
+    from lead_ray.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for name, cls in SECTIONS.items():
+        line = next(x for x in out.splitlines() if x.strip().startswith(f"{name}:"))
+        assert [k.strip() for k in line.split(":", 1)[1].split(",")] == [f.name for f in dataclasses.fields(cls)]
