@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import math
 import shutil
@@ -54,7 +53,7 @@ import quality_pool  # noqa: E402
 import quality_text_pool  # noqa: E402
 from quality_pool import pretraining_rows  # noqa: E402
 
-from lead_ray.config import LeadConfig  # noqa: E402
+from lead_ray.config import LeadConfig, config_fields  # noqa: E402
 
 # method name → config overrides; the ablations are LEAD with one part switched off
 METHODS: dict[str, dict] = {
@@ -522,10 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown:
         p.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-    fields = {f.name for f in dataclasses.fields(LeadConfig)}
-    missing = sorted({k for m in (*args.methods, *TIMING_METHODS) for k in METHODS[m]} - fields)
+    missing = sorted({k for m in (*args.methods, *TIMING_METHODS) for k in METHODS[m]} - set(config_fields()))
     if missing:  # fail now, not after the preparation
-        p.error(f"config key(s) {missing} used by METHODS are not in lead_ray/config.py LeadConfig")
+        p.error(f"config key(s) {missing} used by METHODS are not config keys (lead_ray/config)")
     for key in ("seeds", "per_family", "eval_per_family", "pretrain_rows", "train_rows", "eval_rows"):
         if getattr(args, key) is None:
             setattr(args, key, preset.get(key))

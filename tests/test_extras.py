@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import sysconfig
 from importlib.metadata import PackageNotFoundError, packages_distributions, requires
 from pathlib import Path
 
@@ -61,8 +62,9 @@ def _top_level(item: str) -> tuple[str, str]:
     """(module, the top-level package its file sits in): Ray loads its own copy of colorama from
     `ray/thirdparty_files`, which belongs to ray, not to the colorama distribution another extra installs."""
     name, _, file = item.partition("=")
-    for root in sorted((p for p in sys.path if p and file.startswith(p.rstrip("/") + "/")), key=len, reverse=True):
-        return name, Path(file).relative_to(root).parts[0].removesuffix(".py")
+    for root in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:  # where distributions go
+        if file.startswith(root.rstrip("/") + "/"):
+            return name, Path(file).relative_to(root).parts[0].removesuffix(".py")
     return name, name
 
 
