@@ -6,6 +6,7 @@ stops only the head it started."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -70,12 +71,28 @@ def tiny_model_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_job(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def tiny_job(request, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """`python jobs/lead.py --config configs/tiny.yaml report_to=…`, from scratch, once per session: its run folder and the
     finished process. Another Ray instance (this process's) runs on the host meanwhile, which once made Ray Train's
-    placement-group cleaner print a traceback at every training start."""
+    placement-group cleaner print a traceback at every training start. Under pytest-xdist the workers share one
+    run (the first to get the lock makes it, in the session's shared temporary folder); tests only read it."""
     _start_local_ray()
-    out = tmp_path_factory.mktemp("tiny_job")
+    if not hasattr(request.config, "workerinput"):  # no xdist: this process is the session
+        return _tiny_job(tmp_path_factory.mktemp("tiny_job"))
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # this session's folder, above every worker's own
+    with FileLock(str(shared / "tiny_job.lock")):
+        record = shared / "tiny_job.json"
+        if not record.exists():
+            run, proc = _tiny_job(shared / "tiny_job")
+            record.write_text(json.dumps({"run": str(run), "args": proc.args, "returncode": proc.returncode,
+                                          "stdout": proc.stdout, "stderr": proc.stderr}))
+        r = json.loads(record.read_text())
+        return Path(r["run"]), subprocess.CompletedProcess(r["args"], r["returncode"], r["stdout"], r["stderr"])
+
+
+def _tiny_job(out: Path) -> tuple[Path, subprocess.CompletedProcess]:
     # with every report_to backend, offline (tests/test_tracking.py reads them back)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"WANDB_MODE": "offline",
                                                                                  "WANDB_SILENT": "true"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -85,7 +84,7 @@ def test_sparse_checkpoints_redo_the_rounds_since_identically(reference, tiny_pr
     not in a checkpoint, so the restart from round 1's checkpoint redoes round 2 (the journal's file for it is
     rewritten), and the run ends as the uninterrupted one did."""
     first, ref, _ = reference
-    cfg = dataclasses.replace(_cfg(tmp_path, "sparse", tiny_prepared), save_every_rounds=2)
+    cfg = _cfg(tmp_path, "sparse", tiny_prepared).replace(save_every_rounds=2)
     _, killed = _run_and_kill(cfg, "ray::RayTrainWorker", after_checkpoints=1, after_rounds=3)
     summary = check_run_outputs(tmp_path / "sparse", expect_max_uses=RELIABILITY_SETTINGS["max_uses"])
     assert summary["num_unique"] == first["num_unique"]
