@@ -132,3 +132,23 @@ def test_a_lora_rank_above_the_hidden_size_is_refused_on_the_driver(tiny_model_p
     check_model(tiny_model_path, lora_rank=hidden)
     with pytest.raises(ModelError, match=rf"'lora_rank': {hidden + 1} exceeds the hidden size of .* \({hidden}\)"):
         check_model(tiny_model_path, lora_rank=hidden + 1)
+
+
+def test_truncated_weights_are_refused_on_the_driver(tiny_model_path: str, tmp_path) -> None:
+    """A truncated model.safetensors passed every driver check and then failed on every Train worker at every
+    retry (max_failures + 1 tracebacks); now it is one line before any Ray work."""
+    import shutil
+
+    import pytest
+
+    from lead_ray.models.load import ModelError, check_model
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_path, folder)
+    check_model(str(folder))  # the copy is whole
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ModelError, match=r"model weights .*model.safetensors cannot be read \(.*\); is the file "
+                                         r"complete\?") as e:
+        check_model(str(folder))
+    assert "\n" not in str(e.value)

@@ -138,6 +138,16 @@ def check_model(path: str, trust_remote_code: bool = False, attn_implementation:
     if p.is_dir() and not any(p.glob("*.safetensors")):
         raise ModelError(f"model folder {p} has no .safetensors weights; convert it (save_pretrained with "
                          f"safe_serialization=True) — lead-ray does not load pickled .bin weights")
+    if p.is_dir():  # a truncated or corrupt file would fail on every Train worker, at every retry
+        from safetensors import safe_open
+
+        for weights in sorted(p.glob("*.safetensors")):
+            try:
+                with safe_open(str(weights), framework="pt") as f:
+                    f.keys()
+            except Exception as e:  # safetensors' own error type: the header does not describe the file
+                raise ModelError(f"model weights {weights} cannot be read ({str(e).splitlines()[0]}); is the "
+                                 "file complete? Download or save it again") from None
     try:
         tok = load_tokenizer(path, trust_remote_code)
     except Exception as e:
