@@ -11,7 +11,7 @@ from lead_ray.config import ConfigError, LeadConfig, inputs_of
 from lead_ray.data.pool import discover_files, ingest
 from lead_ray.data.prepared import PoolSources, PreparedPool
 from lead_ray.models.load import check_model, resolve_model_path
-from lead_ray.prep.prepare import prepare
+from lead_ray.prep.prepare import prepare, stage_inputs
 from lead_ray.report import write_report
 from lead_ray.runtime.console import log
 from lead_ray.runtime.folders import claim_folder
@@ -27,7 +27,7 @@ def check_prep_inputs(cfg: LeadConfig) -> None:
     import importlib.util
 
     name = cfg.prep.embedding_model
-    needs_embeddings = cfg.prep.group_by == "embedding" or cfg.prep.arm_by == "embedding" or cfg.prep.store_embeddings
+    needs_embeddings = "embed" in stage_inputs(cfg)
     if needs_embeddings and not name.startswith("builtin:") and name.startswith(("/", ".", "~")) \
             and not Path(name).expanduser().exists():
         raise ConfigError(f"config key 'embedding_model': no such folder {name}")

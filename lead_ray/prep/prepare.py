@@ -141,10 +141,11 @@ def stage_inputs(cfg: LeadConfig) -> dict[str, Any]:
     return out
 
 
-def stage_keys(cfg: LeadConfig, ingest_key: str, model_path: str) -> dict[str, str]:
+def stage_keys(cfg: LeadConfig, ingest_key: str, model_path: str, inputs: dict[str, Any] | None = None
+               ) -> dict[str, str]:
     """Each stage's cache key: the hash of its inputs (`stage_inputs`, operational keys left out) and of the keys
     of the stages it reads from. Derived, never listed: a key changes exactly when something its stage reads does."""
-    inputs, keys = stage_inputs(cfg), {}
+    inputs, keys = inputs or stage_inputs(cfg), {}
     if "embed" in inputs:
         keys["embed"] = stage_key(ingest_key, inputs["embed"])
     for name in ("groups", "arm_clusters"):
@@ -169,7 +170,8 @@ def prepare(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, in
                          columns=["id", "source", "split", "n_prompt_tokens", "n_response_tokens"])
     n = pool.num_rows
     train = pool.column("split").to_numpy(zero_copy_only=False) == "train"
-    inputs, keys = stage_inputs(cfg), stage_keys(cfg, ingest_key, model_path)
+    inputs = stage_inputs(cfg)
+    keys = stage_keys(cfg, ingest_key, model_path, inputs)
     e: EnrichInputs = inputs["enriched"]
 
     if "embed" in inputs:
