@@ -59,6 +59,9 @@ METHODS: dict[str, dict[str, Any]] = {
     # every arm in every round, in proportion to the bandit's probabilities: the mix no longer hangs on ~11 draws
     # (the dev screen's prop_arms_trunc0.2: noisy share and source KL both below random's, on every seed)
     "prop_arms_trunc0.2": {"quota": "proportional", "arm_allocation": "proportional", "truncate_top": 0.2},
+    # the default with arms by IFD quantile inside each task group (the dev screen's qarms_trunc0.5): an arm draw
+    # picks a difficulty level in every group, where IFD k-means arms are mostly sources (dev: top source 37-90%)
+    "default_qarms": {**DEFAULT, "arm_by": "ifd_in_group"},
 }
 # the dev screen: each remedy alone on the paper's settings, then combined
 CANDIDATES: dict[str, dict[str, Any]] = {
@@ -74,6 +77,10 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     **{f"ifd_max{t:g}": {"quota": "proportional", "ifd_max": t} for t in (0.8, 0.9)},
     **{f"trunc{q:g}_groups": {"quota": "proportional", "truncate_top": q, "group_budget": "proportional"}
        for q in (0.2, 0.5)},
+    # arms by IFD quantile inside each task group (stop 34): a drawn arm is a difficulty level across every group
+    **{f"qarms_trunc{q:g}": {"quota": "proportional", "truncate_top": q, "arm_by": "ifd_in_group"}
+       for q in (0.0, 0.2, 0.5)},
+    "paper_qarms": {"arm_by": "ifd_in_group"},
     "random": {"selector": "random"}, "longest": {"selector": "longest"},
 }
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -104,14 +111,21 @@ class Pool:
     noisy: np.ndarray  # per pool id
     data: Path
 
-    def variant(self, twin: str, group_by: str) -> dict[str, np.ndarray]:
+    def variant(self, twin: str, group_by: str, arm_by: str = "ifd") -> dict[str, np.ndarray]:
         """The columns of a twin: `clean` makes the noisy rows unselectable; `group_by: source` numbers the task
-        groups by source (sorted), as the preparation does."""
+        groups by source (sorted), and `arm_by: ifd_in_group` remakes the arms, as the preparation does."""
+        from lead_ray.prep.cluster import difficulty_arms
+
         cols = dict(self.columns)
-        if twin == "clean":
-            cols["arm"] = np.where(self.noisy, -1, cols["arm"])
         if group_by == "source":
             cols["group"] = np.unique(cols["source"].astype(str), return_inverse=True)[1].astype(np.int64)
+        if arm_by == "ifd_in_group":
+            arm, train = cols["arm"].copy(), cols["arm"] >= 0
+            arm[train] = difficulty_arms(arm_by, {"ifd": cols["ifd"][train]}, cols["group"][train],
+                                         int(cols["arm"].max()) + 1, seed=0)
+            cols["arm"] = arm
+        if twin == "clean":
+            cols["arm"] = np.where(self.noisy, -1, cols["arm"])
         return cols
 
 
@@ -133,7 +147,7 @@ def load_pool(args: argparse.Namespace, name: str, work: Path) -> tuple[Pool, Le
     claim_folder(work / "prepared")  # lead-ray's before the seeded scores go in, or prepare_stages refuses it
     seed_scores(Path(args.out) / "scores" / name, work / "prepared" / "prep")
     prepared = prepare_stages(cfg, work / "prepared")
-    seed_scores(work / "prepared" / "prep", Path(args.out) / "scores" / name)
+    seed_scores(work / "prepared" / "prep", Path(args.out) / "scores" / name, replace_stale=True)
     times["prep_seconds"] = time.time() - t
     log(f"{name}: Ray {times['ray_init_seconds']:.0f}s, preparation {times['prep_seconds']:.0f}s (cached after once)")
     enriched = pq.read_table(prepared.enriched).to_pydict()
@@ -146,12 +160,16 @@ def load_pool(args: argparse.Namespace, name: str, work: Path) -> tuple[Pool, Le
     return Pool(name, prepared, columns, noisy, work / "data"), cfg, times
 
 
-def seed_scores(src: Path, dst: Path) -> None:
-    """Copy the base-model scores and their stage marker where they are missing: the scoring pass is the slow part
-    of a preparation on a CPU (about 40 minutes a pool here), so they are kept with the results, and the pipeline
-    reuses them when its stage key (the data, the model, the backend) still matches, and redoes them when not."""
-    for name in ("score_base.parquet", "score_base.parquet.stage.json"):
-        if (src / name).exists() and not (dst / name).exists():
+def seed_scores(src: Path, dst: Path, replace_stale: bool = False) -> None:
+    """Copy the base-model scores and their stage marker where they are missing (or, with `replace_stale`, where
+    dst's marker holds another key): the scoring pass is the slow part of a preparation on a CPU (about 40 minutes a
+    pool here), so they are kept with the results, and the pipeline reuses them when its stage key (the data, the
+    model, the backend) still matches, and redoes them when not."""
+    marker = "score_base.parquet.stage.json"
+    stale = replace_stale and (src / marker).exists() and (dst / marker).exists() and \
+        (src / marker).read_text() != (dst / marker).read_text()
+    for name in ("score_base.parquet", marker):
+        if (src / name).exists() and (stale or not (dst / name).exists()):
             dst.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src / name, dst / name)
 
@@ -172,8 +190,10 @@ def screen(args: argparse.Namespace, pool: Pool, cfg: LeadConfig, out: Path) -> 
     from lead_ray.select.strategies import build_selector
 
     rows = []
-    for twin, cols in (("noisy", pool.columns), ("clean", pool.variant("clean", cfg.prep.group_by))):
+    for twin in ("noisy", "clean"):
         for name, overrides in CANDIDATES.items():
+            cols = pool.variant(twin, overrides.get("group_by", cfg.prep.group_by),
+                                overrides.get("arm_by", cfg.prep.arm_by))
             for budget in args.budgets:
                 for seed in range(args.seeds):
                     b = budget_of(cols, budget)
@@ -310,10 +330,11 @@ def train_one(args: argparse.Namespace, pool: Pool, cfg: LeadConfig, method: str
     from lead_ray.train.fit import train_with_selection
 
     group_by = METHODS[method].get("group_by", cfg.prep.group_by)
-    cols = pool.variant(twin, group_by)
+    arm_by = METHODS[method].get("arm_by", cfg.prep.arm_by)
+    cols = pool.variant(twin, group_by, arm_by)
     prepared = pool.prepared
-    if twin == "clean" or group_by != cfg.prep.group_by:  # the twin's enriched pool, written once
-        path = prepared.enriched.with_name(f"enriched_{twin}_{group_by}.parquet")
+    if twin == "clean" or (group_by, arm_by) != (cfg.prep.group_by, cfg.prep.arm_by):  # written once per variant
+        path = prepared.enriched.with_name(f"enriched_{twin}_{group_by}_{arm_by}.parquet")
         if not path.exists():
             table = pq.read_table(prepared.enriched)
             for key in ("arm", "group"):

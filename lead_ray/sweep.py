@@ -24,7 +24,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 from lead_ray.config import ConfigError, LeadConfig, build_config
 from lead_ray.data.prepared import PoolSources, PreparedPool
 from lead_ray.pipeline import prepare_stages
-from lead_ray.prep.cluster import kmeans_1d
+from lead_ray.prep.cluster import difficulty_arms
 from lead_ray.runtime.console import log
 from lead_ray.runtime.folders import claim_folder
 from lead_ray.runtime.ray_init import init_ray
@@ -123,12 +123,13 @@ class RecordState(Callback):
 
 
 def _rearm(prepared: PreparedPool, num_arms: int, seed: int, out: Path, arm_by: str) -> PreparedPool:
-    """A trial that tunes K gets its own enriched file with new arms (1-D k-means on the shared ifd or iu0)."""
+    """A trial that tunes K gets its own enriched file with new arms (`difficulty_arms` on the shared scores)."""
 
     table = pq.read_table(prepared.enriched)
     arm = table.column("arm").to_numpy().copy()
     train = arm >= 0
-    arm[train] = kmeans_1d(table.column(arm_by).to_numpy()[train], num_arms, seed=seed)
+    arm[train] = difficulty_arms(arm_by, {k: table.column(k).to_numpy()[train] for k in ("ifd", "iu0")},
+                                 table.column("group").to_numpy()[train], num_arms, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table.set_column(table.schema.get_field_index("arm"), "arm", pa.array(arm)), out)
     return dataclasses.replace(prepared, enriched=out)
@@ -187,7 +188,7 @@ def sweep(cfg: LeadConfig, experiment: str | None = None) -> dict[str, Any]:
 
     space = parse_space(cfg.tune.tune_space, cfg.tune.tune_searcher, cfg.tune.tune_grid_points)  # fail before any work
     if "num_arms" in space and cfg.prep.arm_by == "embedding":
-        raise ConfigError("tune_space: num_arms can be tuned with arm_by ifd or iu0 (1-D k-means per trial), "
+        raise ConfigError("tune_space: num_arms can be tuned with arm_by ifd, iu0 or ifd_in_group (1-D arms per trial), "
                           "not with arm_by embedding")
     searcher = None
     if cfg.tune.tune_searcher == "optuna":

@@ -160,6 +160,31 @@ def test_a_diverging_run_stops_in_one_line_and_publishes_nothing(tiny_prepared, 
         run(load_config(TINY, {**cfg.to_dict(), "learning_rate": 1e-4}))
 
 
+def test_an_error_a_restart_would_meet_again_is_not_retried(tiny_prepared, tmp_path: Path) -> None:
+    """A pool store that lost rows (as one from another ingest would be) makes the first attempt fail with an
+    IndexError inside a Train worker. The restarted group stops on the recorded error before loading the model,
+    instead of failing max_failures more times; the driver says so in one line and publishes nothing."""
+    import pyarrow as pa
+
+    from lead_ray.config import load_config
+    from lead_ray.pipeline import run
+    from lead_ray.train.fit import RunError
+
+    run_dir = seed_prepared(tiny_prepared, tmp_path / "short")
+    store = run_dir / "pool" / "pool.arrow"
+    with pa.ipc.open_file(store) as f:
+        first_rows = f.read_all().slice(0, 2)
+    with pa.ipc.new_file(store, first_rows.schema) as f:
+        f.write_table(first_rows)
+    cfg = load_config(TINY, {"output_dir": str(tmp_path), "run_name": "short", "max_rounds": 2, "max_failures": 3})
+    with pytest.raises(RunError, match=r"training stopped: IndexError on rank 0: row id \d+ is outside the pool "
+                                       r"\(0\.\.1\) \(not retried") as e:
+        run(cfg)
+    assert "\n" not in str(e.value) and "Fix its cause" in str(e.value)
+    assert not (run_dir / "summary.json").exists() and not (run_dir / "model").exists()
+    assert not (run_dir / "ray").exists()  # it failed before its first round checkpoint: nothing to resume
+
+
 def test_a_run_over_its_memory_limit_stops_before_loading_weights(tiny_prepared, tmp_path: Path) -> None:
     """The worker's estimate against `memory_limit_gb` (on a GPU: the device's memory): one line, no retries, nothing
     published."""

@@ -12,7 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from lead_ray.models.nll import scoring_row, start_token_id
-from lead_ray.prep.cluster import assign_clusters, sample_embeddings, spherical_kmeans
+from lead_ray.prep.cluster import (
+    assign_clusters,
+    difficulty_arms,
+    quantile_arms,
+    sample_embeddings,
+    spherical_kmeans,
+)
 from lead_ray.prep.score import ifd_score
 from lead_ray.select.baselines import IterativeRescoreSelector, StaticSelector, baseline_scores
 from lead_ray.select.strategies import build_selector
@@ -86,6 +92,23 @@ def test_spherical_kmeans_sample_and_ray_assignment_recover_blobs(ray_local, tmp
     # each true blob maps to exactly one cluster and each cluster to one blob: a perfect partition
     pairs = set(zip(truth.tolist(), cluster.tolist()))
     assert len(pairs) == 4 and len({c for _, c in pairs}) == 4
+
+
+def test_quantile_arms_by_hand_and_every_arm_holds_each_groups_share() -> None:
+    # group 0: values 1 < 2 < 3 get ranks 0, 1, 2 → arms 0·2//3, 1·2//3, 2·2//3 = 0, 0, 1; group 1: 10, 20 → 0, 1
+    assert quantile_arms(np.array([3.0, 1.0, 2.0, 10.0, 20.0]), np.array([0, 0, 0, 1, 1]), 2).tolist() == [1, 0, 0, 0, 1]
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 5, 1000)
+    values = rng.normal(size=1000) + 10 * groups  # each group on its own scale, as IFD is per source
+    arm = difficulty_arms("ifd_in_group", {"ifd": values}, groups, 7, seed=0)
+    for g in range(5):
+        counts = np.bincount(arm[groups == g], minlength=7)
+        assert counts.max() - counts.min() <= 1 and counts.sum() == (groups == g).sum()  # equal bins, none lost
+        order = np.argsort(values[groups == g])
+        assert (np.diff(arm[groups == g][order]) >= 0).all()  # arm 0 lowest inside the group
+    # 1-D k-means on the same values splits by group instead: most arms hold one group only
+    by_kmeans = difficulty_arms("ifd", {"ifd": values}, groups, 7, seed=0)
+    assert sum(len(np.unique(groups[by_kmeans == a])) == 1 for a in range(7)) >= 3
 
 
 def test_embed_pool_is_normalised_ordered_and_semantic(ray_local, tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def test_tuning_k_with_embedding_arms_is_refused_before_work(tmp_path: Path) -> 
 
     cfg = load_config(None, {"arm_by": "embedding", "tune_space": {"k": ["choice", 3, 5]},
                              "output_dir": str(tmp_path)})
-    with pytest.raises(ConfigError, match="num_arms can be tuned with arm_by ifd or iu0"):
+    with pytest.raises(ConfigError, match="num_arms can be tuned with arm_by ifd, iu0 or ifd_in_group"):
         sweep(cfg)
     assert not any(tmp_path.iterdir())  # nothing was prepared
 

@@ -104,7 +104,8 @@ class LeadConfig:
              f"must be a local folder or a {' / '.join(s + '://' for s in CLOUD_SCHEMES)} URI")
         need("://" not in run.cache_dir, "cache_dir", "must be a local folder (each node keeps its own cache)")
         need(bool(data.data_files), "data_files", "must list at least one file or folder")
-        need(prep.ifd_model != "none" or prep.arm_by != "ifd", "ifd_model", "none needs arm_by iu0 or embedding")
+        need(prep.ifd_model != "none" or prep.arm_by not in ("ifd", "ifd_in_group"), "ifd_model",
+             "none needs arm_by iu0 or embedding")
         need(prep.ifd_model != "none" or sel.selector != "static_ifd", "ifd_model", "none cannot rank static_ifd")
         need(prep.warmup_rows == "selectable" or prep.ifd_model == "warmup", "warmup_rows",
              "reserved needs ifd_model: warmup")

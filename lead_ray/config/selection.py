@@ -31,7 +31,7 @@ class SelectionArgs:
                         "`max_uses` epochs), or `iterative_rescore` (before every round the workers score every "
                         "eligible row with the current model; the round takes the highest-NLL rows)",
                         choices=SELECTORS)
-    num_arms: int = arg(7, "arms K: 1-D k-means (faiss) on `arm_by`", ge=1)
+    num_arms: int = arg(7, "arms K, made by `arm_by`", ge=1)
     gamma: float = arg(0.1, "EXP3 exploration γ", gt=0.0, le=1.0)
     bandit_lr: float | None = arg(None, "EXP3 step η in w_k ← w_k·exp(η·R̂/p_k); null is the paper's γ/K (≈ 0.014 "
                                   "for K = 7), which barely moves the arm probabilities in 20 rounds", gt=0.0)

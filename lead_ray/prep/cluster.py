@@ -28,6 +28,29 @@ def kmeans_1d(values: np.ndarray, k: int, seed: int = 0, niter: int = 25) -> np.
     return rank[assign[:, 0]].astype(np.int64)
 
 
+def quantile_arms(values: np.ndarray, groups: np.ndarray, k: int) -> np.ndarray:
+    """Arm id per value: its quantile bin (k equal bins, arm 0 lowest) inside its own task group. Every arm then
+    holds about 1/k of each group, so drawing an arm picks a difficulty level, not a source mix (IFD's scale differs
+    by source, which makes 1-D k-means arms mostly sources)."""
+    values, groups = np.asarray(values), np.asarray(groups)
+    order = np.lexsort((values, groups))
+    sorted_groups = groups[order]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    sizes = np.diff(np.r_[starts, len(order)])
+    which = np.repeat(np.arange(len(starts)), sizes)
+    rank = np.arange(len(order)) - starts[which]
+    arm = np.empty(len(order), dtype=np.int64)
+    arm[order] = rank * k // sizes[which]
+    return arm
+
+
+def difficulty_arms(arm_by: str, scores: dict[str, np.ndarray], groups: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """LEAD's level 1 on a 1-D score: k-means on `ifd` or `iu0`, or `ifd_in_group` quantiles (`quantile_arms`)."""
+    if arm_by == "ifd_in_group":
+        return quantile_arms(scores["ifd"], groups, k)
+    return kmeans_1d(scores[arm_by], k, seed=seed)
+
+
 def spherical_kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = 20) -> np.ndarray:
     """Unit-norm centroids (k, dim) of L2-normalised rows; k shrinks to the number of rows if needed."""
     import faiss

@@ -38,7 +38,7 @@ from lead_ray.config.fields import check_choice
 from lead_ray.data.prepared import PoolSources, PreparedPool
 from lead_ray.prep.cluster import (
     assign_clusters,
-    kmeans_1d,
+    difficulty_arms,
     open_parquet,
     sample_embeddings,
     spherical_kmeans,
@@ -215,7 +215,8 @@ def prepare(cfg: LeadConfig, pool_dir: Path, prep_dir: Path, model_path: str, in
         if e.arm_by == "embedding":
             arm[selectable] = _scores(prep_dir / "arm_clusters.parquet")["cluster"][selectable]
         elif selectable.any():
-            arm[selectable] = kmeans_1d((ifd if e.arm_by == "ifd" else iu0)[selectable], e.num_arms, seed=e.seed)
+            arm[selectable] = difficulty_arms(e.arm_by, {"ifd": ifd[selectable], "iu0": iu0[selectable]},
+                                              group[selectable], e.num_arms, e.seed)
         table = pa.table({"id": pool.column("id"), "source": pool.column("source"), "split": pool.column("split"),
                           "group": group.astype(np.int64), "arm": arm, "iu0": iu0, "ifd": ifd.astype(np.float64),
                           "ifd_excluded": excluded, "ref_loss": ref_loss.astype(np.float64),

@@ -39,6 +39,15 @@ class SelectionService:
         self.metrics = ServiceMetrics(run)
         self.selector: RoundBook | None = None
         self.lost, self.incarnation = True, uuid.uuid4().hex
+        self.recurring_error: str | None = None
+
+    def record_error(self, error: str) -> None:
+        """A Train worker's error that a retry would meet again (`train.loop.RECURRING`): the next attempt stops
+        on it instead of retrying. The actor outlives the worker group, so the message crosses the restart."""
+        self.recurring_error = self.recurring_error or error
+
+    def recorded_error(self) -> str | None:
+        return self.recurring_error
 
     def _fresh_selector(self) -> RoundBook:
         table = pq.read_table(self.enriched_path, columns=columns_needed(self.params))

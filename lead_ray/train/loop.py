@@ -122,7 +122,30 @@ class Progress:
     history: list[RoundMetrics] = field(default_factory=list)  # rank 0: each round's training metrics
 
 
+# Errors raised by the code, the config or the data (a bad value, a missing key, a row id outside the pool), not
+# by a lost node, a network or a device: a worker-group restart meets them again, so they are not retried.
+RECURRING = (ValueError, TypeError, KeyError, IndexError, AttributeError, ZeroDivisionError, NotImplementedError,
+             AssertionError)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """One attempt of the run on this worker. If the previous attempt failed with a `RECURRING` error, every rank
+    stops on it at once (a checkpoint holding the reason) instead of loading the model to fail again."""
+    service, rank = config["service"], ray.train.get_context().get_world_rank()
+    error = ray.get(service.recorded_error.remote())
+    if error is not None:
+        stop(rank, f"{error} (not retried: a restart meets the same error)", trained=ray.train.get_checkpoint()
+             is not None, advice="Fix its cause, then rerun (with overwrite_output_dir=true once a round was saved)")
+        return
+    try:
+        _attempt(config)
+    except RECURRING as e:
+        first = (str(e).strip().splitlines() or [""])[-1][:300]
+        ray.get(service.record_error.remote(f"{type(e).__name__} on rank {rank}: {first}"))
+        raise
+
+
+def _attempt(config: dict[str, Any]) -> None:
     try:
         w = setup(config)
     except DoesNotFit as e:  # the same on every rank and every retry: end the run in one line instead
