@@ -43,25 +43,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality_regime_pool as regime_pool  # noqa: E402
 from quality import read_runs, write_csv  # noqa: E402
 
-from lead_ray.config import LeadConfig  # noqa: E402
+from lead_ray.config import PRESETS, LeadConfig  # noqa: E402
 
-# "paper": LEAD as lead-ray implemented it before issue 25 (and still its default): the paper's settings, with one
-# row per (arm, group) cell at least. "default": the candidate the dev screen chose (see README "Selection quality").
-PAPER: dict[str, Any] = {}
-DEFAULT: dict[str, Any] = {"quota": "proportional", "truncate_top": 0.5}  # the dev screen's pick (trunc0.5)
+# Every LEAD method is spelled out over the paper's settings, so a change of the library's defaults never changes
+# what a method name in runs.csv means. "paper": `preset: paper`, LEAD as lead-ray first implemented it (one row
+# per (arm, group) cell at least). "default": the library's default since stop 34 (README "Selection quality").
+# "kmeans_trunc0.5": the dev screen's first pick, the bench's default before that (IFD k-means arms).
+PAPER: dict[str, Any] = dict(PRESETS["paper"])
+KMEANS_TRUNC: dict[str, Any] = {**PAPER, "quota": "proportional", "truncate_top": 0.5}
+DEFAULT: dict[str, Any] = {**KMEANS_TRUNC, "arm_by": "ifd_in_group"}
 METHODS: dict[str, dict[str, Any]] = {
     "default": DEFAULT, "paper": PAPER, "random": {"selector": "random"}, "longest": {"selector": "longest"},
-    "default_demote": {**DEFAULT, "demote_after": 2}, "default_b0.9": {**DEFAULT, "smoothing": 0.9},
-    "default_groups": {**DEFAULT, "group_budget": "proportional"},
+    "kmeans_trunc0.5": KMEANS_TRUNC,
+    "kmeans_trunc0.5_demote": {**KMEANS_TRUNC, "demote_after": 2},
+    "kmeans_trunc0.5_b0.9": {**KMEANS_TRUNC, "smoothing": 0.9},
+    "kmeans_trunc0.5_groups": {**KMEANS_TRUNC, "group_budget": "proportional"},
     # task groups from the rows' `source` instead of k-means on instruction embeddings (a preparation key: the run
     # trains on the enriched pool with each row's group replaced by its source's, as `group_by: source` builds it)
-    "default_bysource": {**DEFAULT, "group_by": "source"},
+    "kmeans_trunc0.5_bysource": {**KMEANS_TRUNC, "group_by": "source"},
     # every arm in every round, in proportion to the bandit's probabilities: the mix no longer hangs on ~11 draws
     # (the dev screen's prop_arms_trunc0.2: noisy share and source KL both below random's, on every seed)
-    "prop_arms_trunc0.2": {"quota": "proportional", "arm_allocation": "proportional", "truncate_top": 0.2},
-    # the default with arms by IFD quantile inside each task group (the dev screen's qarms_trunc0.5): an arm draw
-    # picks a difficulty level in every group, where IFD k-means arms are mostly sources (dev: top source 37-90%)
-    "default_qarms": {**DEFAULT, "arm_by": "ifd_in_group"},
+    "prop_arms_trunc0.2": {**PAPER, "quota": "proportional", "arm_allocation": "proportional", "truncate_top": 0.2},
 }
 # the dev screen: each remedy alone on the paper's settings, then combined
 CANDIDATES: dict[str, dict[str, Any]] = {
@@ -83,6 +85,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "paper_qarms": {"arm_by": "ifd_in_group"},
     "random": {"selector": "random"}, "longest": {"selector": "longest"},
 }
+CANDIDATES = {name: o if "selector" in o else {**PAPER, **o} for name, o in CANDIDATES.items()}  # as METHODS
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
@@ -97,7 +100,7 @@ def base_config(args: argparse.Namespace, work: Path) -> LeadConfig:
                       eval_fraction=0.0, eval_max_samples=1, max_rounds=10_000, num_workers=1, num_cpus=4,
                       reuse_after_budget=True, cache_dir=str(args.cache_dir), dedup="none",
                       model_name_or_path="builtin:smollm2", use_lora=True, learning_rate=2e-4, max_length=128,
-                      per_device_train_batch_size=8, ifd_model="base", num_groups=args.num_groups,
+                      per_device_train_batch_size=8, ifd_model="base", num_groups=args.num_groups, arm_by="ifd",
                       eval_batch_size=32, score_batch_size=32).validate()
 
 

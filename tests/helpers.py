@@ -189,3 +189,11 @@ def make_run(root: Path, tok, tiny_model_path: str) -> Path:
     LeadConfig.from_flat(run_name="run", output_dir=str(root), model_name_or_path=tiny_model_path,
                eval_batch_size=3).save(run_dir / "config.yaml")
     return run_dir
+
+
+def paper_selection() -> dict:
+    """The paper's selection keys (`preset: paper`, less its preparation key `arm_by`): hand-worked selector cases
+    and stored fixtures are the paper's maths, whatever the defaults are."""
+    from lead_ray.config import PRESETS, SelectionArgs
+
+    return {k: v for k, v in PRESETS["paper"].items() if k in SelectionArgs.__dataclass_fields__}

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.helpers import paper_selection
+
 FIXTURE = Path(__file__).parent / "fixtures" / "selections_replay.npz"
 CASES = {"lead": {}, "lead_learnable": {"utility": "learnable"}, "lead_uniform_arms": {"uniform_arms": True},
          "lead_two_arms": {"arms_per_round": 2, "reuse_after_budget": True},
@@ -34,7 +36,7 @@ def pool(n: int = 400) -> dict[str, np.ndarray]:
 def replay(build_selector: Callable[..., Any], overrides: dict[str, Any]) -> dict[str, np.ndarray]:
     """A whole run against a made-up model whose per-row loss falls with each use; returns the selections."""
     cols = pool()
-    params = {"selector": "lead", "num_arms": 7, "budget": 80, "sample_rate": 0.05, "max_uses": 3,
+    params = {**paper_selection(), "selector": "lead", "num_arms": 7, "budget": 80, "sample_rate": 0.05, "max_uses": 3,
               "max_rounds": 14, "seed": 3, **overrides}
     sel = build_selector(cols, params)
     rng = np.random.default_rng(11)

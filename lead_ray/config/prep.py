@@ -27,7 +27,7 @@ class PrepArgs:
     num_groups: int = arg(16, "task groups made by the embedding k-means", ge=1)
     cluster_sample_size: int = arg(100_000, "rows the embedding k-means trains on (every row is then assigned)",
                                    ge=1)
-    arm_by: str = arg("ifd", "arms (level 1): 1-D k-means (faiss) on `ifd` or `iu0`, k-means of embeddings, or "
+    arm_by: str = arg("ifd_in_group", "arms (level 1): 1-D k-means (faiss) on `ifd` or `iu0`, k-means of embeddings, or "
                       "`ifd_in_group`: each row's IFD quantile inside its task group (every arm holds each group's "
                       "share)", choices=("ifd", "iu0", "embedding", "ifd_in_group"))
     ifd_model: str = arg("warmup", "IFD from a warm-up LoRA model on a random `warmup_fraction` of the pool "

@@ -12,20 +12,21 @@ from typing import Any
 from lead_ray.config.fields import arg
 
 SELECTORS = ("lead", "random", "full", "longest", "static_iu", "static_ifd", "iterative_rescore")  # lead_ray/select
-# the LEAD paper's selection settings as lead-ray first implemented them: `preset: paper` puts them under whatever
-# keys a config sets itself (README "Selection quality" measures both)
+# the LEAD paper's selection settings as lead-ray first implemented them (the defaults until stop 34, when
+# `quota: proportional`, `truncate_top: 0.5` and `arm_by: ifd_in_group` beat random on the untuned test pool):
+# `preset: paper` puts them under whatever keys a config sets itself (README "Selection quality" measures both)
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"quota": "floor", "arm_allocation": "sample", "arms_per_round": 1, "truncate_top": 0.0,
               "demote_after": 0, "ifd_max": None, "group_budget": "none", "smoothing": 0.1, "sample_rate": 0.015,
-              "utility": "lead"},
+              "utility": "lead", "arm_by": "ifd"},
 }
 
 
 @dataclass(frozen=True)
 class SelectionArgs:
-    preset: str | None = arg(None, "`paper`: the paper's selection settings (`quota: floor`, `arm_allocation: "
-                             "sample`, `smoothing: 0.1`, no truncation, demotion or IFD threshold) under whatever "
-                             "keys the config sets itself", choices=tuple(PRESETS))
+    preset: str | None = arg(None, "`paper`: the paper's selection settings (`quota: floor`, `truncate_top: 0`, "
+                             "`arm_by: ifd`, `arm_allocation: sample`, `smoothing: 0.1`, no demotion or IFD "
+                             "threshold) under whatever keys the config sets itself", choices=tuple(PRESETS))
     selector: str = arg("lead", "`lead`, or a baseline with the same recipe and unique-sample budget: `random`, "
                         "`full`, `longest`, `static_iu`, `static_ifd` (top-`budget` by the score once, trained "
                         "`max_uses` epochs), or `iterative_rescore` (before every round the workers score every "
@@ -52,13 +53,14 @@ class SelectionArgs:
     uniform_arms: bool = arg(False, "ablation: uniform arm choice instead of EXP3")
     reuse_after_budget: bool = arg(False, "false: stop when B unique samples were trained (the paper). true: then "
                                    "keep training the chosen rows until each was used `max_uses` times")
-    quota: str = arg("floor", "rows per round from each (arm, group) cell: `floor` = max(1, ⌊r·cell size⌋); "
+    quota: str = arg("proportional", "rows per round from each (arm, group) cell: `floor` = max(1, ⌊r·cell size⌋); "
                      "`proportional` = ⌊r·eligible rows of the arm⌋ (≥ 1), split over its groups by eligible rows "
                      "(largest remainder)", choices=("floor", "proportional"))
     arm_allocation: str = arg("sample", "`sample`: EXP3 draws `arms_per_round` arms; `proportional` (needs `quota: "
                               "proportional`): every arm each round, with a share p_k of the round's rows",
                               choices=("sample", "proportional"))
-    truncate_top: float = arg(0.0, "loss truncation: skip this top share of each cell's eligible rows by IDU",
+    truncate_top: float = arg(0.5, "loss truncation: skip this top share of each cell's eligible rows by IDU "
+                              "(the top of a cell by loss is mostly noise)",
                               ge=0.0, lt=1.0)
     demote_after: int = arg(0, "m ≥ 2: a row whose loss at its m-th use is not below its first is never selected "
                             "again, and its budget is refunded (0: off)", ge=0)
