@@ -250,6 +250,17 @@ def test_the_paper_preset_sits_under_explicit_keys(tmp_path) -> None:
         load_config(None, ["preset=papers"])
 
 
+def test_the_default_is_the_noise_robust_setting_and_the_paper_one_key_away() -> None:
+    """The default that beat random on the untuned test pool (README "Selection quality") differs from the paper's
+    settings in exactly three keys."""
+    from lead_ray.config import PRESETS
+
+    default, paper = load_config(None, []), load_config(None, ["preset=paper"])
+    assert {k for k in PRESETS["paper"] if default.get(k) != paper.get(k)} == {"quota", "truncate_top", "arm_by"}
+    assert [default.get(k) for k in ("quota", "truncate_top", "arm_by")] == ["proportional", 0.5, "ifd_in_group"]
+    assert [paper.get(k) for k in ("quota", "truncate_top", "arm_by")] == ["floor", 0.0, "ifd"]
+
+
 def test_reference_split_is_a_seeded_share_of_the_train_rows() -> None:
     from lead_ray.prep.prepare import reference_split
 
