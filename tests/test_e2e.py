@@ -38,9 +38,10 @@ def test_job_tiny_direct(tiny_job) -> None:
     assert not noise, noise
     s = check_run_outputs(tmp_path / "tiny", expect_max_uses=4)
     assert s["nll_after"] < s["nll_before"]
-    # the same config and seed select what the code selected before select/ and train/ were restructured
-    # (tests/fixtures/tiny_selections.parquet; byte-identical on the machine that made it, `cmp`): the choices
-    # exactly, the utilities to float precision, which another CPU's kernels may round differently
+    # the same config and seed select what the code selected when the default selection last changed (stop 34:
+    # quota proportional, truncate_top 0.5; tests/fixtures/tiny_selections.parquet, byte-identical over two runs on
+    # the machine that made it, `cmp`): the choices exactly, the utilities to float precision, which another CPU's
+    # kernels may round differently. The paper's maths are pinned by hand in tests/test_lead_selector.py
     got = pq.read_table(tmp_path / "tiny" / "selections.parquet").to_pandas()
     want = pq.read_table(REPO / "tests" / "fixtures" / "tiny_selections.parquet").to_pandas()
     assert list(got.columns) == list(want.columns)

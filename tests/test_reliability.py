@@ -102,8 +102,9 @@ def test_selection_actor_kill_restarts_and_restores(reference, tiny_prepared, tm
 def test_driver_kill_and_rerun_resumes(reference, tiny_prepared, tmp_path: Path) -> None:
     first, ref, _ = reference
     cmd = _cmd(tmp_path, "d", tiny_prepared)
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    log = tmp_path / "driver.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     ckpt_root = tmp_path / "d" / "ray" / "train"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -112,7 +113,8 @@ def test_driver_kill_and_rerun_resumes(reference, tiny_prepared, tmp_path: Path)
             break
         time.sleep(0.02)
     proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the run finished before the driver could be killed"
+    assert proc.returncode == -signal.SIGKILL, ("the run finished before the driver could be killed:\n"
+                                                + log.read_text()[-3000:])
     assert not (tmp_path / "d" / "summary.json").exists()
     time.sleep(2)
     rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -86,7 +86,8 @@ def test_result_changes_reads_an_older_config() -> None:
     cfg = LeadConfig.from_flat(learning_rate=1e-4)
     saved = {k: v for k, v in cfg.to_dict().items() if k != "quota"}
     assert result_changes({**saved, "a_removed_key": 1}, cfg) == []
-    assert result_changes({**saved, "quota": "proportional"}, cfg) == ["quota"]
+    other = next(q for q in ("floor", "proportional") if q != cfg.selection.quota)
+    assert result_changes({**saved, "quota": other}, cfg) == ["quota"]
     assert result_changes({**saved, "verbose": True, "eval_batch_size": 1}, cfg) == []
     assert set(OPERATIONAL) <= set(cfg.to_dict())  # every operational key is a real key
 

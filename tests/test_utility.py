@@ -7,6 +7,7 @@ import pytest
 
 from lead_ray.config import ConfigError, LeadConfig
 from lead_ray.select.strategies import build_selector
+from tests.helpers import paper_selection
 
 
 def _columns(n_clean: int = 30, n_noisy: int = 30) -> dict[str, np.ndarray]:
@@ -19,10 +20,13 @@ def _columns(n_clean: int = 30, n_noisy: int = 30) -> dict[str, np.ndarray]:
 
 
 def _run(utility: str, rounds: int = 6) -> tuple[float, np.ndarray]:
-    """Share of noisy rows among the trained ones. A clean row's loss falls with each use; a noisy one's never."""
+    """Share of noisy rows among the trained ones, under the paper's selection (the default's truncate_top drops
+    the highest-IDU rows, which hides what the utility alone does). A clean row's loss falls with each use; a noisy
+    one's never."""
     cols = _columns()
     noisy = cols["ref_loss"] > 1.0
-    sel = build_selector(cols, {"selector": "lead", "utility": utility, "num_arms": 1, "sample_rate": 0.2,
+    sel = build_selector(cols, {**paper_selection(), "selector": "lead", "utility": utility, "num_arms": 1,
+                                "sample_rate": 0.2,
                                 "max_uses": 4, "budget": 60, "max_rounds": rounds, "smoothing": 0.5})
     picked = []
     while (plan := sel.next_round()) is not None:
