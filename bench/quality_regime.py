@@ -360,7 +360,8 @@ def train_one(args: argparse.Namespace, pool: Pool, cfg: LeadConfig, method: str
     (out / "selections").mkdir(exist_ok=True)
     pq.write_table(sel, out / "selections" / f"{name}.parquet")
     ids = sel.column("id").to_numpy()
-    diag = selection_diagnostics(ids, cols["source"], cols["arm"], cols["group"], pool.noisy)
+    diag = {**selection_diagnostics(ids, cols["source"], cols["arm"], cols["group"], pool.noisy),
+            **source_shares(ids, cols["source"])}
     bandit = [json.loads(line) for line in (run_cfg.run_dir / "bandit.jsonl").read_text().splitlines()]
     probs = np.array([line["arm_probs"] for line in bandit]) if bandit else np.zeros((0, 1))
     if not args.keep_runs:
@@ -370,6 +371,25 @@ def train_one(args: argparse.Namespace, pool: Pool, cfg: LeadConfig, method: str
             **metrics, **diag, "arm_prob_max_mean": float(probs.max(axis=1).mean()) if len(probs) else math.nan,
             "arm_probs_last": " ".join(f"{p:.3f}" for p in (probs[-1] if len(probs) else [])),
             "train_seconds": train_seconds, "eval_seconds": eval_seconds}
+
+
+def source_shares(ids: np.ndarray, source: np.ndarray) -> dict[str, float]:
+    """Each source's share of the unique selected rows (`share/<source>`): where a method's macro NLL moves, this
+    says whether it is the mix or the rows within a source."""
+    picked = source[np.unique(ids)]
+    return {f"share/{s}": float((picked == s).mean()) for s in np.unique(source)}
+
+
+def fill_source_shares(rows: list[dict], pool: Pool, out: Path) -> None:
+    """`share/<source>` for rows written before it was a column, from the run's kept selections."""
+    import pyarrow.parquet as pq
+
+    for r in rows:
+        if any(k.startswith("share/") for k in r) or r["pool"] != pool.name:
+            continue
+        name = f"{r['pool']}-{r['twin']}-{r['method']}-b{float(r['budget']):g}-s{int(r['seed'])}"
+        ids = pq.read_table(out / "selections" / f"{name}.parquet", columns=["id"]).column("id").to_numpy()
+        r.update(source_shares(ids, pool.columns["source"]))
 
 
 METRICS = ("heldout_nll_macro", "heldout_nll", "exact_match", "shifted_nll_macro", "probe_accuracy", "probe_margin",
@@ -385,7 +405,7 @@ def paired(rows: list[dict], method: str, metric: str, pool: str, twin: str, bud
     rand = {r["seed"]: r[metric] for r in rows if (r["pool"], r["twin"], r["method"], r["budget"]) ==
             (pool, twin, "random", budget)}
     seeds = sorted(set(mine) & set(rand))
-    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    sign = -1.0 if metric in LOWER_IS_BETTER or metric.startswith("heldout_nll/") else 1.0
     d = np.array([sign * (float(mine[s]) - float(rand[s])) for s in seeds])
     if len(d) < 2:
         return {"n": len(d), "gain": float(d.mean()) if len(d) else math.nan, "lo": math.nan, "hi": math.nan}
@@ -404,6 +424,10 @@ def summarise(rows: list[dict]) -> list[dict]:
             p = paired(rows, key[2], m, *key[:2], key[3]) if key[2] != "random" else {}
             for k in ("gain", "lo", "hi"):
                 s[f"{m}_gain_vs_random_{k}"] = p.get(k, math.nan)
+        for m in sorted(k for k in cell[0] if k.startswith(("share/", "heldout_nll/"))):
+            s[f"{m}_mean"] = float(np.mean([float(r[m]) for r in cell]))
+            if m.startswith("heldout_nll/") and key[2] != "random":  # where the macro gain comes from
+                s[f"{m}_gain_vs_random"] = paired(rows, key[2], m, *key[:2], key[3])["gain"]
         s["train_seconds_mean"] = float(np.mean([r["train_seconds"] for r in cell]))
         s["eval_seconds_mean"] = float(np.mean([r["eval_seconds"] for r in cell]))
         table.append(s)
@@ -486,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.prepare_only:
         return 0
     rows = read_runs(out / "runs.csv") if args.resume else []
+    fill_source_shares(rows, pool, out)
     done = {(r["pool"], r["twin"], r["method"], float(r["budget"]), int(r["seed"])) for r in rows}
     todo = [(tw, m, b, s) for s in range(args.seeds) for b in args.budgets for tw in twins for m in methods
             if (pool.name, tw, m, b, s) not in done]
@@ -508,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
               f"macro NLL {s['heldout_nll_macro_mean']:.4f} (gain {s['heldout_nll_macro_gain_vs_random_gain']:+.4f} "
               f"[{s['heldout_nll_macro_gain_vs_random_lo']:+.4f}, {s['heldout_nll_macro_gain_vs_random_hi']:+.4f}]) "
               f"EM {s['exact_match_mean']:.3f} noisy {s['noisy_share_unique_mean']:.3f} KL {s['source_kl_mean']:.3f}")
+        print("    by source (share of picks; NLL gain vs random): " + ", ".join(
+            f"{k[6:-5]} {s[k]:.2f}" + (f" {s[g]:+.3f}" if (g := f"heldout_nll/{k[6:-5]}_gain_vs_random") in s else "")
+            for k in s if k.startswith("share/")))
     print(headline(table, pool.name), flush=True)
     return 0
 

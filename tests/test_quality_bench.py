@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import REPO
@@ -29,14 +30,15 @@ def test_quality_bench_quick_table_is_consistent(tmp_path: Path) -> None:
     assert (out / "quality.png").stat().st_size > 10_000
 
     # 9 families × QUICK's rows per family (bench/quality_pool.py); held-out rows and train rows with IFD > 1
-    # (ifd_above_one: exclude) are never selectable, and `full` takes every selectable row
-    n_train = int(next(r for r in runs if r["method"] == "full")["budget_samples"])
+    # (ifd_above_one: exclude) are never selectable: the budget is a fraction of the rest
+    enriched = pq.read_table(tmp_path / "work" / "prepared" / "prep" / "enriched.parquet").to_pandas()
+    n_train = int(((enriched["split"] != "eval") & ~enriched["ifd_excluded"]).sum())
     assert 0.5 * 9 * quality.QUICK["per_family"] <= n_train <= 9 * quality.QUICK["per_family"]
     methods = {r["method"] for r in runs}
-    assert methods == {"lead", "random", "iterative_rescore", "full"}
-    assert len(runs) == 3 + 1  # three methods at one budget, and the full pool once
+    assert methods == {"lead", "random", "iterative_rescore"}
+    assert len(runs) == 3  # three methods at one budget
     for r in runs:
-        budget = n_train if r["method"] == "full" else round(float(r["budget"]) * n_train)
+        budget = round(float(r["budget"]) * n_train)
         assert int(r["budget_samples"]) == budget, r
         assert int(r["unique_samples"]) == budget, r  # exactly its budget of unique samples
         assert int(r["trained_samples"]) == 4 * budget, r  # the same training: budget × max_uses presentations

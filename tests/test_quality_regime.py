@@ -57,3 +57,20 @@ def test_pool_variants_clean_twin_and_groups_by_source() -> None:
     by_source = pool.variant("noisy", "source")  # sorted sources: arithmetic 0, html 1, weekday 2
     assert by_source["group"].tolist() == [2, 0, 2, 1] and by_source["arm"].tolist() == [0, 1, -1, 2]
     assert cols["arm"].tolist() == [0, 1, -1, 2]  # the pool's own columns are untouched
+
+
+def test_source_shares_and_per_source_gains_by_hand() -> None:
+    import numpy as np
+
+    source = np.array(["a", "a", "b", "b", "c"])
+    # ids 0, 0, 2, 4: unique rows 0, 2, 4 -> one each of a, b, c; a repeated id counts once
+    shares = quality_regime.source_shares(np.array([0, 0, 2, 4]), source)
+    assert shares == pytest.approx({"share/a": 1 / 3, "share/b": 1 / 3, "share/c": 1 / 3})
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert quality_regime.source_shares(np.array([1]), source) == {"share/a": 1.0, "share/b": 0.0, "share/c": 0.0}
+    rows = _rows()
+    for r in rows:  # per-source NLL: default 0.2 nats lower than random on source a, every seed
+        r["heldout_nll/a"] = {"random": 3.0, "default": 2.8, "paper": 3.1}[r["method"]]
+    cell = next(s for s in quality_regime.summarise(rows) if s["method"] == "default")
+    assert cell["heldout_nll/a_gain_vs_random"] == pytest.approx(0.2)  # lower NLL is a positive gain
+    assert cell["heldout_nll/a_mean"] == pytest.approx(2.8)
