@@ -66,29 +66,23 @@ def test_determinism(reference) -> None:
     assert ref["round"].nunique() == first["rounds"] >= 2
 
 
-def test_worker_kill_resumes_identically(reference, tiny_prepared, tmp_path: Path) -> None:
+def test_worker_kill_between_sparse_checkpoints_redoes_the_rounds_since_identically(reference, tiny_prepared,
+                                                                                    tmp_path: Path) -> None:
+    """save_every_rounds=2: checkpoints after rounds 1, 3, ...; the Train worker is SIGKILLed once round 2 is in
+    the journal but not in a checkpoint, so the restart from round 1's checkpoint redoes round 2 (the journal's file
+    for it is rewritten), and the run ends as the uninterrupted one did. Another Ray instance's worker on this host
+    survives the kill."""
     from tests.helpers import outside_process
 
     first, ref, _ = reference
-    with outside_process("ray::RayTrainWorker") as other:  # another Ray instance's worker on this host survives
-        _, killed = _run_and_kill(_cfg(tmp_path, "k", tiny_prepared), "ray::RayTrainWorker")
+    cfg = _cfg(tmp_path, "sparse", tiny_prepared).replace(save_every_rounds=2)
+    with outside_process("ray::RayTrainWorker") as other:
+        _, killed = _run_and_kill(cfg, "ray::RayTrainWorker", after_checkpoints=1, after_rounds=3)
         assert killed != other and psutil.Process(other).status() != psutil.STATUS_ZOMBIE
     assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
-    summary = check_run_outputs(tmp_path / "k", expect_max_uses=RELIABILITY_SETTINGS["max_uses"])
-    assert summary["num_unique"] == first["num_unique"]  # the unique-sample budget is exact
-    assert _selections(tmp_path / "k").equals(ref)  # rounds after the restart match the uninterrupted run
-
-
-def test_sparse_checkpoints_redo_the_rounds_since_identically(reference, tiny_prepared, tmp_path: Path) -> None:
-    """save_every_rounds=2: checkpoints after rounds 1, 3, ...; the worker dies once round 2 is in the journal but
-    not in a checkpoint, so the restart from round 1's checkpoint redoes round 2 (the journal's file for it is
-    rewritten), and the run ends as the uninterrupted one did."""
-    first, ref, _ = reference
-    cfg = _cfg(tmp_path, "sparse", tiny_prepared).replace(save_every_rounds=2)
-    _, killed = _run_and_kill(cfg, "ray::RayTrainWorker", after_checkpoints=1, after_rounds=3)
     summary = check_run_outputs(tmp_path / "sparse", expect_max_uses=RELIABILITY_SETTINGS["max_uses"])
-    assert summary["num_unique"] == first["num_unique"]
-    assert _selections(tmp_path / "sparse").equals(ref)
+    assert summary["num_unique"] == first["num_unique"]  # the unique-sample budget is exact
+    assert _selections(tmp_path / "sparse").equals(ref)  # rounds after the restart match the uninterrupted run
 
 
 def test_selection_actor_kill_restarts_and_restores(reference, tiny_prepared, tmp_path: Path) -> None:
