@@ -133,8 +133,6 @@ class Pool:
 
 
 def load_pool(args: argparse.Namespace, name: str, work: Path) -> tuple[Pool, LeadConfig, dict[str, float]]:
-    import pyarrow.parquet as pq
-
     from lead_ray.pipeline import prepare_stages
     from lead_ray.runtime.folders import claim_folder
     from lead_ray.runtime.ray_init import init_ray
@@ -153,14 +151,21 @@ def load_pool(args: argparse.Namespace, name: str, work: Path) -> tuple[Pool, Le
     seed_scores(work / "prepared" / "prep", Path(args.out) / "scores" / name, replace_stale=True)
     times["prep_seconds"] = time.time() - t
     log(f"{name}: Ray {times['ray_init_seconds']:.0f}s, preparation {times['prep_seconds']:.0f}s (cached after once)")
-    enriched = pq.read_table(prepared.enriched).to_pydict()
-    columns = {k: np.asarray(v) for k, v in enriched.items()}
-    pool = pq.read_table(prepared.pool_dir / "pool.parquet", columns=["id", "line"]).to_pydict()
-    lines = [json.loads(s) for s in (work / "data" / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    return Pool(name, prepared, *prepared_columns(prepared.enriched, prepared.pool_dir, work / "data"), work / "data"), \
+        cfg, times
+
+
+def prepared_columns(enriched: Path, pool_dir: Path, data: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A prepared pool's columns in id order, and its noise labels (from the data file; hidden from lead-ray)."""
+    import pyarrow.parquet as pq
+
+    columns = {k: np.asarray(v) for k, v in pq.read_table(enriched).to_pydict().items()}
+    pool = pq.read_table(pool_dir / "pool.parquet", columns=["id", "line"]).to_pydict()
+    lines = [json.loads(s) for s in (data / "train.jsonl").read_text(encoding="utf-8").splitlines()]
     noisy = np.zeros(len(columns["id"]), dtype=bool)
     for i, line in zip(pool["id"], pool["line"], strict=True):
         noisy[i] = bool(lines[line - 1].get("noise"))
-    return Pool(name, prepared, columns, noisy, work / "data"), cfg, times
+    return columns, noisy
 
 
 def seed_scores(src: Path, dst: Path, replace_stale: bool = False) -> None:

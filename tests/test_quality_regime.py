@@ -74,3 +74,17 @@ def test_source_shares_and_per_source_gains_by_hand() -> None:
     cell = next(s for s in quality_regime.summarise(rows) if s["method"] == "default")
     assert cell["heldout_nll/a_gain_vs_random"] == pytest.approx(0.2)  # lower NLL is a positive gain
     assert cell["heldout_nll/a_mean"] == pytest.approx(2.8)
+
+
+def test_sources_rank_correlation_and_clean_rows_by_hand() -> None:
+    import numpy as np
+
+    import quality_regime_sources as qrs
+
+    assert qrs.spearman(np.array([1, 2, 3, 4]), np.array([9.0, 7.0, 5.0, 1.0])) == pytest.approx(-1.0)
+    # ties share their mean rank: x ranks (0.5, 0.5, 2), y ranks (0, 1, 2) -> r = 0.866
+    assert qrs.spearman(np.array([1, 1, 2]), np.array([1.0, 2.0, 3.0])) == pytest.approx(3 ** 0.5 / 2)
+    source = np.array(["u", "u", "u", "h"])
+    noisy = np.array([False, True, False, False])
+    # ids 0, 0, 1, 3: unique 0, 1, 3; clean "u" rows among them: row 0 only (row 1 is noisy, row 3 is "h")
+    assert qrs.clean_rows_of(np.array([0, 0, 1, 3]), source, noisy, "u") == 1
