@@ -78,7 +78,6 @@ def test_source_shares_and_per_source_gains_by_hand() -> None:
 
 def test_sources_rank_correlation_and_clean_rows_by_hand() -> None:
     import numpy as np
-
     import quality_regime_sources as qrs
 
     assert qrs.spearman(np.array([1, 2, 3, 4]), np.array([9.0, 7.0, 5.0, 1.0])) == pytest.approx(-1.0)
