@@ -531,8 +531,9 @@ def main(argv: list[str] | None = None) -> int:
     table = summarise(rows)
     write_csv(table, out / "table.csv")
     plot(table, out / "quality.png")
-    (out / "command.txt").write_text("python bench/quality_regime.py " + " ".join(sys.argv[1:] if argv is None
-                                     else argv) + f"\n# this call: {time.time() - t0:.0f}s\n")
+    with open(out / "command.txt", "a") as f:  # every call that filled runs.csv, in order
+        f.write("python bench/quality_regime.py " + " ".join(sys.argv[1:] if argv is None else argv)
+                + f"   # {time.time() - t0:.0f}s\n")
     for s in table:
         print(f"{s['pool']}/{s['twin']:<5} {s['method']:<15} {s['budget']:>6.3f} n={s['seeds']} "
               f"macro NLL {s['heldout_nll_macro_mean']:.4f} (gain {s['heldout_nll_macro_gain_vs_random_gain']:+.4f} "
