@@ -34,20 +34,6 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile("explore" if os.environ.get("LEAD_RAY_FUZZ_RANDOM") == "1" else "reproducible")
 
 
-# The slowest test files first (each file's summed durations in a full run: `bash scripts/test.sh --durations=0`).
-# pytest-xdist's workers take a file at a time in collection order (scripts/test.sh turns off its reordering by test
-# count, which put these few-test files last), so the longest start first and the short ones fill in at the end.
-# The first needs the shared tiny run and makes it; the next two do not, so no second worker waits on it. Only the
-# order changes; a file not listed keeps its place after these.
-SLOWEST_FIRST = ("test_reliability.py", "test_prepare.py", "test_quality_bench.py", "test_e2e.py",
-                 "test_cloud_storage.py", "test_sweep.py", "test_memory.py", "test_vllm.py", "test_multinode.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order is kept
-
-
 def _start_local_ray():
     import ray
 
