@@ -57,7 +57,7 @@ def test_ray_job_submit_tiny(s3_env, tiny_prepared, tmp_path: Path) -> None:
             if "No available agent to submit job" not in job.stderr or time.time() > deadline:
                 break
             time.sleep(2)
-        assert job.returncode == 0, (job.stdout[-3000:], job.stderr[-3000:])
+        assert job.returncode == 0, job.stdout[-3000:] + "\n" + job.stderr[-3000:]  # a str: shown whole
         assert "LEAD run summary" in job.stdout and "succeeded" in job.stdout
         for stage in ("ingest", "embed", "score (base model)"):
             assert f"{stage}: up to date, skipped" in job.stdout, stage
@@ -77,7 +77,7 @@ def test_ray_job_submit_tiny(s3_env, tiny_prepared, tmp_path: Path) -> None:
                                 uri, "--experiment", "sw", "tune_searcher=optuna", "tune_num_samples=2",
                                 "max_rounds=2", f"tune_space={space}"],
                                cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-        assert sweep.returncode == 0, (sweep.stdout[-3000:], sweep.stderr[-3000:])
+        assert sweep.returncode == 0, sweep.stdout[-3000:] + "\n" + sweep.stderr[-3000:]
         assert "best_config.yaml" in sweep.stdout and "ingest: up to date, skipped" in sweep.stdout
         check_sweep_in_bucket(RunStorage.at(f"{uri}/sw"), tmp_path, trials=2, experiment="sw")
         table = pd.read_csv(tmp_path / "trials.csv")
