@@ -350,7 +350,7 @@ def train_one(args: argparse.Namespace, pool: Pool, cfg: LeadConfig, method: str
             pq.write_table(table, path)
         prepared = dataclasses.replace(prepared, enriched=path)
     b = budget_of(cols, budget)
-    name = f"{pool.name}-{twin}-{method}-b{budget:g}-s{seed}"
+    name = run_name(pool.name, twin, method, budget, seed)
     run_cfg = cfg.replace(run_name=name, budget=b, seed=seed, **METHODS[method])
     t = time.time()
     res = train_with_selection(run_cfg, prepared)
@@ -385,16 +385,24 @@ def source_shares(ids: np.ndarray, source: np.ndarray) -> dict[str, float]:
     return {f"share/{s}": float((picked == s).mean()) for s in np.unique(source)}
 
 
-def fill_source_shares(rows: list[dict], pool: Pool, out: Path) -> None:
-    """`share/<source>` for rows written before it was a column, from the run's kept selections."""
+def run_name(pool: str, twin: str, method: str, budget: float, seed: int) -> str:
+    """A training run's name: its folder, and its selections' file under --out/selections."""
+    return f"{pool}-{twin}-{method}-b{float(budget):g}-s{int(seed)}"
+
+
+def selected_ids(out: Path, row: dict) -> np.ndarray:
+    """The ids a runs.csv row's run trained (one per use), from its kept selections."""
     import pyarrow.parquet as pq
 
+    name = run_name(row["pool"], row["twin"], row["method"], row["budget"], row["seed"])
+    return pq.read_table(out / "selections" / f"{name}.parquet", columns=["id"]).column("id").to_numpy()
+
+
+def fill_source_shares(rows: list[dict], pool: Pool, out: Path) -> None:
+    """`share/<source>` for rows written before it was a column, from the run's kept selections."""
     for r in rows:
-        if any(k.startswith("share/") for k in r) or r["pool"] != pool.name:
-            continue
-        name = f"{r['pool']}-{r['twin']}-{r['method']}-b{float(r['budget']):g}-s{int(r['seed'])}"
-        ids = pq.read_table(out / "selections" / f"{name}.parquet", columns=["id"]).column("id").to_numpy()
-        r.update(source_shares(ids, pool.columns["source"]))
+        if not any(k.startswith("share/") for k in r) and r["pool"] == pool.name:
+            r.update(source_shares(selected_ids(out, r), pool.columns["source"]))
 
 
 METRICS = ("heldout_nll_macro", "heldout_nll", "exact_match", "shifted_nll_macro", "probe_accuracy", "probe_margin",

@@ -25,8 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality_regime as regime  # noqa: E402
 from quality import read_runs  # noqa: E402
 
-from lead_ray.config import LeadConfig  # noqa: E402
-
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Rank correlation (average ranks for ties)."""
@@ -47,8 +45,6 @@ def clean_rows_of(ids: np.ndarray, source: np.ndarray, noisy: np.ndarray, name: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    import pyarrow.parquet as pq
-
     from lead_ray.select.screen import decaying_loss, dry_run
     from lead_ray.select.strategies import build_selector
 
@@ -69,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     cols, noisy = regime.prepared_columns(prepared / "prep" / "enriched.parquet", prepared / "pool", work / "data")
     pool = regime.Pool(args.pool, None, cols, noisy, work / "data")
     source, out = cols["source"].astype(str), Path(args.out)
+    unknown = sorted(set(args.methods.split(",")) - set(regime.METHODS))
+    if unknown:
+        p.error(f"--methods {unknown}: expected some of {sorted(regime.METHODS)}")
     if args.source not in set(source):
         p.error(f"--source {args.source!r}: the pool's sources are {sorted(set(source))}")
 
@@ -76,9 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"1. training runs ({len(runs)}): clean {args.source} rows selected -> its held-out NLL")
     x, y = [], []
     for r in runs:
-        name = f"{r['pool']}-{r['twin']}-{r['method']}-b{float(r['budget']):g}-s{int(r['seed'])}"
-        ids = pq.read_table(out / "selections" / f"{name}.parquet", columns=["id"]).column("id").to_numpy()
-        x.append(clean_rows_of(ids, source, noisy, args.source))
+        x.append(clean_rows_of(regime.selected_ids(out, r), source, noisy, args.source))
         y.append(float(r[f"heldout_nll/{args.source}"]))
         print(f"   {r['method']:<26} {float(r['budget']):.3f} seed {int(r['seed'])}: {x[-1]:>3} rows, NLL {y[-1]:.3f}")
     if len(x) >= 3:
@@ -86,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   rank correlation {spearman(np.array(x), np.array(y)):+.2f}, slope {slope:+.4f} nats per clean row "
               f"(over {len(x)} runs)")
 
-    cfg = LeadConfig.from_flat(max_rounds=10_000, reuse_after_budget=True, arm_by="ifd", ifd_model="base")
+    # the training runs' recipe (the task groups are the prepared pool's)
+    cfg = regime.base_config(argparse.Namespace(cache_dir="~/.cache/lead-ray", num_groups=int(cols["group"].max()) + 1),
+                             work)
     print(f"2. dry runs ({args.seeds} seeds; arms uniform, as no training moves the bandit): clean {args.source} rows")
     for method in args.methods.split(","):
         overrides = regime.METHODS[method]
