@@ -23,6 +23,8 @@ def init_ray(cfg: LeadConfig) -> None:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
         quiet_ray_data(cfg.tracking.verbose)
         return
+    # One machine that nothing preempts: Ray Train's preemption watcher would only be one more process per run.
+    env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     for k, v in env.items():
         os.environ.setdefault(k, v)
     # A local instance is one node: Ray's single-node mode binds every Ray service to loopback, and Ray's token
