@@ -111,5 +111,7 @@ def reads_on_driver_node() -> dict:
     """`on_driver_node` for Ray Data tasks that only read the driver's files and cut them into blocks (the model
     work runs in actor pools anywhere): they take no CPU slot, so they run on a head started with `--num-cpus=0`.
     Without a CPU slot nothing bounds how many run at once, and Ray starts a worker process for each (~2 CPU-seconds
-    apiece; 28 for a pool of 31 small files): `concurrency` caps them at the driver machine's cores."""
-    return {"num_cpus": 0, "concurrency": os.cpu_count() or 1, **on_driver_node()}
+    apiece; 28 for a pool of 31 small files): a task pool caps them at the driver machine's cores."""
+    import ray.data
+
+    return {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=os.cpu_count() or 1), **on_driver_node()}
