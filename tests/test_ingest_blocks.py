@@ -7,8 +7,10 @@ tokenizer actors, and every byte and line of the input must land in exactly one 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -121,10 +123,22 @@ def test_a_local_parquet_file_reads_back_whole_and_in_order(ray_local, tmp_path:
     for block_bytes, rows_per_block in ((1, 50), (3000, 128), (1 << 30, 999)):
         ds = read_local_parquet(tmp_path / "t.parquet", ["id", "text"], rows_per_block, block_bytes=block_bytes)
         ds.context.execution_options.preserve_order = True
-        got = pa.concat_tables(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = pa.concat_tables(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+        assert not [w for w in caught if "concurrent tasks" in str(w.message)], block_bytes  # one block, one task
         assert got.column_names == ["id", "text"]
         assert got.column("id").to_pylist() == list(range(n)), block_bytes
         assert got.column("text").to_pylist() == table.column("text").to_pylist()
+
+
+def test_the_drivers_reads_run_at_most_one_per_core(ray_local) -> None:
+    """Reads take no CPU slot, so only their task pool bounds them: never more tasks than cores, nor than inputs."""
+    from lead_ray.runtime.ray_init import reads_on_driver_node
+
+    cores = os.cpu_count() or 1
+    assert [reads_on_driver_node(n)["compute"].size for n in (0, 1, cores, 31 * cores)] == [1, 1, cores, cores]
+    assert reads_on_driver_node(5)["num_cpus"] == 0
 
 
 ZERO_CPU_HEAD = """

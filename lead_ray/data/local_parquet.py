@@ -27,7 +27,7 @@ def read_local_parquet(path: Path | str, columns: list[str], rows_per_block: int
     blocks = parquet_blocks(str(path), block_bytes)
     read = partial(_read_row_groups, columns=columns, rows_per_block=rows_per_block)
     return ray.data.from_items(blocks, override_num_blocks=len(blocks)).map_batches(
-        read, batch_size=1, batch_format="pyarrow", **reads_on_driver_node())
+        read, batch_size=1, batch_format="pyarrow", **reads_on_driver_node(len(blocks)))
 
 
 def _read_row_groups(plan: pa.Table, columns: list[str], rows_per_block: int) -> Iterator[pa.Table]:

@@ -373,7 +373,7 @@ def ingest(files: list[str], tokenizer_path: str, out_dir: Path, *, max_length: 
     out_dir.mkdir(parents=True, exist_ok=True)
     blocks = plan_blocks(files, block_bytes)
     # the input files are on the driver's disk: their reads stay on its node
-    ds = ray.data.from_items(blocks, override_num_blocks=len(blocks)).flat_map(read_block, **reads_on_driver_node())
+    ds = ray.data.from_items(blocks, override_num_blocks=len(blocks)).flat_map(read_block, **reads_on_driver_node(len(blocks)))
     ds = ds.map_batches(Tokenize, fn_constructor_args=(tokenizer_path, max_length, trust_remote_code),
                         batch_size=256, compute=ray.data.ActorPoolStrategy(size=concurrency))
     ds.context.execution_options.preserve_order = True  # rows arrive in (file, line) order, streamed: no sort

@@ -107,11 +107,13 @@ def on_driver_node() -> dict:
     return {"label_selector": {"ray.io/node-id": ray.get_runtime_context().get_node_id()}}
 
 
-def reads_on_driver_node() -> dict:
+def reads_on_driver_node(inputs: int) -> dict:
     """`on_driver_node` for Ray Data tasks that only read the driver's files and cut them into blocks (the model
     work runs in actor pools anywhere): they take no CPU slot, so they run on a head started with `--num-cpus=0`.
     Without a CPU slot nothing bounds how many run at once, and Ray starts a worker process for each (~2 CPU-seconds
-    apiece; 28 for a pool of 31 small files): a task pool caps them at the driver machine's cores."""
+    apiece; 28 for a pool of 31 small files): a task pool caps them at the driver machine's cores, and at the
+    `inputs` there are (a larger pool than inputs makes Ray Data warn on the user's console)."""
     import ray.data
 
-    return {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=os.cpu_count() or 1), **on_driver_node()}
+    size = max(1, min(os.cpu_count() or 1, inputs))
+    return {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=size), **on_driver_node()}
