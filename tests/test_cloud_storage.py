@@ -55,6 +55,7 @@ def bucket_run(s3_env, tiny_prepared, tmp_path_factory):
 
 def test_a_run_writes_its_outputs_to_the_bucket(bucket_run) -> None:
     storage, out, tmp, _ = bucket_run
+    assert list(tmp.iterdir()) == [], "the run wrote into its working directory"
     for name in ("summary.json", "selections.parquet", "metrics.jsonl", "bandit.jsonl", "config.yaml",
                  "quarantine.parquet", "model/model.safetensors", "report/summary.md", "pool/pool.arrow",
                  "prep/enriched.parquet", "prep/score_warmup.parquet", "base_model/model.safetensors",
@@ -66,8 +67,16 @@ def test_a_run_writes_its_outputs_to_the_bucket(bucket_run) -> None:
 
     summary = json.loads(storage.read_text("summary.json"))
     assert summary["run_dir"] == storage.uri() and 0 < summary["num_unique"] <= summary["budget"]
-    assert list(tmp.iterdir()) == [], "the run wrote into its working directory"
     assert f"report: {storage.uri('report', 'summary.md')}" in out
+    # the default warm-up (warmup_rows: selectable): a random warmup_fraction of the train rows, each once
+    warm = json.loads(storage.read_text("warmup", "summary.json"))
+    storage.download(tmp / "enriched.parquet", "prep", "enriched.parquet")
+    storage.download(tmp / "warm.parquet", "warmup", "selections.parquet")
+    split = pq.read_table(tmp / "enriched.parquet").column("split").to_numpy(zero_copy_only=False)
+    fraction = load_config(TINY, RELIABILITY_SETTINGS).prep.warmup_fraction
+    assert warm["num_unique"] == warm["budget"] == round(fraction * int((split == "train").sum()))
+    ids = pq.read_table(tmp / "warm.parquet").column("id").to_numpy()
+    assert len(set(ids)) == len(ids) == warm["budget"] and (split[ids] == "train").all()
 
 
 def test_worker_then_driver_sigkill_resume_from_the_bucket_alone(bucket_run, tmp_path: Path) -> None:

@@ -21,7 +21,9 @@ ENRICHED_COLUMNS = ["id", "source", "split", "group", "arm", "iu0", "ifd", "ifd_
                     "n_prompt_tokens", "n_response_tokens"]
 
 
-PREP = {"max_samples": 300, "ifd_model": "warmup", "warmup_fraction": 0.05}
+# warmup_rows: reserved (RHO-LOSS's holdout): the warm-up trains on exactly a seeded reference split, once each, and
+# those rows are never selectable. The default (selectable) warm-up runs in tests/test_cloud_storage.py's bucket run.
+PREP = {"max_samples": 300, "ifd_model": "warmup", "warmup_fraction": 0.05, "warmup_rows": "reserved"}
 
 
 def _prepare(out: Path, capsys, **overrides) -> str:
@@ -35,6 +37,12 @@ def _prepare(out: Path, capsys, **overrides) -> str:
     return capsys.readouterr().out
 
 
+def _reserved(train: np.ndarray) -> np.ndarray:
+    from lead_ray.prep.prepare import reference_split
+
+    return reference_split(train, PREP["warmup_fraction"], 0)
+
+
 def _check_enriched(prep: Path, num_arms: int) -> dict:
     t = pq.read_table(prep / "enriched.parquet")
     assert t.column_names == ENRICHED_COLUMNS
@@ -45,7 +53,7 @@ def _check_enriched(prep: Path, num_arms: int) -> dict:
     train = e["split"] == "train"
     excluded = e["ifd_excluded"]
     np.testing.assert_array_equal(excluded, train & (e["ifd"] > 1))  # ifd_above_one: exclude, the default
-    selectable = train & ~excluded
+    selectable = train & ~excluded & ~_reserved(train)
     assert (e["arm"][~selectable] == -1).all() and set(e["arm"][selectable]) == set(range(num_arms))
     assert np.isfinite(e["ref_loss"]).all() and (e["ref_loss"] > 0).all()  # the warm-up model's NLL
     assert set(e["group"]) <= set(range(8)) and len(set(e["group"])) >= 3  # embedding k-means, K = 8
@@ -65,8 +73,9 @@ def test_prepare_interrupted_after_a_stage_resumes_and_skips_it(ray_local, tmp_p
     prep = tmp_path / "tiny" / "prep"
     cmd = [LEAD_RAY, "prepare", "--config", "configs/tiny.yaml", "--output-dir", str(tmp_path),
            *[f"{k}={v}" for k, v in PREP.items()]]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    log_file = tmp_path / "prepare.log"
+    with log_file.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if (prep / "embeddings.parquet.stage.json").exists():
@@ -74,7 +83,8 @@ def test_prepare_interrupted_after_a_stage_resumes_and_skips_it(ray_local, tmp_p
             break
         time.sleep(0.05)
     proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "prepare finished before it could be interrupted"
+    assert proc.returncode == -signal.SIGKILL, ("prepare finished before it could be interrupted:\n"
+                                                + log_file.read_text()[-3000:])
     assert not (prep / "enriched.parquet").exists()
     embedded_at = (prep / "embeddings.parquet").stat().st_mtime_ns
     time.sleep(2)
@@ -87,12 +97,19 @@ def test_prepare_interrupted_after_a_stage_resumes_and_skips_it(ray_local, tmp_p
         assert stage in log, stage
     first = _check_enriched(prep, num_arms=3)
 
-    # the warm-up was the same TorchTrainer loop with the random selector: 5% of the train split, each once
+    # the warm-up was the same TorchTrainer loop with the random selector, on exactly the reserved reference split
+    # (5% of the train split, seeded), each row once; no reserved row is selectable, so every selectable row's
+    # ref_loss is from a model that never saw it
     warm = prep / "warmup" / "run"
     summary = json.loads((warm / "summary.json").read_text())
-    sel = pq.read_table(warm / "selections.parquet").to_pandas()
-    assert summary["num_unique"] == summary["budget"] == round(0.05 * int((first["split"] == "train").sum()))
-    assert sel["id"].is_unique and (first["split"][sel["id"]] == "train").all()
+    train = first["split"] == "train"
+    reserved = _reserved(train)
+    assert reserved.sum() == round(PREP["warmup_fraction"] * train.sum()) and not reserved[~train].any()
+    assert summary["num_unique"] == summary["budget"] == reserved.sum()
+    warm_ids = pq.read_table(warm / "selections.parquet").column("id").to_numpy()
+    assert sorted(warm_ids.tolist()) == np.flatnonzero(reserved).tolist()  # the warm-up trained on exactly them, once
+    np.testing.assert_array_equal(first["arm"] >= 0, train & ~reserved & ~first["ifd_excluded"])
+    assert f"warm-up rows: {int(reserved.sum())} reserved" in log
     assert (warm / "merged" / "model.safetensors").exists()
 
     # a partial stage (output without its marker) is redone; a later-only change redoes only the later stage
@@ -105,30 +122,14 @@ def test_prepare_interrupted_after_a_stage_resumes_and_skips_it(ray_local, tmp_p
     np.testing.assert_array_equal(first["ifd"], second["ifd"])
     np.testing.assert_array_equal(first["group"], second["group"])  # seeded k-means: the same groups again
 
-    # ifd_above_one: cap keeps every train row selectable, with IFD 1 where it was above (only the last stage reruns)
+    # ifd_above_one: cap keeps every train row outside the reserved split selectable, with IFD 1 where it was above (only the last stage reruns)
     assert "enriched pool: done" in _prepare(tmp_path, capsys, num_arms=2, ifd_above_one="cap")
     t = pq.read_table(prep / "enriched.parquet").to_pandas()
     train = (t["split"] == "train").to_numpy()
-    assert not t["ifd_excluded"].any() and (t["arm"].to_numpy()[train] >= 0).all()
+    assert not t["ifd_excluded"].any()
+    np.testing.assert_array_equal(t["arm"].to_numpy() >= 0, train & ~_reserved(train))
     np.testing.assert_array_equal(t["ifd"].to_numpy(), np.minimum(first["ifd"], 1.0))
     print(f"train rows with IFD > 1 in the tiny pool: {int(second['ifd_excluded'].sum())}")
-
-    # warmup_rows: reserved (RHO-LOSS's holdout): the warm-up trains on exactly a seeded reference split, once each,
-    # and those rows are never selectable, so every selectable row's ref_loss is from a model that never saw it
-    from lead_ray.prep.prepare import reference_split
-
-    log = _prepare(tmp_path, capsys, num_arms=2, warmup_rows="reserved")
-    assert "warm-up model: done" in log and "score (base model): up to date, skipped" in log
-    t = pq.read_table(prep / "enriched.parquet").to_pandas()
-    train = (t["split"] == "train").to_numpy()
-    reserved = reference_split(train, PREP["warmup_fraction"], 0)
-    assert reserved.sum() == round(PREP["warmup_fraction"] * train.sum()) and not reserved[~train].any()
-    warm_ids = pq.read_table(warm / "selections.parquet").column("id").to_numpy()
-    assert sorted(warm_ids.tolist()) == np.flatnonzero(reserved).tolist()  # the warm-up trained on exactly them
-    arm = t["arm"].to_numpy()
-    assert (arm[reserved] == -1).all()
-    np.testing.assert_array_equal(arm >= 0, train & ~reserved & ~t["ifd_excluded"].to_numpy())
-    assert f"warm-up rows: {int(reserved.sum())} reserved" in log
 
 
 def test_missing_embedding_model_is_one_line_before_any_work(tmp_path: Path) -> None:

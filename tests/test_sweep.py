@@ -12,7 +12,7 @@ import pytest
 
 from lead_ray.config import ConfigError, LeadConfig, load_config
 from lead_ray.sweep import parse_space
-from tests.conftest import TINY, seed_prepared, seed_sweep
+from tests.conftest import TINY, seed_sweep
 from tests.helpers import check_run_outputs
 
 
@@ -60,7 +60,6 @@ def test_too_many_concurrent_trials_is_an_error(ray_local) -> None:
 
 @pytest.mark.slow
 def test_sweep_asha_isolation_resume_and_best_config(tiny_prepared, tmp_path: Path) -> None:
-    from lead_ray.pipeline import run
     from lead_ray.sweep import sweep
 
     seed_sweep(tiny_prepared, tmp_path / "sw")  # the pool the trials share, prepared once
@@ -119,13 +118,16 @@ def test_sweep_asha_isolation_resume_and_best_config(tiny_prepared, tmp_path: Pa
     assert "\n" not in str(e.value) and not marker.exists()
     tuner_pkl.write_bytes(kept)  # the state lead-ray wrote is trusted again
 
-    best = sweep_dir / "best_config.yaml"
-    assert load_config(best).training.learning_rate == pytest.approx(3e-3)
-    # best_config.yaml is a run config as it stands (jobs/lead.py --config takes it; in-process here, on the
-    # suite's Ray instance)
-    seed_prepared(tiny_prepared, tmp_path / "best" / "best")
-    s = run(load_config(best, {"output_dir": str(tmp_path / "best"), "max_rounds": 2}))
-    assert 1 <= s["rounds"] <= 2 and (tmp_path / "best" / "best" / "selections.parquet").exists()
+    best = load_config(sweep_dir / "best_config.yaml")
+    assert best.training.learning_rate == pytest.approx(3e-3)
+    # best_config.yaml is a run config (jobs/lead.py --config takes it): the best finished trial's run as it ran,
+    # in the sweep's output_dir under run_name "best", with the trials' per-round evaluation left as configured
+    best_trial = sweep_dir / "trials" / table.sort_values("best_eval_nll")["trial_id"].iloc[0]
+    ran = load_config(best_trial / "config.yaml" if (best_trial / "config.yaml").exists()
+                      else best_trial / "ray" / "config.yaml").to_dict()
+    differ = {k for k, v in best.to_dict().items() if ran[k] != v}
+    assert differ <= {"output_dir", "run_name", "eval_every_round", "logging_dir"}, differ
+    assert (best.run.output_dir, best.run.run_name) == (str(tmp_path), "best")
 
 
 def check_trial_tracking(logs: Path, trial: Path) -> None:
