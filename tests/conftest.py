@@ -1,7 +1,7 @@
 """Shared fixtures: one real local Ray instance for the whole session, the tiny model, and configs/tiny.yaml's pool
 prepared once (`tiny_prepared`, copied into a run folder by `seed_prepared`).
 
-No test may stop Ray instances it did not start (`ray stop --force` would kill this one): tests/test_job_submit.py
+No test may stop Ray instances it did not start (`ray stop --force` would kill this one): tests/test_cloud_storage.py
 stops only the head it started."""
 
 from __future__ import annotations
