@@ -66,18 +66,19 @@ def test_sweep_asha_isolation_resume_and_best_config(tiny_prepared, tmp_path: Pa
     cfg = load_config(TINY, {
         "output_dir": str(tmp_path), "run_name": "sw", "tune_searcher": "grid", "tune_grace_period": 1,
         "tune_max_concurrent_trials": 2, "max_rounds": 5, "report_to": ["tensorboard", "mlflow"],
-        # two identical pairs: concurrent trials with equal settings must select identically (no shared state)
-        "tune_space": {"learning_rate": ["choice", 3e-3, 1e-7], "smoothing": ["choice", 0.2, 0.2]}})
+        # an identical pair first (concurrent trials with equal settings must select identically: no shared state),
+        # then a learning rate too small to learn, which ASHA stops at its first rung
+        "tune_space": {"learning_rate": ["choice", 3e-3, 3e-3, 1e-7]}})
     result = sweep(cfg)
     sweep_dir = tmp_path / "sw"
     table = pd.read_csv(sweep_dir / "trials.csv")
-    assert len(table) == result["trials"] == 4 and (table["error"].fillna("") == "").all()
+    assert len(table) == result["trials"] == 3 and (table["error"].fillna("") == "").all()
     assert result["stopped_early"] >= 1 and table["stopped_early"].sum() == result["stopped_early"]
     assert result["best"]["learning_rate"] == pytest.approx(3e-3)
     assert (sweep_dir / "sweep.png").stat().st_size > 10_000
 
     trials = sorted((sweep_dir / "trials").iterdir())
-    assert len(trials) == 4
+    assert len(trials) == 3
     by_lr: dict[float, list[pd.DataFrame]] = {}
     finished = table[~table["stopped_early"]]
     for t in trials:
@@ -100,7 +101,7 @@ def test_sweep_asha_isolation_resume_and_best_config(tiny_prepared, tmp_path: Pa
         assert pair[0].reset_index(drop=True).equals(pair[1].reset_index(drop=True))
 
     again = sweep(cfg)  # same experiment name: resumes, runs nothing new
-    assert again["trials"] == 4 and again["best"] == result["best"]
+    assert again["trials"] == 3 and again["best"] == result["best"]
     assert sorted((sweep_dir / "trials").iterdir()) == trials  # no new trial was started
 
     # someone who can write the sweep's folder plants Tune state: the resume refuses it without unpickling it
