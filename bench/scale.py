@@ -19,7 +19,8 @@ losses, no phase) at the largest W. Figures per (W, t_step):
 
 Part 2, the round's fixed costs at 1M, 10M and 100M (`--pools`) rows, 40 rounds of a synthetic pool (budget 10%)
 on the pure in-process selector and its journal (no Ray: the floor under part 1): next_round, every round id
-reported in one call, end_round and the round's journal write; bytes per round; the share of a round of the
+reported in one call, end_round and the round's journal write; bytes per round; the selector's per-row state
+(`state_nbytes`, issue 28's target is <= 25 bytes); the share of a round of the
 measured size on `--ref-workers` workers at `--ref-t-step` s per step; a resume (every record read and replayed);
 and, as the baseline, writing the whole state once (what every round wrote before the journal).
 
@@ -183,7 +184,8 @@ def round_costs(n: int, rounds: int, g: np.ndarray) -> dict[str, float]:
         whole_s, whole_bytes = time.perf_counter() - t0, Path(d, "whole.npz").stat().st_size
     return {"n": n, "round_s": float(np.mean(seconds)), "max_s": float(np.max(seconds)),
             "state_mb": float(np.mean(written)) / 1e6, "rounds": len(seconds), "rows_per_round": int(np.mean(planned)),
-            "resume_s": resume_s, "build_s": built, "whole_s": whole_s, "whole_mb": whole_bytes / 1e6}
+            "resume_s": resume_s, "build_s": built, "whole_s": whole_s, "whole_mb": whole_bytes / 1e6,
+            "bytes_per_row": sel.state_nbytes() / n}
 
 
 def main() -> None:
@@ -249,7 +251,8 @@ def main() -> None:
         c["share"] = c["round_s"] / round_time
         costs.append(c)
         print(f"[bench] pool {n:,}: selection + journal write {c['round_s']:.3f} s/round (max {c['max_s']:.3f}), "
-              f"{c['state_mb']:.2f} MB/round over {c['rounds']} rounds; a round of {c['rows_per_round']:,} "
+              f"{c['state_mb']:.2f} MB/round over {c['rounds']} rounds; per-row state {c['bytes_per_row']:.1f} "
+              f"bytes; a round of {c['rows_per_round']:,} "
               f"rows on {args.ref_workers} workers at {args.ref_t_step * 1e3:.0f} ms/step takes {round_time:.1f} s: "
               f"{c['share']:.2%}; resume (read + replay {c['rounds']} records) {c['resume_s']:.2f} s after "
               f"{c['build_s']:.1f} s building the selector; the whole state once {c['whole_mb']:.0f} MB in "

@@ -656,3 +656,78 @@ def test_selector_long_run_large_rewards_stays_finite() -> None:
     assert np.all(np.isfinite(p)) and p.sum() == pytest.approx(1.0, abs=1e-9)
     assert np.all(p >= 0.1 / 7 - 1e-12)
     assert np.all(np.isfinite(sel.bandit.log_weights)) and np.all(np.isfinite(sel.idu))
+
+
+def test_per_row_state_is_at_most_25_bytes_and_selections_keep_int64_columns() -> None:
+    """The state a 100M-row pool keeps in the actor: idu (8), arm and group and uses in their smallest types, the
+    demoted flag, int32 arm members; a reference or first loss only when the options that read them are on. The
+    outputs keep their int64 columns whatever the state's types."""
+    n, arms, groups = 10_000, 7, 300
+    rng = np.random.default_rng(0)
+    pool = (rng.gamma(2.0, 1.0, n), rng.integers(-1, arms, n), rng.integers(0, groups, n))
+    params = {"num_arms": arms, "gamma": 0.1, "smoothing": 0.1, "sample_rate": 0.02, "max_uses": 4, "budget": 500,
+              "max_rounds": 50, "seed": 0}
+    sel = LeadSelector(*pool, **params)
+    # 8 (idu) + 1 (arm) + 2 (group) + 1 (uses) + 1 (demoted) + 4 × the selectable share (int32 members)
+    selectable = (pool[1] >= 0).mean()
+    assert sel.state_nbytes() == n * 13 + 4 * int((pool[1] >= 0).sum())
+    assert sel.state_nbytes() / n == pytest.approx(13 + 4 * selectable) and sel.state_nbytes() / n <= 25
+    assert (sel.arm.dtype, sel.group.dtype, sel.uses.dtype) == (np.int8, np.int16, np.int8)
+    # the options that need more: a reference loss (utility: learnable) and a first loss (demote_after), 8 each
+    more = LeadSelector(*pool, reference_loss=np.ones(n), **{**params, "utility": "learnable", "demote_after": 2})
+    assert more.state_nbytes() == sel.state_nbytes() + 16 * n
+    plan = sel.next_round()
+    sel.report(plan.ids, np.full(len(plan.ids), 2.0))
+    sel.end_round(np.zeros(4), np.zeros(4))
+    out = sel.selections()
+    assert all(out[k].dtype == np.int64 for k in ("round", "id", "arm", "group"))
+    np.testing.assert_array_equal(out["group"], pool[2][plan.ids])
+
+
+def test_reports_land_on_their_rows_in_any_order_and_late_ones_change_nothing() -> None:
+    iu0, arm, group = np.array([5.0, 4.0, 3.0, 2.0]), np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.int64)
+    sel = LeadSelector(iu0, arm, group, num_arms=1, gamma=0.1, smoothing=0.5, sample_rate=1.0, quota="proportional",
+                       max_uses=2, budget=4, max_rounds=5, seed=0, use_correction=False)
+    plan = sel.next_round()
+    assert plan.ids.tolist() == [0, 1, 2, 3]
+    sel.report(np.array([3, 1]), np.array([1.0, 3.0]))  # out of order, in two parts
+    sel.report(np.array([2, 0, 99]), np.array([2.0, 4.0, 7.0]))  # 99 is not in the round: ignored
+    sel.end_round(np.zeros(2), np.zeros(2))
+    np.testing.assert_allclose(sel.idu, [4.5, 3.5, 2.5, 1.5])  # (1 - b)·iu0 + b·L, with b = 0.5
+    sel.report(np.array([0]), np.array([100.0]))  # a late report, after its round ended
+    assert sel.idu[0] == 4.5 and sel.selections()["loss"].tolist() == [4.0, 3.0, 2.0, 1.0]
+
+
+@pytest.mark.parametrize("options", [
+    {"max_uses": 1}, {"max_uses": 3}, {"max_uses": 2, "demote_after": 2}, {"max_uses": 3, "reuse_after_budget": True},
+    {"max_uses": 2, "group_budget": "proportional", "demote_after": 2},
+    {"max_uses": 2, "arm_allocation": "proportional", "quota": "proportional", "reuse_after_budget": True},
+])
+def test_counts_kept_round_by_round_equal_a_fresh_count(options: dict[str, Any]) -> None:
+    """The unique count and the arms with an eligible row, kept up to date as rounds start and rows are demoted,
+    equal their definitions over the whole state after every round, and after a restore from the round records."""
+    n, arms = 400, 4
+    rng = np.random.default_rng(3)
+    pool = (rng.gamma(2.0, 1.0, n), rng.integers(-1, arms, n), rng.integers(0, 5, n))
+    params = {"num_arms": arms, "gamma": 0.2, "smoothing": 0.3, "sample_rate": 0.05, "budget": 120,
+              "max_rounds": 60, "seed": 1, **options}
+    sel = LeadSelector(*pool, **params)
+
+    def check(s: LeadSelector) -> None:
+        assert s.num_unique == int(((s.uses > 0) & ~s.demoted).sum())
+        truth = s.eligible_mask()
+        np.testing.assert_array_equal(s.available_arms(), [truth[s.arm == k].any() for k in range(arms)])
+
+    records = []
+    while (plan := sel.next_round()) is not None:
+        check(sel)
+        losses = np.where(rng.random(len(plan.ids)) < 0.3, 3.0, 1.0 / sel.uses[plan.ids])  # some never fall
+        sel.report(plan.ids, losses)
+        sel.end_round(np.zeros(4), np.zeros(4))
+        check(sel)
+        records.append(decode_round(encode_round(sel.round_record())))
+    assert sel.round > 3
+    again = LeadSelector(*pool, **params)
+    again.load_rounds(records)
+    check(again)
+    assert again.num_unique == sel.num_unique

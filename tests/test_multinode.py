@@ -31,7 +31,7 @@ SETTINGS = {"num_workers": 2, "max_rounds": 3, "max_failures": 0, "per_device_tr
 NODES = """
 import json, ray
 ray.init()
-print(json.dumps({n["NodeID"]: "node:__internal_head__" in n["Resources"] for n in ray.nodes() if n["Alive"]}))
+print("NODES " + json.dumps({n["NodeID"]: "node:__internal_head__" in n["Resources"] for n in ray.nodes() if n["Alive"]}))
 """
 
 
@@ -68,7 +68,10 @@ def cluster(s3_env, tmp_path_factory):
             assert all(w.poll() is None for w in workers), [w.stderr.read()[-2000:] for w in workers if w.poll()]
             probe = subprocess.run([sys.executable, "-c", NODES], env={**env, "RAY_ADDRESS": address},
                                    capture_output=True, text=True, timeout=60)
-            nodes = json.loads(probe.stdout.strip().splitlines()[-1]) if probe.returncode == 0 else {}
+            # the line it printed; Ray's log lines from the cluster's processes come to a driver's stdout too (once,
+            # under load, a starting raylet's stack trace)
+            found = [line[6:] for line in probe.stdout.splitlines() if line.startswith("NODES ")]
+            nodes = json.loads(found[-1]) if probe.returncode == 0 and found else {}
             time.sleep(1)
         assert len(nodes) == 3 and sum(nodes.values()) == 1, nodes
         # every worker's line as it is: Ray folds lines that differ only in their numbers (the node ids here)

@@ -176,3 +176,33 @@ def test_reports_are_paced_by_size_and_time(ray_local, tmp_path: Path) -> None:
         sent = np.concatenate([i for i, _ in reporter.sent])
         np.testing.assert_array_equal(np.sort(sent), np.sort(ids))
         ray_local.kill(actor)
+
+
+def test_restore_drops_the_old_state_before_building_the_new(ray_local, tmp_path: Path) -> None:
+    """At 100M rows a selector is gigabytes: a restore must not hold two. The service (the actor's class, run in
+    this process) builds the new selector only once nothing refers to the old one, and answers LOST meanwhile."""
+    import gc
+    import weakref
+
+    from lead_ray.select.service import SelectionService, is_lost
+
+    _enriched(tmp_path / "enriched.parquet")
+    service = SelectionService(str(tmp_path / "enriched.parquet"), PARAMS, str(tmp_path / "journal"))
+    service.restore(0)
+    plan = service.next_round()
+    service.report(plan.ids, np.ones(len(plan.ids)))
+    service.end_round(np.zeros(4), np.zeros(4), 0)
+    old = weakref.ref(service.selector)
+    seen = []
+    build = service._fresh_selector
+
+    def watched():
+        gc.collect()
+        seen.append((old() is None, service.lost, service.next_round()))
+        return build()
+
+    service._fresh_selector = watched
+    assert service.restore(1) == 1
+    ((released, lost, answer),) = seen
+    assert released and lost and is_lost(answer)
+    assert not service.lost and np.array_equal(service.selections()["id"], plan.ids)

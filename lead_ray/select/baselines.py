@@ -58,10 +58,7 @@ class StaticSelector(RoundBook):
             self.stop_reason = "budget"
             return None
         ids = self.order[step * self.round_size : (step + 1) * self.round_size]
-        self.uses[ids] += 1
-        self.losses[ids] = np.nan
-        self.plan = RoundPlan(self.round, self.arm[ids], ids, self.arm_probs())
-        return self.plan
+        return self.start_round(ids, self.arm[ids], self.arm_probs())
 
 
 class IterativeRescoreSelector(RoundBook):

@@ -84,7 +84,7 @@ def truncation_skip(eligible_per_group: np.ndarray, truncate_top: float) -> np.n
     return np.minimum(skip, np.maximum(eligible_per_group - 1, 0))
 
 
-def coarse_to_fine(arms: np.ndarray, eligible: list[np.ndarray], group: np.ndarray, idu: np.ndarray,
+def coarse_to_fine(arms: np.ndarray, eligible: dict[int, np.ndarray] | list[np.ndarray], group: np.ndarray, idu: np.ndarray,
                    cell_size: np.ndarray, sample_rate: float, quota: str = "floor", truncate_top: float = 0.0,
                    arm_totals: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(ids, their arm): for each chosen arm k, the quota (`group_quota`) of the highest-IDU eligible rows

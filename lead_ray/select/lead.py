@@ -24,7 +24,9 @@ class LeadSelector(RoundBook):
         super().__init__(iu0, arm, group, **params)
         p = self.params
         self.bandit = Exp3(p.num_arms, 1.0 if p.uniform_arms else p.gamma, seed=p.seed, learning_rate=p.bandit_lr)
-        self.members = [np.flatnonzero(self.arm == k) for k in range(p.num_arms)]
+        # each arm's rows, as int32 ids below 2^31 rows (4 bytes per selectable row)
+        id_type = np.int32 if len(self.arm) < 2**31 else np.int64
+        self.members = [np.flatnonzero(self.arm == k).astype(id_type) for k in range(p.num_arms)]
 
     def next_round(self) -> RoundPlan | None:
         """Choose this round's arms and ids, or None (and set `stop_reason`) when the run is over."""
@@ -32,9 +34,7 @@ class LeadSelector(RoundBook):
             return self.plan  # asked again before end_round (e.g. after a restart): same answer
         if self.stopped():
             return None
-        ok = self.eligible_mask()
-        eligible = [m[ok[m]] for m in self.members]
-        available = np.array([len(e) > 0 for e in eligible])
+        available = self.available_arms()
         p = self.params
         totals = None
         if p.arm_allocation == "proportional":
@@ -46,6 +46,7 @@ class LeadSelector(RoundBook):
             totals = totals[totals > 0]
         else:
             arms, probs = self.bandit.choose(available, p.arms_per_round)
+        eligible = {int(k): self.eligible_rows(self.members[int(k)]) for k in arms}  # only the arms played
         ids, ids_arm = coarse_to_fine(arms, eligible, self.group, self.idu, self.cell_size, p.sample_rate,
                                       quota=p.quota, truncate_top=p.truncate_top, arm_totals=totals)
         keep = self.within_budget(ids, self.idu)
@@ -53,6 +54,9 @@ class LeadSelector(RoundBook):
 
     def arm_probs(self) -> np.ndarray:
         return self.bandit.probabilities()
+
+    def state_nbytes(self) -> int:
+        return super().state_nbytes() + sum(m.nbytes for m in self.members)
 
     def arm_reward(self, arm: int, reward: float, plan: RoundPlan) -> dict[str, Any]:
         scaled = self.bandit.rescale(reward)

@@ -4,6 +4,15 @@ Per row: its utility (IDU), how often it was trained (`uses`), and this round's 
 Per run: the unique-sample budget, `max_uses`, `max_rounds`, the round log and per-round stats, and each round's record
 (what persists). A strategy only decides which rows a round trains (`next_round`).
 
+The per-row state is what a 100M-row pool keeps in the actor's memory, so each column takes the smallest type its
+range allows (`small_int`): IDU in float64 (8 bytes: rankings must not change), arm, group and uses in the fewest
+bytes that hold them, a demoted flag (1), and a reference loss only with `utility: learnable` and a first loss only
+with `demote_after` (8 each). This round's losses are kept for its rows only. With the LEAD selector's arm
+members (int32 ids) that is about 19 bytes per row. A round's cost follows the round, not the pool: the unique
+count and each arm's open rows (uses below max_uses, not demoted; and of those, the ones already used) are kept up
+to date as rounds start and rows are demoted, so no step of a round passes over the whole pool (only
+`group_budget: proportional` still does).
+
 Every strategy keeps IDU up to date the same way (so the report compares like with like): the trained rows' IDU
 is smoothed towards L_t + ΔL′, where ΔL′ is a first-order loss change in nats from the round's mean gradient ḡ and
 displacement u (`end_round(grad, step)`, `idu.loss_change_correction`). With `reference_loss` (utility: learnable)
@@ -25,6 +34,14 @@ from lead_ray.select.idu import RoundDirection, loss_change_correction, smooth_i
 from lead_ray.select.params import SelectionParams
 
 LOG_COLUMNS = ["round", "id", "arm", "group", "idu_before", "idu_after", "loss"]  # one row per (round, id)
+
+
+def small_int(values: np.ndarray, top: int) -> np.ndarray:
+    """`values` (each in -1..top) in the smallest signed integer type that holds -1..top."""
+    for dtype in (np.int8, np.int16, np.int32):
+        if top <= np.iinfo(dtype).max:
+            return np.asarray(values).astype(dtype)
+    return np.asarray(values).astype(np.int64)
 
 
 # What the SelectionService answers `next_round` (lead_ray/select/service.py): a RoundPlan, a Rescore, None (the
@@ -79,25 +96,30 @@ class RoundBook:
         # 0 rounds or a sample rate of 0: one row per cell)
         check_section(p, keys=("smoothing", "gamma", "arm_reference", "quota", "arm_allocation", "group_budget",
                                "utility", "truncate_top"))
-        self.reference = np.zeros(n) if reference_loss is None else np.asarray(reference_loss, dtype=np.float64)
-        if self.reference.shape != (n,):
+        self.reference = None if reference_loss is None else np.asarray(reference_loss, dtype=np.float64)
+        if self.reference is not None and self.reference.shape != (n,):
             raise ValueError("reference_loss must have one value per row")
-        self.idu = np.asarray(iu0, dtype=np.float64) - self.reference
-        self.arm = np.asarray(arm, dtype=np.int64)
-        self.group = np.asarray(group, dtype=np.int64)
-        self.uses = np.zeros(n, dtype=np.int32)
-        self.first_loss = np.full(n, np.nan)  # each row's loss at its first use (demote_after)
+        self.idu = np.array(iu0, dtype=np.float64)
+        if self.reference is not None:
+            self.idu -= self.reference
+        num_groups = int(np.max(group, initial=-1)) + 1
+        self.arm = small_int(arm, p.num_arms)
+        self.group = small_int(group, num_groups)
+        self.uses = small_int(np.zeros(n), p.max_uses)  # never above max_uses: only rows below it are eligible
+        # each row's loss at its first use, for demote_after only
+        self.first_loss = np.full(n, np.nan) if p.demote_after else None
         self.demoted = np.zeros(n, dtype=bool)  # rows whose loss did not fall: never again selected, budget refunded
-        num_groups = int(self.group.max(initial=-1)) + 1
         self.cell_size = np.zeros((p.num_arms, max(num_groups, 1)), dtype=np.int64)  # rows per (arm, group)
         sel = self.arm >= 0
         np.add.at(self.cell_size, (self.arm[sel], self.group[sel]), 1)
         # group_budget: proportional: each task group's share of the unique budget (largest remainder, adds up to it)
         self.group_allowance = (largest_remainder(p.budget, self.cell_size.sum(axis=0))
                                 if p.group_budget == "proportional" else None)
+        self._count_rows()
         self.round = 0
         self.plan: RoundPlan | None = None
-        self.losses = np.full(n, np.nan)  # this round's reported L_t(x)
+        self.losses = np.zeros(0)  # this round's reported L_t(x), aligned with plan.ids
+        self._plan_order = np.zeros(0, dtype=np.int64)  # plan.ids' positions in id order, for `report`
         self.prev: RoundDirection | None = None  # the previous round's (ḡ, u)
         self.arm_round: dict[int, RoundDirection] = {}  # (ḡ, u) of the round each arm was last (or first) picked
         self.arm_round_of: dict[int, int] = {}  # ... and that round's index
@@ -112,12 +134,43 @@ class RoundBook:
     max_rounds = property(lambda self: self.params.max_rounds)
     sample_rate = property(lambda self: self.params.sample_rate)
 
+    def state_nbytes(self) -> int:
+        """Bytes of per-row state this selector holds (what grows with the pool)."""
+        arrays = (self.idu, self.arm, self.group, self.uses, self.demoted, self.reference, self.first_loss)
+        return sum(a.nbytes for a in arrays if a is not None)
+
     # --- which rows a round may take -------------------------------------------------------------------------------
+
+    def _count_rows(self) -> None:
+        """The counts kept up to date round by round, from the whole state (at the start and after a restore)."""
+        used, live = self.uses > 0, ~self.demoted
+        self._num_unique = int((used & live).sum())
+        open_ = (self.arm >= 0) & live & (self.uses < self.max_uses)
+        self._open = np.bincount(self.arm[open_], minlength=self.num_arms)  # eligible before the budget is spent
+        self._reusable = np.bincount(self.arm[open_ & used], minlength=self.num_arms)  # ... and after
+
+    def _count_started(self, ids: np.ndarray, before: np.ndarray) -> None:
+        """`ids` (distinct) were just used once more, from `before` uses."""
+        live = ~self.demoted[ids]
+        k, selectable = np.maximum(self.arm[ids], 0), live & (self.arm[ids] >= 0)
+        first, full = selectable & (before == 0), selectable & (before + 1 == self.max_uses)
+        count = lambda mask: np.bincount(k[mask], minlength=self.num_arms)  # noqa: E731
+        self._open -= count(full)
+        self._reusable += count(first & ~full) - count(full & (before > 0))
+        self._num_unique += int((live & (before == 0)).sum())
+
+    def _count_demoted(self, ids: np.ndarray) -> None:
+        """`ids` (used, and live until now) were just demoted."""
+        k, selectable = np.maximum(self.arm[ids], 0), self.arm[ids] >= 0
+        open_ = selectable & (self.uses[ids] < self.max_uses)
+        self._open -= np.bincount(k[open_], minlength=self.num_arms)
+        self._reusable -= np.bincount(k[open_], minlength=self.num_arms)
+        self._num_unique -= len(ids)
 
     @property
     def num_unique(self) -> int:
         """Unique rows trained, less the demoted ones (their budget is refunded)."""
-        return int(((self.uses > 0) & ~self.demoted).sum())
+        return self._num_unique
 
     def group_room(self) -> np.ndarray | None:
         """New rows each task group may still take under `group_budget: proportional` (None: no per-group cap)."""
@@ -129,13 +182,31 @@ class RoundBook:
     def eligible_mask(self) -> np.ndarray:
         """Rows a round may take: selectable, not demoted, used fewer than `max_uses` times, and, once the unique
         budget (or, with `group_budget`, their group's share of it) is spent, already used."""
-        ok = (self.arm >= 0) & (self.uses < self.max_uses) & ~self.demoted
+        ok = np.zeros(len(self.arm), dtype=bool)
+        ok[self.eligible_rows(np.flatnonzero(self.arm >= 0))] = True
+        return ok
+
+    def available_arms(self) -> np.ndarray:
+        """Which arms hold an eligible row (`eligible_mask`), from the counts; with `group_budget: proportional`
+        from the rows themselves."""
+        if self.group_allowance is not None:
+            ok = self.eligible_mask()
+            return np.bincount(self.arm[ok], minlength=self.num_arms) > 0
+        return (self._reusable if self.num_unique >= self.budget else self._open) > 0
+
+    def any_eligible(self) -> bool:
+        return bool(self.available_arms().any())
+
+    def eligible_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The eligible ones of `rows` (selectable ids; see `eligible_mask`), reading only those rows."""
+        uses = self.uses[rows]
+        ok = (uses < self.max_uses) & ~self.demoted[rows]
         if self.num_unique >= self.budget:
-            ok &= self.uses > 0
+            ok &= uses > 0
         room = self.group_room()
         if room is not None:
-            ok &= (self.uses > 0) | (room[np.maximum(self.group, 0)] > 0)
-        return ok
+            ok &= (uses > 0) | (room[np.maximum(self.group[rows], 0)] > 0)
+        return rows[ok]
 
     def stopped(self) -> bool:
         """Whether the run is over (and why, in `stop_reason`): budget spent, rounds used up, nothing eligible."""
@@ -145,7 +216,7 @@ class RoundBook:
                 self.stop_reason = "budget"
             elif self.round >= self.max_rounds:
                 self.stop_reason = "max_rounds"
-            elif not self.eligible_mask().any():  # with reuse_after_budget: every chosen row used max_uses times
+            elif not self.any_eligible():  # with reuse_after_budget: every chosen row used max_uses times
                 self.stop_reason = "budget" if spent else "no_eligible"
         return self.stop_reason is not None
 
@@ -180,8 +251,14 @@ class RoundBook:
             raise RuntimeError(f"round {self.round}: the replayed plan differs from the one the workers train on")
 
     def start_round(self, ids: np.ndarray, arms: np.ndarray, probs: np.ndarray) -> RoundPlan:
+        ids, arms = np.asarray(ids, dtype=np.int64), np.asarray(arms, dtype=np.int64)
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("a round's ids must be distinct")
+        before = self.uses[ids]
         self.uses[ids] += 1
-        self.losses[ids] = np.nan
+        self._count_started(ids, before)
+        self.losses = np.full(len(ids), np.nan)
+        self._plan_order = np.argsort(ids, kind="stable")
         self.plan = RoundPlan(self.round, arms, ids, probs)
         return self.plan
 
@@ -200,8 +277,15 @@ class RoundBook:
         raise RuntimeError(f"{type(self).__name__} asks for no scores")
 
     def report(self, ids: np.ndarray, losses: np.ndarray) -> None:
-        """Record per-sample mean response NLL from the training forward pass."""
-        self.losses[np.asarray(ids, dtype=np.int64)] = np.asarray(losses, dtype=np.float64)
+        """Record per-sample mean response NLL from the training forward pass. Ids outside this round's plan (a
+        late report of an ended round) change nothing."""
+        if self.plan is None:
+            return
+        ids, losses = np.asarray(ids, dtype=np.int64), np.asarray(losses, dtype=np.float64)
+        sorted_ids = self.plan.ids[self._plan_order]
+        at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+        mine = sorted_ids[at] == ids
+        self.losses[self._plan_order[at[mine]]] = losses[mine]
 
     def end_round(self, grad: np.ndarray, step: np.ndarray) -> dict[str, Any]:
         """Apply ΔL′ and the IDU update to this round's samples; `arm_reward` gets each arm's mean IDU drop.
@@ -214,7 +298,7 @@ class RoundBook:
             raise RuntimeError("end_round() called without a round in progress")
         dtype = np.result_type(np.asarray(grad).dtype, np.float32)  # float32 from training stays float32
         direction = RoundDirection(np.asarray(grad, dtype=dtype), np.asarray(step, dtype=dtype))
-        losses = self.losses[plan.ids]
+        losses = self.losses
         seen = ~np.isnan(losses)
         before = self.idu[plan.ids].copy()
         stats: dict[str, Any] = {"round": plan.round, "num_selected": int(len(plan.ids))}
@@ -226,7 +310,7 @@ class RoundBook:
             if self.params.use_correction:
                 correction, beta = loss_change_correction(self.arm_round.get(int(k)), self.prev)
             ids_k = plan.ids[sel]
-            observed = losses[sel] - self.reference[ids_k]
+            observed = losses[sel] if self.reference is None else losses[sel] - self.reference[ids_k]
             self.idu[ids_k] = smooth_idu(self.idu[ids_k], observed, correction, self.params.smoothing)
             reward = float(np.mean(before[sel] - self.idu[ids_k])) if sel.any() else 0.0
             arm_stats.append({"arm": int(k), "reward": reward, **self.arm_reward(int(k), reward, plan),
@@ -239,7 +323,7 @@ class RoundBook:
             stats["num_demoted"] = demoted
         after = self.idu[plan.ids]
         self.log.append({"round": np.full(len(plan.ids), plan.round, dtype=np.int64), "id": plan.ids,
-                         "arm": plan.arms, "group": self.group[plan.ids], "idu_before": before,
+                         "arm": plan.arms, "group": self.group[plan.ids].astype(np.int64), "idu_before": before,
                          "idu_after": after, "loss": losses})
         g = direction.grad.astype(np.float64)
         stats.update(arms=arm_stats, arm_probs=plan.arm_probs.tolist(), grad_sq_norm=float(g @ g),
@@ -254,12 +338,14 @@ class RoundBook:
         """Keep each row's first loss; with `demote_after` = m, demote a row whose loss at its m-th (or a later)
         use is not below its first: a wrong answer's loss does not fall with training, a learnable row's does.
         Returns how many rows are demoted in all."""
+        m = self.params.demote_after
+        if not m:
+            return 0
         first = np.isnan(self.first_loss[ids])
         self.first_loss[ids[first]] = losses[first]
-        m = self.params.demote_after
-        if m:
-            stuck = ~first & (self.uses[ids] >= m) & (losses >= self.first_loss[ids])
-            self.demoted[ids[stuck]] = True
+        stuck = ~first & (self.uses[ids] >= m) & (losses >= self.first_loss[ids]) & ~self.demoted[ids]
+        self.demoted[ids[stuck]] = True
+        self._count_demoted(ids[stuck])
         return int(self.demoted.sum())
 
     def arm_reward(self, arm: int, reward: float, plan: RoundPlan) -> dict[str, Any]:
@@ -316,3 +402,4 @@ class RoundBook:
             self.load_strategy_state(meta["strategy"])
             self.round += 1
         self.arm_round = {k: directions[r] for k, r in self.arm_round_of.items()}
+        self._count_rows()

@@ -102,7 +102,9 @@ class SelectionService:
     def restore(self, rounds: int | None, replay: tuple = ()) -> int:
         """Back to the state after `rounds` rounds, read from the journal (None or 0: round 0, training starts from
         the base model). `replay`: `(plan,)` if `next_round` answered `plan` since that state (None: the run was
-        over), which is redone."""
+        over), which is redone. The old state goes first, so the actor never holds two selectors (at 100M rows each
+        is gigabytes); until the new one is built the service answers LOST."""
+        self.selector, self.lost = None, True
         self.selector = self._fresh_selector()
         if rounds:
             self.selector.load_rounds(self.journal.read(rounds))
