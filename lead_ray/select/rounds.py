@@ -8,7 +8,7 @@ The per-row state is what a 100M-row pool keeps in the actor's memory, so each c
 range allows (`small_int`): IDU in float64 (8 bytes: rankings must not change), arm, group and uses in the fewest
 bytes that hold them, a demoted flag (1), and a reference loss only with `utility: learnable` and a first loss only
 with `demote_after` (8 each). This round's losses are kept for its rows only. With the LEAD selector's arm
-members (int32 ids) that is about 19 bytes per row. A round's cost follows the round, not the pool: the unique
+members (int32 ids) that is about 17 bytes per row. A round's cost follows the round, not the pool: the unique
 count and each arm's open rows (uses below max_uses, not demoted; and of those, the ones already used) are kept up
 to date as rounds start and rows are demoted, so no step of a round passes over the whole pool (only
 `group_budget: proportional` still does).
@@ -36,12 +36,9 @@ from lead_ray.select.params import SelectionParams
 LOG_COLUMNS = ["round", "id", "arm", "group", "idu_before", "idu_after", "loss"]  # one row per (round, id)
 
 
-def small_int(values: np.ndarray, top: int) -> np.ndarray:
-    """`values` (each in -1..top) in the smallest signed integer type that holds -1..top."""
-    for dtype in (np.int8, np.int16, np.int32):
-        if top <= np.iinfo(dtype).max:
-            return np.asarray(values).astype(dtype)
-    return np.asarray(values).astype(np.int64)
+def small_int(top: int) -> type[np.signedinteger]:
+    """The smallest signed integer type that holds -1..top."""
+    return next((t for t in (np.int8, np.int16, np.int32) if top <= np.iinfo(t).max), np.int64)
 
 
 # What the SelectionService answers `next_round` (lead_ray/select/service.py): a RoundPlan, a Rescore, None (the
@@ -103,9 +100,9 @@ class RoundBook:
         if self.reference is not None:
             self.idu -= self.reference
         num_groups = int(np.max(group, initial=-1)) + 1
-        self.arm = small_int(arm, p.num_arms)
-        self.group = small_int(group, num_groups)
-        self.uses = small_int(np.zeros(n), p.max_uses)  # never above max_uses: only rows below it are eligible
+        self.arm = np.asarray(arm).astype(small_int(p.num_arms))
+        self.group = np.asarray(group).astype(small_int(num_groups))
+        self.uses = np.zeros(n, dtype=small_int(p.max_uses))  # never above max_uses: only rows below it are eligible
         # each row's loss at its first use, for demote_after only
         self.first_loss = np.full(n, np.nan) if p.demote_after else None
         self.demoted = np.zeros(n, dtype=bool)  # rows whose loss did not fall: never again selected, budget refunded
