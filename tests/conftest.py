@@ -6,11 +6,12 @@ stops only the head it started."""
 
 from __future__ import annotations
 
-import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,37 +71,60 @@ def tiny_model_path() -> str:
     return resolve_model_path("builtin:tiny", CACHE)
 
 
-@pytest.fixture(scope="session")
-def tiny_job(request, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """`python jobs/lead.py --config configs/tiny.yaml report_to=…`, from scratch, once per session: its run folder and the
-    finished process. Another Ray instance (this process's) runs on the host meanwhile, which once made Ray Train's
-    placement-group cleaner print a traceback at every training start. Under pytest-xdist the workers share one
-    run (the first to get the lock makes it, in the session's shared temporary folder); tests only read it."""
-    _start_local_ray()
-    if not hasattr(request.config, "workerinput"):  # no xdist: this process is the session
-        return _tiny_job(tmp_path_factory.mktemp("tiny_job"))
+def _tiny_job_folder(request, tmp_path_factory) -> Path:
+    """Where the session's tiny job runs: under pytest-xdist, the session's shared temporary folder, above every
+    worker's own, so the workers share one run."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if hasattr(request.config, "workerinput") else base) / "tiny_job"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_tiny_job_early(request, tmp_path_factory) -> None:
+    """Start `tiny_job`'s run in the background at the session's first test, when any collected test reads it:
+    the workers run other tests meanwhile instead of one waiting for the other's run (~200 s of the suite)."""
+    if any("tiny_job" in item.fixturenames for item in request.session.items):
+        _launch_tiny_job(_tiny_job_folder(request, tmp_path_factory))
+
+
+def _launch_tiny_job(folder: Path) -> None:
+    """`python jobs/lead.py --config configs/tiny.yaml report_to=…` into `folder`, once whoever asks (a lock
+    between xdist workers); its shell writes stdout, stderr and then the exit code, the last as the sign it ended."""
     from filelock import FileLock
 
-    shared = tmp_path_factory.getbasetemp().parent  # this session's folder, above every worker's own
-    with FileLock(str(shared / "tiny_job.lock")):
-        record = shared / "tiny_job.json"
-        if not record.exists():
-            run, proc = _tiny_job(shared / "tiny_job")
-            record.write_text(json.dumps({"run": str(run), "args": proc.args, "returncode": proc.returncode,
-                                          "stdout": proc.stdout, "stderr": proc.stderr}))
-        r = json.loads(record.read_text())
-        return Path(r["run"]), subprocess.CompletedProcess(r["args"], r["returncode"], r["stdout"], r["stderr"])
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if (folder / "launched").exists():
+            return
+        # with every report_to backend, offline (tests/test_tracking.py reads them back)
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"WANDB_MODE": "offline",
+                                                                                     "WANDB_SILENT": "true"}
+        cmd = [sys.executable, "jobs/lead.py", "--config", str(TINY), "--output-dir", str(folder),
+               "report_to=tensorboard,mlflow,wandb"]
+        shell = (f'timeout 900 {shlex.join(cmd)} > "$1/stdout" 2> "$1/stderr"; echo $? > "$1/rc.part" && '
+                 'mv "$1/rc.part" "$1/rc"')
+        subprocess.Popen(["bash", "-c", shell, "tiny_job", str(folder)], cwd=REPO, env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        (folder / "launched").write_text(shlex.join(cmd))
 
 
-def _tiny_job(out: Path) -> tuple[Path, subprocess.CompletedProcess]:
-    # with every report_to backend, offline (tests/test_tracking.py reads them back)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"WANDB_MODE": "offline",
-                                                                                 "WANDB_SILENT": "true"}
-    proc = subprocess.run([sys.executable, "jobs/lead.py", "--config", str(TINY), "--output-dir", str(out),
-                           "report_to=tensorboard,mlflow,wandb"], cwd=REPO, capture_output=True, text=True,
-                          timeout=900, env=env)
+@pytest.fixture(scope="session")
+def tiny_job(request, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """`python jobs/lead.py --config configs/tiny.yaml report_to=…`, from scratch, once per session (started early
+    by `_start_tiny_job_early`): its run folder and the finished process. Another Ray instance (this process's) runs
+    on the host meanwhile, which once made Ray Train's placement-group cleaner print a traceback at every training
+    start. Tests only read the run."""
+    _start_local_ray()
+    folder = _tiny_job_folder(request, tmp_path_factory)
+    _launch_tiny_job(folder)  # when the early start did not (a test asked for it by getfixturevalue)
+    deadline = time.time() + 960
+    while not (folder / "rc").exists():
+        assert time.time() < deadline, f"the tiny job in {folder} did not end in 960 s"
+        time.sleep(1)
+    proc = subprocess.CompletedProcess(shlex.split((folder / "launched").read_text()),
+                                       int((folder / "rc").read_text()), (folder / "stdout").read_text(),
+                                       (folder / "stderr").read_text())
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out / "tiny", proc
+    return folder / "tiny", proc
 
 
 @pytest.fixture(scope="session")

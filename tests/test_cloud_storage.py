@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 
 def s3_run(tmp_path: Path, name: str, prepared: Path) -> tuple[list[str], RunStorage, Path]:
-    """A jobs/lead.py command line (from the repo's root) whose output_dir is a fresh prefix of the test bucket, its
+    """jobs/lead.py's `key=value` arguments for a run whose output_dir is a fresh prefix of the test bucket, its
     storage, and its node-local scratch folder (seeded with a prepared pool, as a rerun on this node would find it).
     IFD comes from a warm-up model, so the warm-up run goes through the bucket too."""
     overrides = {**RELIABILITY_SETTINGS, "ifd_model": "warmup", "output_dir": f"s3://lead-ray-test/{tmp_path.name}",
@@ -39,8 +39,7 @@ def s3_run(tmp_path: Path, name: str, prepared: Path) -> tuple[list[str], RunSto
     cfg = load_config(TINY, overrides)
     shutil.rmtree(cfg.run_dir, ignore_errors=True)
     seed_prepared(prepared, cfg.run_dir)
-    cmd = ["python", "jobs/lead.py", "--config", "configs/tiny.yaml", *[f"{k}={v}" for k, v in overrides.items()]]
-    return cmd, RunStorage.at(cfg.run_uri), cfg.run_dir
+    return [f"{k}={v}" for k, v in overrides.items()], RunStorage.at(cfg.run_uri), cfg.run_dir
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +94,8 @@ def bucket_run(head, tiny_prepared, tmp_path_factory):
     the uploaded working dir, where the bundled data files have other paths and times, and the stage keys hash the
     files' contents, so the pool is reused."""
     tmp = tmp_path_factory.mktemp("s3")
-    cmd, storage, scratch = s3_run(tmp, "ref", tiny_prepared)
-    job = head(cmd)
+    args, storage, scratch = s3_run(tmp, "ref", tiny_prepared)
+    job = head(["python", "jobs/lead.py", "--config", "configs/tiny.yaml", *args])
     assert job.returncode == 0, job.stdout[-3000:] + "\n" + job.stderr[-3000:]  # a str: shown whole
     assert "LEAD run summary" in job.stdout and "succeeded" in job.stdout
     for stage in ("ingest", "embed"):
@@ -141,8 +140,8 @@ def test_worker_then_driver_sigkill_resume_from_the_bucket_alone(bucket_run, tmp
     from chaos import ray_processes
 
     reference, _, _, prepared = bucket_run
-    cmd, storage, scratch = s3_run(tmp_path, "kill", prepared)
-    cmd = [sys.executable, str(REPO / cmd[1]), "--config", str(TINY), *cmd[4:]]  # run here, from an empty folder
+    args, storage, scratch = s3_run(tmp_path, "kill", prepared)
+    cmd = [sys.executable, str(REPO / "jobs" / "lead.py"), "--config", str(TINY), *args]  # from an empty folder
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     log = tmp_path / "first.log"

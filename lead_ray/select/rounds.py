@@ -159,9 +159,9 @@ class RoundBook:
     def _count_demoted(self, ids: np.ndarray) -> None:
         """`ids` (used, and live until now) were just demoted."""
         k, selectable = np.maximum(self.arm[ids], 0), self.arm[ids] >= 0
-        open_ = selectable & (self.uses[ids] < self.max_uses)
-        self._open -= np.bincount(k[open_], minlength=self.num_arms)
-        self._reusable -= np.bincount(k[open_], minlength=self.num_arms)
+        open_ = np.bincount(k[selectable & (self.uses[ids] < self.max_uses)], minlength=self.num_arms)
+        self._open -= open_  # demoted rows were used: they leave both counts
+        self._reusable -= open_
         self._num_unique -= len(ids)
 
     @property
