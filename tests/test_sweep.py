@@ -46,6 +46,26 @@ def test_tuning_k_with_embedding_arms_is_refused_before_work(tmp_path: Path) -> 
     assert not any(tmp_path.iterdir())  # nothing was prepared
 
 
+def test_a_trial_that_failed_before_reporting_is_a_row_not_a_crash(tmp_path: Path) -> None:
+    """Tune's result for a trial that died before its first report has no metrics and so no config (seen once
+    under load, where the whole sweep then crashed while writing trials.csv): it is a row with its error, and the
+    best trial still comes from the others."""
+    from ray.tune import Result
+
+    from lead_ray.sweep import write_results
+
+    history = pd.DataFrame({"eval_nll": [3.0, 2.5], "round": [0, 1], "final": [0, 1]})
+    ok = Result(metrics={"trial_id": "a", "config": {"smoothing": 0.2}}, checkpoint=None, error=None,
+                path=str(tmp_path / "a"), metrics_dataframe=history)
+    dead = Result(metrics=None, checkpoint=None, error=RuntimeError("the node went away"), path=str(tmp_path / "b"))
+    silent = Result(metrics=None, checkpoint=None, error=None, path=str(tmp_path / "c"))
+    out = write_results(LeadConfig.from_flat(), [ok, dead, silent], tmp_path, ["smoothing"])
+    table = pd.read_csv(tmp_path / "trials.csv")
+    assert len(table) == 3 and out["best"] == {"smoothing": 0.2} and out["best_eval_nll"] == 2.5
+    assert table["error"].fillna("").tolist() == ["", "the node went away", "no result"]
+    assert table["stopped_early"].tolist() == [False, True, True]
+
+
 def test_too_many_concurrent_trials_is_an_error(ray_local) -> None:
     from lead_ray.sweep import max_concurrent
 
