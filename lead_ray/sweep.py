@@ -258,15 +258,14 @@ def write_results(cfg: LeadConfig, grid, sweep_dir: Path, names: list[str]) -> d
     rows = []
     for result in grid:
         # a trial that failed before its first report has no metrics, so no config (Tune keeps it in the metrics)
-        config = result.config or {}
+        metrics, config = result.metrics or {}, result.config or {}
+        error = str(result.error) if result.error else ("" if metrics else "no result")
         hist = result.metrics_dataframe
         finished = hist is not None and "final" in hist and hist["final"].fillna(0).max() == 1
         best = float(hist[METRIC].min()) if hist is not None and METRIC in hist else math.nan
         rounds = int(hist["round"].max() + 1) if hist is not None and "round" in hist else 0
-        rows.append({"trial_id": (result.metrics or {}).get("trial_id", ""),
-                     **{n: config.get(n) for n in names}, "best_eval_nll": best, "rounds": rounds,
-                     "stopped_early": not finished,
-                     "error": str(result.error) if result.error else "" if result.metrics else "no result"})
+        rows.append({"trial_id": metrics.get("trial_id", ""), **{n: config.get(n) for n in names},
+                     "best_eval_nll": best, "rounds": rounds, "stopped_early": not finished, "error": error})
     import pandas as pd
 
     table = pd.DataFrame(rows).sort_values("best_eval_nll")
