@@ -98,3 +98,37 @@ def test_nothing_turns_token_auth_off() -> None:
     assert len(files) > 30
     offenders = [str(p.relative_to(REPO)) for p in files if "RAY_AUTH_MODE" in p.read_text(errors="replace")]
     assert not offenders, offenders
+
+
+def test_a_workers_state_api_asks_its_own_instance_when_another_starts_later() -> None:
+    """Ray Train's placement-group cleaner asks the State API, from a worker, whether its controller still lives.
+    Asked without an address, Ray looks for "the" local instance: the one started last on the host. Here another
+    instance starts after ours, and a worker of ours must still find its own actor (lead-ray hands the instance's
+    processes their dashboard's address at start, without touching this driver's environment)."""
+    import ray
+
+    from lead_ray.config import LeadConfig
+    from lead_ray.runtime.ray_init import init_ray
+
+    init_ray(LeadConfig.from_flat(num_cpus=2))
+    other = None
+    try:
+        assert "RAY_API_SERVER_ADDRESS" not in os.environ  # this driver's environment is as it was
+
+        @ray.remote(num_cpus=0)
+        class Probe:
+            def own_state(self) -> str | None:
+                from ray.util.state import get_actor
+
+                me = get_actor(ray.get_runtime_context().get_actor_id())
+                return me.state if me else None
+
+        probe = Probe.remote()
+        assert ray.get(probe.own_state.remote()) == "ALIVE"
+        other, _ = _start_driver()  # now "the" local instance on this host is the other one
+        assert ray.get(probe.own_state.remote()) == "ALIVE"
+    finally:
+        ray.shutdown()
+        if other is not None:
+            other.kill()
+            other.wait()

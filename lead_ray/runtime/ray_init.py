@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from lead_ray.config import ConfigError, LeadConfig
 from lead_ray.runtime.ray_private import single_node_mode
@@ -31,14 +34,16 @@ def init_ray(cfg: LeadConfig) -> None:
     # auth (on by default for local instances) stays on.
     single_node_mode()
     # The dashboard (bound to 127.0.0.1) serves the State API, which Ray Train needs to clean up the placement
-    # groups of a stopped run (e.g. a Tune trial that ASHA ends early).
+    # groups of a stopped run (e.g. a Tune trial that ASHA ends early). Ray's own actors that call it (Ray Train's
+    # placement-group cleaner) look for "the" local instance, and find another one when two run on the host: the
+    # instance's processes are told its dashboard's address in their environment, which they inherit from the
+    # raylet. A runtime_env (env_vars or a setup hook) would do the same per worker, but then every worker process
+    # starts through Ray's setup_worker.py, importing ray twice (~14% of a short run's CPU).
     # address="local": always a new instance of our own, never one that `ray start` left running on this machine.
-    # The setup hook gives every worker this instance's address: Ray's own actors (Ray Train's placement-group
-    # cleaner) otherwise look for "the" local instance and fail when another one runs on the host.
-    ray.init(address="local", num_cpus=cfg.run.num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True,
-             dashboard_host="127.0.0.1",
-             runtime_env={"env_vars": env, "worker_process_setup_hook": "lead_ray.runtime.ray_init.pin_ray_address"},
-             log_to_driver=True)
+    port = _free_dashboard_port()
+    with _environ(RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{port}"):
+        ray.init(address="local", num_cpus=cfg.run.num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True,
+                 dashboard_host="127.0.0.1", dashboard_port=port, log_to_driver=True)
     quiet_ray_data(cfg.tracking.verbose)
     start_reaper()  # the instance's processes go when this driver goes, even if it is SIGKILLed
 
@@ -67,11 +72,28 @@ def health_check_interval(num_workers: int) -> float:
     return min(2.0, 0.05 * num_workers)
 
 
-def pin_ray_address() -> None:
-    """Ray worker setup hook (local instance): RAY_ADDRESS is this worker's own instance."""
-    import ray
+def _free_dashboard_port() -> int:
+    """Ray's usual 8265 when it is free, else any free loopback port."""
+    for port in (8265, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError("no free port on 127.0.0.1 for the Ray dashboard")
 
-    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+
+@contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """These environment variables while the block runs (for the processes it starts), then as they were."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 def check_resources(cfg: LeadConfig) -> None:
