@@ -47,8 +47,11 @@ def head(s3_env):
     """A one-box head as the README starts it (token auth, dashboard on loopback), with the bucket's endpoint and
     keys in its environment; yields a function that runs `ray job submit -- <args>` from the repo's root."""
     bin_dir = Path(sys.executable).parent
+    # the jobs here upload the same working dir: Ray skips the upload of a package it holds, without renewing the
+    # package's 10-minute lease, and one submitted as the lease ran out lost it under its running trials ("Failed
+    # to download runtime_env file package", ray-project/ray#46625)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_RUNTIME_ENV_TEMPORARY_REFERENCE_EXPIRATION_S": "3600"}
     env.pop("RAY_ADDRESS", None)
     ray = str(bin_dir / "ray")
     port, dash, agent = free_port(), free_port(), free_port()
