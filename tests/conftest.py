@@ -164,16 +164,15 @@ def s3_env() -> dict[str, str]:
     import boto3
     from moto.server import ThreadedMotoServer
 
+    from lead_ray.runtime.ray_init import environ
+
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    boto3.client("s3").create_bucket(Bucket="lead-ray-test")
-    yield env
-    for k, v in saved.items():
-        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    with environ(**env):
+        boto3.client("s3").create_bucket(Bucket="lead-ray-test")
+        yield env
     server.stop()

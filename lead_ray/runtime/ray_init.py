@@ -41,7 +41,7 @@ def init_ray(cfg: LeadConfig) -> None:
     # starts through Ray's setup_worker.py, importing ray twice (~14% of a short run's CPU).
     # address="local": always a new instance of our own, never one that `ray start` left running on this machine.
     port = _free_dashboard_port()
-    with _environ(RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{port}"):
+    with environ(RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{port}"):
         ray.init(address="local", num_cpus=cfg.run.num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True,
                  dashboard_host="127.0.0.1", dashboard_port=port, log_to_driver=True)
     quiet_ray_data(cfg.tracking.verbose)
@@ -85,7 +85,7 @@ def _free_dashboard_port() -> int:
 
 
 @contextmanager
-def _environ(**values: str) -> Iterator[None]:
+def environ(**values: str) -> Iterator[None]:
     """These environment variables while the block runs (for the processes it starts), then as they were."""
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
