@@ -38,14 +38,23 @@ time.sleep(600)
 """
 
 
-def _start_driver() -> tuple[subprocess.Popen, str]:
+def _launch_driver() -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=REPO, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-c", DRIVER], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env)
+
+
+def _started(proc: subprocess.Popen) -> str:
+    """The driver's dashboard address, once its instance is up."""
     line = proc.stdout.readline().split()
     assert len(line) == 2, "the driver did not start"
     time.sleep(2)  # agents finish binding
-    return proc, line[1]
+    return line[1]
+
+
+def _start_driver() -> tuple[subprocess.Popen, str]:
+    proc = _launch_driver()
+    return proc, _started(proc)
 
 
 def _ray_tree(proc: subprocess.Popen) -> list[psutil.Process]:
@@ -132,3 +141,16 @@ def test_a_workers_state_api_asks_its_own_instance_when_another_starts_later() -
         if other is not None:
             other.kill()
             other.wait()
+
+
+def test_two_instances_starting_at_once_both_come_up() -> None:
+    """Two runs started together on one host (as the test suite's workers do) each get a dashboard of their own:
+    one port chosen for both (Ray's usual 8265, free when each looked) failed the second one's start."""
+    procs = [_launch_driver(), _launch_driver()]
+    try:
+        dashboards = [_started(p) for p in procs]
+        assert len(set(dashboards)) == 2, dashboards
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

@@ -73,15 +73,11 @@ def health_check_interval(num_workers: int) -> float:
 
 
 def _free_dashboard_port() -> int:
-    """Ray's usual 8265 when it is free, else any free loopback port."""
-    for port in (8265, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise RuntimeError("no free port on 127.0.0.1 for the Ray dashboard")
+    """A free loopback port, from the kernel's ephemeral range. Not Ray's usual 8265: two instances starting at
+    once would both find 8265 free, and the second one's dashboard would fail to start."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @contextmanager
